@@ -1,0 +1,270 @@
+//! The sampling loop. One loop for every model, solver and strategy:
+//!
+//! ```text
+//! for each step i (x at points[i]):
+//!     rows   = conditional row of every particle + each strategy's requests   (batched per model)
+//!     guided = cond; each strategy.combine adds its term                      (x̂0, ε̂ space)
+//!     each strategy.steer may move x with the model output frozen
+//!     children = max over strategies of expand  → branch particles (fresh lineages)
+//!     x      = solver.step(x, guided, particle history, particle noise)      (to points[i+1])
+//!     each strategy.select may reweight / resample / prune
+//! ```
+//!
+//! Everything a particle owns lives in the [`Population`]; the engine holds no sampling state.
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+use crate::condition::Condition;
+use crate::denoiser::Denoiser;
+use crate::guidance::{Context, Guidance, Request, Step};
+use crate::ledger::{Ledger, Timing};
+use crate::path::StepPoint;
+use crate::population::Population;
+use crate::prediction::Prediction;
+use crate::schedule::Schedule;
+use crate::solver::Solver;
+use crate::trace::{TraceLine, TraceSink};
+use crate::{Error, Result};
+
+/// The final population of a run and what it cost.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Final particles (`x` at the last schedule point).
+    pub population: Population,
+    /// Exact counts.
+    pub ledger: Ledger,
+    /// Wall time.
+    pub timing: Timing,
+}
+
+/// Models, schedule, solver and strategies of one run.
+pub struct Engine<'a> {
+    /// Models; index 0 is the main model, others are guiding models (autoguidance).
+    pub models: Vec<&'a dyn Denoiser>,
+    /// The points to visit.
+    pub schedule: &'a Schedule,
+    /// The update rule.
+    pub solver: &'a dyn Solver,
+    /// Strategies, applied in order.
+    pub guidance: Vec<Box<dyn Guidance + 'a>>,
+}
+
+impl<'a> Engine<'a> {
+    /// Checks that every strategy's needs are met, with a message saying how to fix it.
+    pub fn validate(&self) -> Result<()> {
+        if self.schedule.steps() == 0 {
+            return Err(Error::InvalidArgument("the schedule has no steps (steps must be ≥ 1)".into()));
+        }
+        let main = self.models.first().ok_or_else(|| Error::InvalidArgument("no model".into()))?;
+        for g in &self.guidance {
+            let needs = g.needs();
+            if needs.stochastic_solver && !self.solver.is_stochastic() {
+                return Err(Error::Unsupported(format!(
+                    "{} needs a stochastic sampler (with a deterministic one, resampled copies \
+                     stay identical); use --eta 1 (or --sampler ddpm / euler-a)",
+                    g.name()
+                )));
+            }
+            if needs.models > self.models.len() {
+                return Err(Error::Unsupported(format!(
+                    "{} needs {} models but {} were given",
+                    g.name(),
+                    needs.models,
+                    self.models.len()
+                )));
+            }
+            if needs.flow_path && !main.path().is_flow() {
+                return Err(Error::Unsupported(format!(
+                    "{} works on rectified-flow models only; `{}` is a VP diffusion model",
+                    g.name(),
+                    main.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the schedule from `pop`, writing one trace line per step to `trace` if given.
+    pub fn run(&self, mut pop: Population, mut trace: Option<&mut dyn TraceSink>) -> Result<Outcome> {
+        self.validate()?;
+        let started = Instant::now();
+        let mut ledger = Ledger::default();
+        let mut timing = Timing::default();
+        let main = self.models[0];
+        let points = &self.schedule.points;
+        for index in 0..self.schedule.steps() {
+            let step = Step {
+                index,
+                count: self.schedule.steps(),
+                from: points[index],
+                to: points[index + 1],
+                parameterization: main.parameterization(),
+            };
+            let mut line = TraceLine::new();
+            line.insert("step".into(), index.into());
+            line.insert("timestep".into(), step.from.timestep.into());
+            line.insert("alpha".into(), step.from.alpha.into());
+            line.insert("sigma".into(), step.from.sigma.into());
+
+            // 1. Rows: every particle's own conditional row, then each strategy's requests.
+            let mut requests = vec![Request {
+                model: 0,
+                conds: pop.conds(),
+            }];
+            let mut spans = Vec::with_capacity(self.guidance.len());
+            for g in &self.guidance {
+                let asked = g.requests(&step, &pop)?;
+                for r in &asked {
+                    if r.conds.len() != pop.len() || r.model >= self.models.len() {
+                        return Err(Error::InvalidArgument(format!(
+                            "{} requested rows for {} particles of model {} (have {} particles, {} models)",
+                            g.name(),
+                            r.conds.len(),
+                            r.model,
+                            pop.len(),
+                            self.models.len()
+                        )));
+                    }
+                }
+                spans.push(requests.len()..requests.len() + asked.len());
+                requests.extend(asked);
+            }
+            let preds = self.evaluate(&requests, &pop.x, &step.from, &mut ledger, &mut timing)?;
+
+            // 2. Combine: additive terms on top of the conditional prediction.
+            let mut guided = preds[0].clone();
+            for (g, span) in self.guidance.iter().zip(&spans) {
+                g.combine(&step, &pop, &preds[0], &preds[span.clone()], &mut guided, &mut line)?;
+            }
+
+            // 3. Steer the state with the prediction frozen.
+            for g in &self.guidance {
+                let mut cx = Context {
+                    models: &self.models,
+                    schedule: self.schedule,
+                    ledger: &mut ledger,
+                    timing: &mut timing,
+                    trace: &mut line,
+                };
+                g.steer(&step, &mut pop, &mut guided, &mut cx)?;
+            }
+
+            // 4. Branch.
+            let children = self.guidance.iter().map(|g| g.expand(&step, &pop)).max().unwrap_or(1);
+            if children == 0 {
+                return Err(Error::InvalidArgument("a strategy asked for 0 children".into()));
+            }
+            if children > 1 {
+                let idx: Vec<usize> = (0..pop.len()).flat_map(|i| std::iter::repeat_n(i, children)).collect();
+                pop = pop.gather(&idx, index)?;
+                let t = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), pop.x.device())?;
+                guided = guided.gather(&t)?;
+            }
+
+            // 5. Transition.
+            let noise = if self.solver.is_stochastic() {
+                Some(pop.step_noise(index)?)
+            } else {
+                None
+            };
+            let x = self.solver.step(self.schedule, index, &pop.x, &guided, &pop.history, noise.as_ref())?;
+            pop.x = x;
+            pop.x0 = Some(guided.x0.clone());
+            if self.solver.history_len() > 0 {
+                pop.history.insert(0, guided.x0);
+                pop.history.truncate(self.solver.history_len());
+            }
+
+            // 6. Select.
+            for g in &self.guidance {
+                let mut cx = Context {
+                    models: &self.models,
+                    schedule: self.schedule,
+                    ledger: &mut ledger,
+                    timing: &mut timing,
+                    trace: &mut line,
+                };
+                g.select(&step, &mut pop, &mut cx)?;
+            }
+            if let Some(sink) = trace.as_deref_mut() {
+                sink.record(Value::Object(line))?;
+            }
+        }
+        timing.total_s = started.elapsed().as_secs_f64();
+        Ok(Outcome {
+            population: pop,
+            ledger,
+            timing,
+        })
+    }
+
+    /// Evaluates every request, one batched call per model, sharing identical requests.
+    fn evaluate(
+        &self,
+        requests: &[Request],
+        x: &Tensor,
+        at: &StepPoint,
+        ledger: &mut Ledger,
+        timing: &mut Timing,
+    ) -> Result<Vec<Prediction>> {
+        // Deduplicate: `unique[k]` is the first request equal to request k.
+        let unique: Vec<usize> = requests
+            .iter()
+            .enumerate()
+            .map(|(k, r)| requests[..k].iter().position(|q| q == r).unwrap_or(k))
+            .collect();
+        let mut out: Vec<Option<Prediction>> = vec![None; requests.len()];
+        let p = x.dim(0)?;
+        for model in 0..self.models.len() {
+            let mine: Vec<usize> = (0..requests.len())
+                .filter(|&k| unique[k] == k && requests[k].model == model)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let xs: Vec<&Tensor> = mine.iter().map(|_| x).collect();
+            let rows = Tensor::cat(&xs, 0)?;
+            let conds: Vec<Condition> = mine.iter().flat_map(|&k| requests[k].conds.iter().copied()).collect();
+            let pred = predict(self.models[model], &rows, at, &conds, ledger, timing)?;
+            for (j, &k) in mine.iter().enumerate() {
+                out[k] = Some(pred.narrow(j * p, p)?);
+            }
+        }
+        for k in 0..requests.len() {
+            if out[k].is_none() {
+                out[k] = out[unique[k]].clone();
+            }
+        }
+        Ok(out.into_iter().map(|p| p.expect("every request answered")).collect())
+    }
+}
+
+/// One counted, timed, batched model evaluation converted to `(x̂0, ε̂)`; batches larger than
+/// the model's `max_batch` are split.
+pub(crate) fn predict(
+    model: &dyn Denoiser,
+    x: &Tensor,
+    at: &StepPoint,
+    conds: &[Condition],
+    ledger: &mut Ledger,
+    timing: &mut Timing,
+) -> Result<Prediction> {
+    let n = x.dim(0)?;
+    let chunk = model.max_batch().max(1);
+    let start = Instant::now();
+    let mut outs = Vec::with_capacity(n.div_ceil(chunk));
+    let mut calls = 0;
+    for s in (0..n).step_by(chunk) {
+        let len = chunk.min(n - s);
+        outs.push(model.forward(&x.narrow(0, s, len)?, at, &conds[s..s + len])?);
+        calls += 1;
+    }
+    let raw = if outs.len() == 1 { outs.pop().expect("one chunk") } else { Tensor::cat(&outs, 0)? };
+    Timing::add(&mut timing.model_s, start.elapsed());
+    *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
+    *ledger.model_calls.entry(model.name().into()).or_default() += calls;
+    model.parameterization().to_prediction(&raw, x, at)
+}

@@ -1,0 +1,36 @@
+//! The one error type of the engine.
+
+/// Everything that can go wrong inside the guidance engine.
+///
+/// Messages name the problem and, where there is one, the fix: they are shown to users as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed (shape mismatch, device, dtype).
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// An argument is out of its valid range (steps = 0, η < 0, K = 0, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The combination asked for cannot work (a strategy needs what the model or sampler lacks).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A reward could not score its inputs.
+    #[error("reward `{name}` failed: {message}")]
+    Reward {
+        /// The reward's name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Result with the engine's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Returns `Err(Error::InvalidArgument)` built from a format string.
+#[macro_export]
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err($crate::Error::InvalidArgument(format!($($arg)*)))
+    };
+}

@@ -1,0 +1,190 @@
+//! The one guidance trait: five hooks into a sampling step, each doing nothing by default.
+//!
+//! | hook | does | used by |
+//! |---|---|---|
+//! | [`requests`](Guidance::requests) | extra model rows each particle needs (another condition, another model) | CFG, autoguidance, GFCG |
+//! | [`combine`](Guidance::combine) | adds an affine guidance term to the per-particle prediction | CFG, autoguidance, GFCG, dynamic CFG |
+//! | [`steer`](Guidance::steer) | moves `x_t` using `x̂0`, the model output frozen | FlowChef |
+//! | [`expand`](Guidance::expand) | branches each particle into children before the transition | SVDD, DSearch, Free²Guide |
+//! | [`select`](Guidance::select) | reweights, resamples, prunes, picks after the transition | FK, CoDe, best-of-N |
+//!
+//! Strategies stack: the engine calls every strategy's hook in order. Combinations are additive
+//! in `(x̂0, ε̂)` space starting from the conditional prediction — each term is a difference of
+//! two predictions at the same `x_t`, so the pair stays consistent (`x = α·x̂0 + σ·ε̂`).
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+use crate::condition::Condition;
+use crate::denoiser::Denoiser;
+use crate::ledger::{Ledger, Timing};
+use crate::path::StepPoint;
+use crate::population::Population;
+use crate::prediction::{Parameterization, Prediction};
+use crate::reward::{Reward, RewardContext};
+use crate::schedule::Schedule;
+use crate::trace::TraceLine;
+use crate::Result;
+
+/// Where in the schedule a step is.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    /// Step index, 0 = noisiest.
+    pub index: usize,
+    /// Number of steps of the schedule.
+    pub count: usize,
+    /// The point the step starts from (where the model is evaluated).
+    pub from: StepPoint,
+    /// The point the step moves to.
+    pub to: StepPoint,
+    /// The main model's parameterisation.
+    pub parameterization: Parameterization,
+}
+
+impl Step {
+    /// True for the last step of the schedule.
+    pub fn is_last(&self) -> bool {
+        self.index + 1 == self.count
+    }
+}
+
+/// Extra model rows: one row per particle, of model `model` under `conds[i]` for particle `i`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Index of the model in the engine's model list (0 = main model).
+    pub model: usize,
+    /// One condition per particle.
+    pub conds: Vec<Condition>,
+}
+
+/// What a strategy needs from the engine; checked before sampling starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Duplicated particles must diverge: the solver must be stochastic.
+    pub stochastic_solver: bool,
+    /// Number of models the strategy addresses (`2` for a guiding model).
+    pub models: usize,
+    /// Only valid on rectified-flow models (FlowChef).
+    pub flow_path: bool,
+}
+
+/// Engine services a strategy may use inside `steer` and `select`: scoring rewards and extra
+/// model evaluations (look-ahead), both counted in the ledger, and the step's trace line.
+pub struct Context<'a> {
+    /// The engine's models (0 = main).
+    pub models: &'a [&'a dyn Denoiser],
+    /// The schedule being sampled.
+    pub schedule: &'a Schedule,
+    /// Costs so far.
+    pub ledger: &'a mut Ledger,
+    /// Wall time so far.
+    pub timing: &'a mut Timing,
+    /// The current step's trace line.
+    pub trace: &'a mut TraceLine,
+}
+
+impl Context<'_> {
+    /// Scores rows of `x0` with `reward`, counting the call. Non-finite scores other than `-∞`
+    /// (NaN, `+∞`) are mapped to NaN so callers treat them as invalid items.
+    pub fn score(
+        &mut self,
+        reward: &dyn Reward,
+        x0: &Tensor,
+        conds: &[Condition],
+        at: StepPoint,
+    ) -> Result<Vec<f64>> {
+        let start = std::time::Instant::now();
+        let scores = reward.score(x0, &RewardContext { conds, at })?;
+        Timing::add(&mut self.timing.reward_s, start.elapsed());
+        if scores.len() != conds.len() {
+            return Err(crate::Error::Reward {
+                name: reward.name().into(),
+                message: format!("returned {} scores for {} items", scores.len(), conds.len()),
+            });
+        }
+        *self
+            .ledger
+            .reward_calls
+            .entry(reward.name().into())
+            .or_default() += 1;
+        *self
+            .ledger
+            .reward_items
+            .entry(reward.name().into())
+            .or_default() += conds.len() as u64;
+        Ok(scores
+            .into_iter()
+            .map(|s| if s.is_nan() || s == f64::INFINITY { f64::NAN } else { s })
+            .collect())
+    }
+
+    /// Evaluates model `model` on rows `x` at `at` and converts to `(x̂0, ε̂)`, counting rows.
+    pub fn predict(
+        &mut self,
+        model: usize,
+        x: &Tensor,
+        at: &StepPoint,
+        conds: &[Condition],
+    ) -> Result<Prediction> {
+        crate::engine::predict(self.models[model], x, at, conds, self.ledger, self.timing)
+    }
+
+    /// Adds a field to the step's trace line.
+    pub fn trace(&mut self, key: impl Into<String>, value: impl Into<Value>) {
+        self.trace.insert(key.into(), value.into());
+    }
+}
+
+/// An inference-time guidance strategy. Implement only the hooks you need.
+pub trait Guidance: Send + Sync {
+    /// Name for records and traces.
+    fn name(&self) -> String;
+
+    /// What this strategy requires of the model and sampler.
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// Extra model rows needed this step, beyond each particle's conditional row.
+    fn requests(&self, _step: &Step, _pop: &Population) -> Result<Vec<Request>> {
+        Ok(Vec::new())
+    }
+
+    /// Adds this strategy's term to `guided` (which starts as `cond` and carries the terms of the
+    /// strategies before this one). `extra[k]` answers this strategy's `k`-th request.
+    fn combine(
+        &self,
+        _step: &Step,
+        _pop: &Population,
+        _cond: &Prediction,
+        _extra: &[Prediction],
+        _guided: &mut Prediction,
+        _trace: &mut TraceLine,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Changes `x_t` (in `pop.x`) before the transition, with the model output frozen; must keep
+    /// `guided` consistent with the new state.
+    fn steer(
+        &self,
+        _step: &Step,
+        _pop: &mut Population,
+        _guided: &mut Prediction,
+        _cx: &mut Context,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Children per particle for this step's transition (1 = no branching). Children share
+    /// their parent's prediction and differ in noise.
+    fn expand(&self, _step: &Step, _pop: &Population) -> usize {
+        1
+    }
+
+    /// Reweights, resamples, prunes or picks after the transition (`pop.x` is at `step.to`,
+    /// `pop.x0` holds the guided `x̂0` made at `step.from`).
+    fn select(&self, _step: &Step, _pop: &mut Population, _cx: &mut Context) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,5 @@
+//! Guidance strategies, one file each.
+
+pub mod cfg;
+
+pub use cfg::ClassifierFree;
