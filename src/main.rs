@@ -1,1 +1,39 @@
-fn main(){}
+//! The `steerdiff` command line; the work is done by the library (`steerdiff::cli`).
+
+use std::panic::{self, AssertUnwindSafe};
+use std::process::ExitCode;
+
+use clap::Parser;
+use steerdiff::cli::{self, Cli};
+use steerdiff::error::{exit_code, one_line, EXIT_FAILURE};
+
+fn main() -> ExitCode {
+    // clap's own parse errors (and --help / --version) keep clap's behaviour and exit codes.
+    let args = Cli::parse();
+    // A panic is a bug; report it on one line like any other error.
+    panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let text = format!("{what}{at}");
+        eprintln!(
+            "error: internal error (a bug; please report it): {}",
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }));
+    match panic::catch_unwind(AssertUnwindSafe(|| cli::execute(args))) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(exit_code(&e))
+        }
+        Err(_) => ExitCode::from(EXIT_FAILURE),
+    }
+}

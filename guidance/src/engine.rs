@@ -6,7 +6,7 @@
 //!     guided = cond; each strategy.combine adds its term                      (x̂0, ε̂ space)
 //!     each strategy.steer may move x with the model output frozen
 //!     children = max over strategies of expand  → branch particles (fresh lineages)
-//!     x      = solver.step(x, guided, particle history, particle noise)      (to points[i+1])
+//!     x      = solver.step(x, guided, particle history, particle noise)      (to target(i))
 //!     each strategy.select may reweight / resample / prune
 //! ```
 //!
@@ -56,9 +56,14 @@ impl<'a> Engine<'a> {
     /// Checks that every strategy's needs are met, with a message saying how to fix it.
     pub fn validate(&self) -> Result<()> {
         if self.schedule.steps() == 0 {
-            return Err(Error::InvalidArgument("the schedule has no steps (steps must be ≥ 1)".into()));
+            return Err(Error::InvalidArgument(
+                "the schedule has no steps (steps must be ≥ 1)".into(),
+            ));
         }
-        let main = self.models.first().ok_or_else(|| Error::InvalidArgument("no model".into()))?;
+        let main = self
+            .models
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("no model".into()))?;
         for g in &self.guidance {
             let needs = g.needs();
             if needs.stochastic_solver && !self.solver.is_stochastic() {
@@ -88,19 +93,25 @@ impl<'a> Engine<'a> {
     }
 
     /// Runs the schedule from `pop`, writing one trace line per step to `trace` if given.
-    pub fn run(&self, mut pop: Population, mut trace: Option<&mut dyn TraceSink>) -> Result<Outcome> {
+    pub fn run(
+        &self,
+        mut pop: Population,
+        mut trace: Option<&mut dyn TraceSink>,
+    ) -> Result<Outcome> {
         self.validate()?;
         let started = Instant::now();
         let mut ledger = Ledger::default();
         let mut timing = Timing::default();
         let main = self.models[0];
-        let points = &self.schedule.points;
-        for index in 0..self.schedule.steps() {
+        for (index, &from) in self.schedule.points[..self.schedule.steps()]
+            .iter()
+            .enumerate()
+        {
             let step = Step {
                 index,
                 count: self.schedule.steps(),
-                from: points[index],
-                to: points[index + 1],
+                from,
+                to: self.schedule.target(index),
                 parameterization: main.parameterization(),
             };
             let mut line = TraceLine::new();
@@ -137,7 +148,14 @@ impl<'a> Engine<'a> {
             // 2. Combine: additive terms on top of the conditional prediction.
             let mut guided = preds[0].clone();
             for (g, span) in self.guidance.iter().zip(&spans) {
-                g.combine(&step, &pop, &preds[0], &preds[span.clone()], &mut guided, &mut line)?;
+                g.combine(
+                    &step,
+                    &pop,
+                    &preds[0],
+                    &preds[span.clone()],
+                    &mut guided,
+                    &mut line,
+                )?;
             }
 
             // 3. Steer the state with the prediction frozen.
@@ -153,14 +171,27 @@ impl<'a> Engine<'a> {
             }
 
             // 4. Branch.
-            let children = self.guidance.iter().map(|g| g.expand(&step, &pop)).max().unwrap_or(1);
+            let children = self
+                .guidance
+                .iter()
+                .map(|g| g.expand(&step, &pop))
+                .max()
+                .unwrap_or(1);
             if children == 0 {
-                return Err(Error::InvalidArgument("a strategy asked for 0 children".into()));
+                return Err(Error::InvalidArgument(
+                    "a strategy asked for 0 children".into(),
+                ));
             }
             if children > 1 {
-                let idx: Vec<usize> = (0..pop.len()).flat_map(|i| std::iter::repeat_n(i, children)).collect();
+                let idx: Vec<usize> = (0..pop.len())
+                    .flat_map(|i| std::iter::repeat_n(i, children))
+                    .collect();
                 pop = pop.gather(&idx, index)?;
-                let t = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), pop.x.device())?;
+                let t = Tensor::from_vec(
+                    idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                    idx.len(),
+                    pop.x.device(),
+                )?;
                 guided = guided.gather(&t)?;
             }
 
@@ -170,7 +201,14 @@ impl<'a> Engine<'a> {
             } else {
                 None
             };
-            let x = self.solver.step(self.schedule, index, &pop.x, &guided, &pop.history, noise.as_ref())?;
+            let x = self.solver.step(
+                self.schedule,
+                index,
+                &pop.x,
+                &guided,
+                &pop.history,
+                noise.as_ref(),
+            )?;
             pop.x = x;
             pop.x0 = Some(guided.x0.clone());
             if self.solver.history_len() > 0 {
@@ -227,7 +265,10 @@ impl<'a> Engine<'a> {
             }
             let xs: Vec<&Tensor> = mine.iter().map(|_| x).collect();
             let rows = Tensor::cat(&xs, 0)?;
-            let conds: Vec<Condition> = mine.iter().flat_map(|&k| requests[k].conds.iter().copied()).collect();
+            let conds: Vec<Condition> = mine
+                .iter()
+                .flat_map(|&k| requests[k].conds.iter().copied())
+                .collect();
             let pred = predict(self.models[model], &rows, at, &conds, ledger, timing)?;
             for (j, &k) in mine.iter().enumerate() {
                 out[k] = Some(pred.narrow(j * p, p)?);
@@ -238,7 +279,10 @@ impl<'a> Engine<'a> {
                 out[k] = out[unique[k]].clone();
             }
         }
-        Ok(out.into_iter().map(|p| p.expect("every request answered")).collect())
+        Ok(out
+            .into_iter()
+            .map(|p| p.expect("every request answered"))
+            .collect())
     }
 }
 
@@ -262,7 +306,11 @@ pub(crate) fn predict(
         outs.push(model.forward(&x.narrow(0, s, len)?, at, &conds[s..s + len])?);
         calls += 1;
     }
-    let raw = if outs.len() == 1 { outs.pop().expect("one chunk") } else { Tensor::cat(&outs, 0)? };
+    let raw = if outs.len() == 1 {
+        outs.pop().expect("one chunk")
+    } else {
+        Tensor::cat(&outs, 0)?
+    };
     Timing::add(&mut timing.model_s, start.elapsed());
     *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
     *ledger.model_calls.entry(model.name().into()).or_default() += calls;

@@ -14,6 +14,9 @@ pub enum Error {
     /// The combination asked for cannot work (a strategy needs what the model or sampler lacks).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A trace or output sink could not take what it was given (e.g. a full disk).
+    #[error("could not write: {0}")]
+    Sink(String),
     /// A reward could not score its inputs.
     #[error("reward `{name}` failed: {message}")]
     Reward {

@@ -114,7 +114,13 @@ impl Context<'_> {
             .or_default() += conds.len() as u64;
         Ok(scores
             .into_iter()
-            .map(|s| if s.is_nan() || s == f64::INFINITY { f64::NAN } else { s })
+            .map(|s| {
+                if s.is_nan() || s == f64::INFINITY {
+                    f64::NAN
+                } else {
+                    s
+                }
+            })
             .collect())
     }
 

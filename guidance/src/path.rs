@@ -112,8 +112,11 @@ impl VpPath {
             }
             BetaSchedule::SquaredcosCapV2 => {
                 // diffusers' betas_for_alpha_bar (computed in float64, then cast to float32)
-                let alpha_bar =
-                    |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+                let alpha_bar = |t: f64| {
+                    ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                        .cos()
+                        .powi(2)
+                };
                 (0..n)
                     .map(|i| {
                         let t1 = i as f64 / n as f64;

@@ -170,7 +170,9 @@ impl Population {
     /// contiguous (a group's slots draw from that group).
     pub fn gather(&self, ancestors: &[usize], step: usize) -> Result<Self> {
         if ancestors.is_empty() {
-            return Err(Error::InvalidArgument("gather to an empty population".into()));
+            return Err(Error::InvalidArgument(
+                "gather to an empty population".into(),
+            ));
         }
         let mut seen = vec![false; self.len()];
         let particles: Vec<Particle> = ancestors
@@ -283,8 +285,20 @@ mod tests {
             }
             q
         });
-        let a: Vec<f32> = id.step_noise(3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = p.step_noise(3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = id
+            .step_noise(3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = p
+            .step_noise(3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(a, b);
     }
 }

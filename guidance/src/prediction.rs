@@ -163,8 +163,8 @@ mod tests {
             sigma: 0.3,
         };
         for at in [vp, flow] {
-            let x = (x0.affine(at.alpha, 0.0).unwrap() + eps.affine(at.sigma, 0.0).unwrap())
-                .unwrap();
+            let x =
+                (x0.affine(at.alpha, 0.0).unwrap() + eps.affine(at.sigma, 0.0).unwrap()).unwrap();
             let truth = Prediction {
                 x0: x0.clone(),
                 eps: eps.clone(),

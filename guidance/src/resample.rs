@@ -103,15 +103,9 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
 pub fn normalize(log_w: &[f64]) -> Result<Vec<f64>> {
     let clean: Vec<f64> = log_w
         .iter()
-        .map(|&l| {
-            if l.is_nan() {
-                f64::NEG_INFINITY
-            } else {
-                l
-            }
-        })
+        .map(|&l| if l.is_nan() { f64::NEG_INFINITY } else { l })
         .collect();
-    if clean.iter().any(|&l| l == f64::INFINITY) {
+    if clean.contains(&f64::INFINITY) {
         return Err(Error::InvalidArgument(
             "a particle has log-weight +inf (a reward returned +inf?)".into(),
         ));
@@ -178,7 +172,11 @@ mod tests {
             }
             for i in 0..4 {
                 let got = counts[i] as f64 / (trials * n) as f64;
-                assert!((got - w[i]).abs() < 0.01, "{scheme:?} index {i}: {got} vs {}", w[i]);
+                assert!(
+                    (got - w[i]).abs() < 0.01,
+                    "{scheme:?} index {i}: {got} vs {}",
+                    w[i]
+                );
             }
         }
     }
@@ -192,5 +190,46 @@ mod tests {
         assert!((ess(&w) - 2.0).abs() < 1e-12);
         assert!(normalize(&[f64::NAN, f64::NEG_INFINITY]).is_err());
         assert!(normalize(&[0.0, f64::INFINITY]).is_err());
+    }
+
+    /// Two-sample Kolmogorov–Smirnov statistic.
+    fn ks(a: &[f64], b: &[f64]) -> f64 {
+        let (mut a, mut b) = (a.to_vec(), b.to_vec());
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        let (mut i, mut j, mut d) = (0, 0, 0.0f64);
+        while i < a.len() && j < b.len() {
+            if a[i] <= b[j] {
+                i += 1;
+            } else {
+                j += 1;
+            }
+            d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+        }
+        d
+    }
+
+    #[test]
+    fn multinomial_with_equal_weights_keeps_the_distribution() {
+        let key = |step| crate::rng::StreamKey {
+            seed: 42,
+            lineage: 0,
+            step,
+            domain: crate::rng::Domain::Select,
+        };
+        let n = 4000;
+        let xs: Vec<f64> = key(0).normals(n).into_iter().map(f64::from).collect();
+        let w = vec![1.0 / n as f64; n];
+        let idx = Resampling::Multinomial.ancestors(&w, n, &key(1).uniforms(n));
+        let ys: Vec<f64> = idx.iter().map(|&i| xs[i]).collect();
+        // Resampled against a fresh draw from the same law: the 1% critical value of the
+        // two-sample KS statistic is 1.63·√(2/n) ≈ 0.036.
+        let fresh: Vec<f64> = key(2).normals(n).into_iter().map(f64::from).collect();
+        let d = ks(&ys, &fresh);
+        assert!(d < 0.036, "KS distance {d}");
+        // …and it is a genuine resample (duplicates), not the identity.
+        let mut uniq = idx.clone();
+        uniq.dedup();
+        assert!(uniq.len() < n * 7 / 10, "{} distinct of {n}", uniq.len());
     }
 }

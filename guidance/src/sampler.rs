@@ -106,9 +106,7 @@ pub fn by_name_with_shift(
         )));
     }
     if steps == 0 {
-        return Err(Error::InvalidArgument(
-            "steps must be at least 1".into(),
-        ));
+        return Err(Error::InvalidArgument("steps must be at least 1".into()));
     }
     if let Some(e) = eta {
         if !e.is_finite() || e < 0.0 {

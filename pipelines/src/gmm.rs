@@ -89,7 +89,9 @@ impl GmmSpec {
                 )));
             }
             if c.mean.iter().any(|m| !m.is_finite()) {
-                return Err(Error::Spec(format!("GMM spec: component {k} mean is not finite")));
+                return Err(Error::Spec(format!(
+                    "GMM spec: component {k} mean is not finite"
+                )));
             }
         }
         if let Some(names) = &self.class_names {
@@ -168,7 +170,11 @@ impl GmmSpec {
                     return f64::NEG_INFINITY;
                 }
                 let var = a * a * c.std * c.std + sigma * sigma;
-                let dist2: f64 = x.iter().zip(&c.mean).map(|(xi, m)| (xi - a * m).powi(2)).sum();
+                let dist2: f64 = x
+                    .iter()
+                    .zip(&c.mean)
+                    .map(|(xi, m)| (xi - a * m).powi(2))
+                    .sum();
                 pi.ln() - 0.5 * d * (2.0 * std::f64::consts::PI * var).ln() - 0.5 * dist2 / var
             })
             .collect();
@@ -189,7 +195,11 @@ impl GmmSpec {
                     return f64::NEG_INFINITY;
                 }
                 let var = a * a * c.std * c.std + sigma * sigma;
-                let dist2: f64 = x.iter().zip(&c.mean).map(|(xi, m)| (xi - a * m).powi(2)).sum();
+                let dist2: f64 = x
+                    .iter()
+                    .zip(&c.mean)
+                    .map(|(xi, m)| (xi - a * m).powi(2))
+                    .sum();
                 pi.ln() - 0.5 * d * (2.0 * std::f64::consts::PI * var).ln() - 0.5 * dist2 / var
             })
             .collect();
@@ -217,7 +227,9 @@ impl GmmSpec {
     /// The component a clean sample most likely came from (max responsibility at σ = 0).
     pub fn component_of(&self, x: &[f64]) -> usize {
         let r = self.log_responsibilities(x, 1.0, 0.0, Condition::Null);
-        (0..r.len()).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap_or(0)
+        (0..r.len())
+            .max_by(|&i, &j| r[i].total_cmp(&r[j]))
+            .unwrap_or(0)
     }
 
     /// The class a clean sample most likely belongs to (Bayes classifier on clean data).
@@ -361,11 +373,23 @@ mod tests {
     #[test]
     fn bad_specs_are_refused_with_the_reason() {
         for (text, needle) in [
-            (r#"{"dim": 2, "components": [{"weight": 1, "mean": [0], "std": 1}]}"#, "length 1"),
-            (r#"{"dim": 1, "components": [{"weight": -1, "mean": [0], "std": 1}]}"#, "weight"),
-            (r#"{"dim": 1, "components": [{"weight": 1, "mean": [0], "std": 0}]}"#, "std"),
+            (
+                r#"{"dim": 2, "components": [{"weight": 1, "mean": [0], "std": 1}]}"#,
+                "length 1",
+            ),
+            (
+                r#"{"dim": 1, "components": [{"weight": -1, "mean": [0], "std": 1}]}"#,
+                "weight",
+            ),
+            (
+                r#"{"dim": 1, "components": [{"weight": 1, "mean": [0], "std": 0}]}"#,
+                "std",
+            ),
             (r#"{"dim": 1, "components": []}"#, "empty"),
-            (r#"{"dim": 1, "components": [{"weight": 1, "mean": [0], "std": 1, "colour": 2}]}"#, "unknown field"),
+            (
+                r#"{"dim": 1, "components": [{"weight": 1, "mean": [0], "std": 1, "colour": 2}]}"#,
+                "unknown field",
+            ),
             ("{not json", "malformed"),
         ] {
             let err = GmmSpec::from_json(text).unwrap_err().to_string();

@@ -3,9 +3,10 @@
 //! A [`SchedulerConfig`] is the deserialised config of one of the supported diffusers classes
 //! (see [`SchedulerClass`]); unknown extra fields are accepted and missing ones take the class's
 //! diffusers defaults. [`SchedulerConfig::sampler`] reproduces that class's `set_timesteps` as a
-//! [`Schedule`] and its `step` as one of the two engine rules ([`Ddim`] with the class's `η`, or
-//! [`DpmSolverPp2M`]); every option that would change diffusers' numbers and is not reproduced
-//! is refused with [`Error::Unsupported`] naming it, never silently ignored.
+//! [`Schedule`](crate::schedule::Schedule) and its `step` as one of the two engine rules
+//! ([`Ddim`] with the class's `η`, or [`DpmSolverPp2M`]); every option that would change
+//! diffusers' numbers and is not reproduced is refused with [`Error::Unsupported`] naming it,
+//! never silently ignored.
 //!
 //! Coordinates: the engine state is always `x = α·x0 + σ·ε` (diffusers' model input). Euler and
 //! Euler ancestral keep `x_ve = x/α` internally ([`SchedulerClass::ve_coordinates`]); their
@@ -287,8 +288,7 @@ pub fn parse_python_json(text: &str) -> Result<Value> {
             }
         }
     }
-    serde_json::from_str(&out)
-        .map_err(|e| Error::InvalidArgument(format!("invalid JSON: {e}")))
+    serde_json::from_str(&out).map_err(|e| Error::InvalidArgument(format!("invalid JSON: {e}")))
 }
 
 fn unsupported<T>(class: SchedulerClass, what: &str) -> Result<T> {
@@ -792,12 +792,17 @@ mod tests {
         )
         .unwrap();
         let err = cfg.sampler(10, &SetTimesteps::default(), None).unwrap_err();
-        assert!(matches!(err, Error::Unsupported(ref m) if m.contains("clip_sample")), "{err}");
+        assert!(
+            matches!(err, Error::Unsupported(ref m) if m.contains("clip_sample")),
+            "{err}"
+        );
         let dpm3 = SchedulerConfig::from_json_str(
             r#"{"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3}"#,
         )
         .unwrap();
-        let err = dpm3.sampler(10, &SetTimesteps::default(), None).unwrap_err();
+        let err = dpm3
+            .sampler(10, &SetTimesteps::default(), None)
+            .unwrap_err();
         assert!(matches!(err, Error::Unsupported(ref m) if m.contains("solver_order")));
         let sde = dpm3.with_class(SchedulerClass::DpmSolverMultistep);
         let sde = SchedulerConfig {
@@ -818,6 +823,56 @@ mod tests {
         .unwrap();
         let err = exp.sampler(10, &SetTimesteps::default(), None).unwrap_err();
         assert!(matches!(err, Error::Unsupported(ref m) if m.contains("use_exponential_sigmas")));
+    }
+
+    #[test]
+    fn option_combinations_build_monotone_schedules() {
+        let base = r#""beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                      "beta_end": 0.012, "clip_sample": false"#;
+        let cases = [
+            r#""_class_name": "DDIMScheduler", "timestep_spacing": "linspace""#,
+            r#""_class_name": "DDIMScheduler", "set_alpha_to_one": true"#,
+            r#""_class_name": "DDPMScheduler", "timestep_spacing": "trailing""#,
+            r#""_class_name": "EulerDiscreteScheduler", "rescale_betas_zero_snr": true,
+                "timestep_spacing": "trailing", "prediction_type": "v_prediction""#,
+            // (with linspace spacing the last timestep is 0 and a `sigma_min` end makes the last
+            // step zero-length, in diffusers too)
+            r#""_class_name": "EulerDiscreteScheduler", "final_sigmas_type": "sigma_min",
+                "timestep_spacing": "leading", "steps_offset": 1"#,
+            r#""_class_name": "EulerAncestralDiscreteScheduler""#,
+            r#""_class_name": "DPMSolverMultistepScheduler", "timestep_spacing": "leading",
+                "steps_offset": 1"#,
+            r#""_class_name": "DPMSolverMultistepScheduler", "timestep_spacing": "trailing",
+                "final_sigmas_type": "sigma_min""#,
+            r#""_class_name": "DPMSolverMultistepScheduler", "solver_order": 1,
+                "use_karras_sigmas": true"#,
+            r#""_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -5.1,
+                "beta_schedule": "squaredcos_cap_v2""#,
+        ];
+        for case in cases {
+            let cfg = SchedulerConfig::from_json_str(&format!("{{{base}, {case}}}")).unwrap();
+            for steps in [1, 7, 20] {
+                let s = cfg
+                    .sampler(steps, &SetTimesteps::default(), None)
+                    .unwrap_or_else(|e| panic!("{case} / {steps}: {e}"));
+                assert_eq!(s.schedule.steps(), steps, "{case}");
+                for (i, a) in s.schedule.points[..steps].iter().enumerate() {
+                    let b = s.schedule.target(i);
+                    assert!(b.sigma / b.alpha < a.sigma / a.alpha, "{case} step {i}");
+                }
+            }
+        }
+        let euler = SchedulerConfig::from_json_str(&format!(
+            r#"{{{base}, "_class_name": "EulerDiscreteScheduler"}}"#
+        ))
+        .unwrap();
+        let explicit = SetTimesteps {
+            sigmas: Some(vec![10.0, 3.0, 1.0, 0.0]),
+            mu: None,
+        };
+        let s = euler.sampler(3, &explicit, None).unwrap();
+        assert!((s.schedule.points[1].sigma_ve() - 3.0).abs() < 1e-6);
+        assert!(euler.sampler(5, &explicit, None).is_err());
     }
 
     #[test]

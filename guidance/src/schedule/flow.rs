@@ -63,7 +63,9 @@ fn rnd(x: f64, f32_math: bool) -> f64 {
 pub fn flow(steps: usize, opts: &FlowOptions, explicit_sigmas: Option<&[f64]>) -> Result<Schedule> {
     let t_train = opts.num_train_timesteps as f64;
     if opts.num_train_timesteps == 0 {
-        return Err(Error::InvalidArgument("num_train_timesteps must be ≥ 1".into()));
+        return Err(Error::InvalidArgument(
+            "num_train_timesteps must be ≥ 1".into(),
+        ));
     }
     // Shifted end points of the train grid (float32 torch arithmetic in __init__).
     let static_shift = |s: f64, f32_math: bool| -> f64 {
@@ -89,7 +91,8 @@ pub fn flow(steps: usize, opts: &FlowOptions, explicit_sigmas: Option<&[f64]>) -
                 ));
             }
             let t32 = opts.num_train_timesteps as f32;
-            let (mut smax, mut smin) = (f64::from(t32 / t32), f64::from(1.0f32 / t32));
+            // the train grid runs from T/T = 1 down to 1/T (float32)
+            let (mut smax, mut smin) = (1.0, f64::from(1.0f32 / t32));
             if opts.dynamic.is_none() {
                 smax = static_shift(smax, true);
                 smin = static_shift(smin, true);
@@ -119,7 +122,10 @@ pub fn flow(steps: usize, opts: &FlowOptions, explicit_sigmas: Option<&[f64]>) -
         let last = *sig.last().expect("non-empty");
         let scale = rnd(rnd(1.0 - last, f32_math) / (1.0 - term), f32_math);
         for s in sig.iter_mut() {
-            *s = rnd(1.0 - rnd(rnd(1.0 - *s, f32_math) / scale, f32_math), f32_math);
+            *s = rnd(
+                1.0 - rnd(rnd(1.0 - *s, f32_math) / scale, f32_math),
+                f32_math,
+            );
         }
     }
     let t32 = opts.num_train_timesteps as f32;
@@ -175,7 +181,12 @@ mod tests {
 
     #[test]
     fn flux_schnell_explicit_sigmas() {
-        let s = flow(4, &FlowOptions::with_shift(1.0), Some(&[1.0, 0.75, 0.5, 0.25])).unwrap();
+        let s = flow(
+            4,
+            &FlowOptions::with_shift(1.0),
+            Some(&[1.0, 0.75, 0.5, 0.25]),
+        )
+        .unwrap();
         let ts: Vec<f64> = s.points.iter().map(|p| p.timestep).collect();
         assert_eq!(ts, vec![1000.0, 750.0, 500.0, 250.0, 0.0]);
     }

@@ -174,11 +174,7 @@ fn euler_init_noise_ve(sigmas: &[f32], spacing: TimestepSpacing) -> f64 {
     }
 }
 
-fn ve_schedule(
-    timesteps: &[f64],
-    sigmas: &[f32],
-    spacing: TimestepSpacing,
-) -> Result<Schedule> {
+fn ve_schedule(timesteps: &[f64], sigmas: &[f32], spacing: TimestepSpacing) -> Result<Schedule> {
     if sigmas.len() != timesteps.len() + 1 {
         return Err(Error::InvalidArgument(format!(
             "{} sigmas for {} timesteps (need one more sigma than timesteps)",
@@ -332,13 +328,7 @@ pub fn dpm(vp: &VpPath, steps: usize, opts: &DpmOptions) -> Result<Schedule> {
             .collect();
         (ts, sig)
     } else {
-        let ts = dpm_timesteps(
-            opts.spacing,
-            train,
-            last_timestep,
-            steps,
-            opts.steps_offset,
-        )?;
+        let ts = dpm_timesteps(opts.spacing, train, last_timestep, steps, opts.steps_offset)?;
         let fp: Vec<f64> = table.iter().map(|&s| f64::from(s)).collect();
         let sig = ts.iter().map(|&t| np_interp_index(t as f64, &fp)).collect();
         (ts, sig)

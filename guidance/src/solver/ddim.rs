@@ -86,6 +86,10 @@ impl Solver for Ddim {
         self.eta > 0.0
     }
 
+    fn eta(&self) -> Option<f64> {
+        Some(self.eta)
+    }
+
     fn step(
         &self,
         schedule: &Schedule,
@@ -169,8 +173,11 @@ mod tests {
         // β̃ = (1−ᾱ_s)/(1−ᾱ_t)·β_t with α_t = ᾱ_t/ᾱ_s, β_t = 1 − α_t.
         let alpha_step = ab_t / ab_s;
         let beta_step = 1.0 - alpha_step;
-        let mean = (x0.affine(ab_s.sqrt() * beta_step / (1.0 - ab_t), 0.0).unwrap()
-            + x.affine(alpha_step.sqrt() * (1.0 - ab_s) / (1.0 - ab_t), 0.0).unwrap())
+        let mean = (x0
+            .affine(ab_s.sqrt() * beta_step / (1.0 - ab_t), 0.0)
+            .unwrap()
+            + x.affine(alpha_step.sqrt() * (1.0 - ab_s) / (1.0 - ab_t), 0.0)
+                .unwrap())
         .unwrap();
         let var = (1.0 - ab_s) / (1.0 - ab_t) * beta_step;
         let want = (mean + z.affine(var.sqrt(), 0.0).unwrap()).unwrap();

@@ -105,9 +105,7 @@ mod tests {
         let x = Tensor::new(&[0.3f32, -1.2, 2.0], &dev).unwrap();
         let x0 = Tensor::new(&[0.1f32, 0.4, -0.8], &dev).unwrap();
         let pred = Prediction::from_x0(&x, x0, &sched.points[0]).unwrap();
-        let a = DpmSolverPp2M
-            .step(&sched, 0, &x, &pred, &[], None)
-            .unwrap();
+        let a = DpmSolverPp2M.step(&sched, 0, &x, &pred, &[], None).unwrap();
         let b = Ddim { eta: 0.0 }
             .step(&sched, 0, &x, &pred, &[], None)
             .unwrap();

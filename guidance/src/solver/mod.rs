@@ -25,6 +25,11 @@ pub trait Solver: Send + Sync + std::fmt::Debug {
     /// Whether [`Solver::step`] consumes noise (particle methods need this).
     fn is_stochastic(&self) -> bool;
 
+    /// The DDIM noise scale η this rule uses, if it is a DDIM-family rule.
+    fn eta(&self) -> Option<f64> {
+        None
+    }
+
     /// How many earlier `x̂0` (most recent first) the solver reads; 0 for single-step solvers.
     fn history_len(&self) -> usize {
         0

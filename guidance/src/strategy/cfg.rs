@@ -98,7 +98,8 @@ impl Guidance for ClassifierFree {
             let out_c = p.from_prediction(cond, &step.from)?;
             let ratio = (row_std(&out_c)? / row_std(&out_cfg)?)?;
             let rescaled = out_cfg.broadcast_mul(&ratio)?;
-            let mixed = (rescaled.affine(self.rescale, 0.0)? + out_cfg.affine(1.0 - self.rescale, 0.0)?)?;
+            let mixed =
+                (rescaled.affine(self.rescale, 0.0)? + out_cfg.affine(1.0 - self.rescale, 0.0)?)?;
             *guided = p.to_prediction(&mixed, &pop.x, &step.from)?;
         }
         trace.insert("cfg_scale".into(), self.scale.into());

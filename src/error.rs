@@ -1,0 +1,87 @@
+//! How errors reach the user: one line, and an exit code saying whose fault it was.
+//!
+//! * **2** — the command as given cannot run: a bad flag value, an unreadable or malformed spec,
+//!   an unknown model / sampler / class name, an output path that cannot be created. Fix the
+//!   command and run it again. (clap's own parse errors also exit with 2.)
+//! * **1** — something failed while running (an I/O error while writing results, an internal
+//!   error).
+
+use std::fmt;
+
+/// An error in what the user asked for (exit code 2). The message names the problem and, where
+/// there is one, the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError(pub String);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Returns `Err(InputError)` wrapped in [`anyhow::Error`], built from a format string.
+macro_rules! input_error {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::error::InputError(format!($($arg)*))))
+    };
+}
+pub(crate) use input_error;
+
+/// Exit code for usage and input errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for failures while running.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// The process exit code for `err`: [`EXIT_USAGE`] when anything in its chain is an input error
+/// ([`InputError`], the engine's `InvalidArgument`/`Unsupported`, a pipelines spec error),
+/// [`EXIT_FAILURE`] otherwise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use steerdiff_guidance::Error as G;
+    use steerdiff_pipelines::Error as P;
+    let usage = err.chain().any(|e| {
+        if e.is::<InputError>() {
+            return true;
+        }
+        if let Some(g) = e.downcast_ref::<G>() {
+            return matches!(g, G::InvalidArgument(_) | G::Unsupported(_));
+        }
+        if let Some(p) = e.downcast_ref::<P>() {
+            return matches!(
+                p,
+                P::Spec(_) | P::Engine(G::InvalidArgument(_)) | P::Engine(G::Unsupported(_))
+            );
+        }
+        false
+    });
+    if usage {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// The whole error chain on one line (`outer: inner: root`), with any line breaks inside a
+/// message folded into spaces.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_chain() {
+        let e = anyhow::Error::new(InputError("bad".into())).context("outer");
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert_eq!(one_line(&e), "outer: bad");
+        let e = anyhow::Error::new(steerdiff_guidance::Error::InvalidArgument("x".into()));
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        let e = anyhow::anyhow!("disk full\nreally");
+        assert_eq!(exit_code(&e), EXIT_FAILURE);
+        assert_eq!(one_line(&e), "disk full really");
+    }
+}

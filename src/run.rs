@@ -1,0 +1,398 @@
+//! From resolved parameters to a finished run: load the model, build the sampler and the
+//! guidance, seed the population, run the engine.
+//!
+//! [`Job::new`] does every check that can fail before any sampling starts (unknown names, bad
+//! values, impossible combinations), so a command that is going to fail fails at once and
+//! writes nothing.
+
+use anyhow::{Context as _, Result};
+use candle_core::Device;
+use serde::Serialize;
+use steerdiff_guidance::sampler::{self, Sampler};
+use steerdiff_guidance::strategy::ClassifierFree;
+use steerdiff_guidance::{
+    Condition, Denoiser, Engine, GroupSpec, Guidance, NoisePath, Outcome, Population, TraceSink,
+};
+use steerdiff_pipelines::{GmmDenoiser, GmmSpec};
+
+use crate::catalog;
+use crate::error::input_error;
+
+/// The seeding rule, as recorded in every `samples.json` (see `steerdiff_guidance::rng`).
+pub const SEEDING_RULE: &str =
+    "group g uses seed S + g (S = --seed); particle i of a group starts \
+     from lineage i; so -n 8 --seed S = -n 4 --seed S followed by -n 4 --seed S+4";
+
+/// A model to sample from, as named on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    /// The exact Gaussian-mixture denoiser.
+    Gmm {
+        /// How the model was named (`gmm:PATH`), recorded in the outputs.
+        source: String,
+        /// The mixture.
+        spec: GmmSpec,
+    },
+}
+
+impl Model {
+    /// Parses a `--model` value (`gmm:SPEC.json`), reading the spec file.
+    pub fn parse(arg: &str) -> Result<Model> {
+        let Some((scheme, rest)) = arg.split_once(':') else {
+            input_error!(
+                "unknown model `{arg}`: models are named SCHEME:ARGUMENT; valid: {} (see `steerdiff list`)",
+                catalog::model_names()
+            );
+        };
+        match scheme {
+            "gmm" => {
+                if rest.is_empty() {
+                    input_error!("model `{arg}` names no spec file; use --model gmm:SPEC.json");
+                }
+                let text = match std::fs::read_to_string(rest) {
+                    Ok(t) => t,
+                    Err(e) => input_error!(
+                        "cannot read GMM spec `{rest}`: {e}; give an existing JSON file as --model gmm:SPEC.json"
+                    ),
+                };
+                let spec = match GmmSpec::from_json(&text) {
+                    Ok(s) => s,
+                    Err(e) => input_error!(
+                        "GMM spec `{rest}`: {e} (expected {{\"dim\": D, \"components\": [{{\"weight\": w, \
+                         \"mean\": [D numbers], \"std\": s, \"class\": c}}, …]}})"
+                    ),
+                };
+                Ok(Model::Gmm {
+                    source: arg.to_string(),
+                    spec,
+                })
+            }
+            _ => input_error!(
+                "unknown model scheme `{scheme}` in `{arg}`; valid: {} (see `steerdiff list`)",
+                catalog::model_names()
+            ),
+        }
+    }
+
+    /// A Gaussian mixture given directly (recorded as `gmm:<inline>`).
+    pub fn gmm(spec: GmmSpec) -> Model {
+        Model::Gmm {
+            source: "gmm:<inline>".into(),
+            spec,
+        }
+    }
+
+    /// How the model was named.
+    pub fn source(&self) -> &str {
+        match self {
+            Model::Gmm { source, .. } => source,
+        }
+    }
+}
+
+/// Which Gaussian path a mixture is sampled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// VP diffusion with DDPM's linear betas ([`GmmDenoiser::vp_path`]).
+    #[default]
+    #[value(help = "VP diffusion (DDPM linear betas 1e-4…0.02, 1000 steps)")]
+    Vp,
+    /// Rectified flow ([`NoisePath::flow`]).
+    #[value(help = "rectified flow, x = (1 − σ)·x0 + σ·ε")]
+    Flow,
+}
+
+impl PathKind {
+    /// The noise path.
+    pub fn noise_path(self) -> NoisePath {
+        match self {
+            PathKind::Vp => GmmDenoiser::vp_path(),
+            PathKind::Flow => NoisePath::flow(),
+        }
+    }
+
+    /// The sampler used when none is named: `ddim` on VP, `flow-euler` on flow.
+    pub fn default_sampler(self) -> &'static str {
+        match self {
+            PathKind::Vp => "ddim",
+            PathKind::Flow => "flow-euler",
+        }
+    }
+
+    /// `"vp"` or `"flow"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Vp => "vp",
+            PathKind::Flow => "flow",
+        }
+    }
+}
+
+/// Everything about a run except the model; [`Default`] gives the command line's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// The Gaussian path (default VP).
+    pub path: PathKind,
+    /// Class by name or label; `None` = unconditional ([`Condition::Null`]).
+    pub class: Option<String>,
+    /// Sampler name; `None` = [`PathKind::default_sampler`].
+    pub sampler: Option<String>,
+    /// Solver steps (default 50).
+    pub steps: usize,
+    /// η; `None` = the sampler's own.
+    pub eta: Option<f64>,
+    /// Classifier-free guidance scale (1 = none).
+    pub cfg: f64,
+    /// CFG rescale φ in `[0, 1]`.
+    pub cfg_rescale: f64,
+    /// Guide only while `σ/α ∈ [lo, hi]`.
+    pub cfg_interval: Option<(f64, f64)>,
+    /// Number of groups (independent samples).
+    pub n: usize,
+    /// Seed of group 0; group `g` uses `seed + g`.
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            path: PathKind::Vp,
+            class: None,
+            sampler: None,
+            steps: 50,
+            eta: None,
+            cfg: 1.0,
+            cfg_rescale: 0.0,
+            cfg_interval: None,
+            n: 1,
+            seed: 0,
+        }
+    }
+}
+
+/// Every resolved parameter of a run, recorded in `samples.json`. Holds only deterministic
+/// data (no paths of outputs, no times), so identical commands give identical records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Parameters {
+    /// The model as named (`gmm:PATH`).
+    pub model: String,
+    /// The model's own configuration (the parsed mixture spec).
+    pub model_config: serde_json::Value,
+    /// `vp` or `flow`.
+    pub path: PathKind,
+    /// Class label, `null` when unconditional.
+    pub class: Option<u32>,
+    /// The class's name, when the spec names its classes.
+    pub class_name: Option<String>,
+    /// Sampler name.
+    pub sampler: String,
+    /// The update rule the sampler resolved to.
+    pub solver: String,
+    /// Whether the solver draws noise each step.
+    pub stochastic: bool,
+    /// Solver steps.
+    pub steps: usize,
+    /// Resolved η.
+    pub eta: f64,
+    /// CFG scale (1 = none).
+    pub cfg: f64,
+    /// CFG rescale φ.
+    pub cfg_rescale: f64,
+    /// CFG interval on `σ/α`, `null` = always.
+    pub cfg_interval: Option<[f64; 2]>,
+    /// Number of groups.
+    pub n: usize,
+    /// Particles per group.
+    pub particles_per_group: usize,
+    /// Seed of group 0.
+    pub seed: u64,
+    /// How seeds are assigned to groups.
+    pub seeding: String,
+}
+
+/// A loaded model.
+#[derive(Debug)]
+enum Loaded {
+    Gmm(GmmDenoiser),
+}
+
+/// A validated run, ready to go: the model, the sampler, the guidance and the groups.
+#[derive(Debug)]
+pub struct Job {
+    model: Loaded,
+    sampler: Sampler,
+    cfg: Option<ClassifierFree>,
+    cond: Condition,
+    groups: Vec<GroupSpec>,
+    parameters: Parameters,
+}
+
+impl Job {
+    /// Loads the model and checks every parameter; errors name the problem and the fix.
+    pub fn new(model: Model, opts: &Options) -> Result<Job> {
+        if opts.n == 0 {
+            input_error!("-n must be at least 1 (the number of samples to draw)");
+        }
+        let Some(_) = opts.seed.checked_add(opts.n as u64 - 1) else {
+            input_error!(
+                "--seed {} with -n {} overflows the seed range (group g uses seed S + g); use a smaller --seed",
+                opts.seed,
+                opts.n
+            );
+        };
+        if !(opts.cfg_rescale.is_finite() && (0.0..=1.0).contains(&opts.cfg_rescale)) {
+            input_error!("--cfg-rescale must be in [0, 1] (got {})", opts.cfg_rescale);
+        }
+        if let Some((lo, hi)) = opts.cfg_interval {
+            if lo.is_nan() || hi.is_nan() || lo < 0.0 || lo > hi {
+                input_error!(
+                    "--cfg-interval {lo},{hi}: need 0 ≤ LO ≤ HI (noise levels σ/α, e.g. 0.28,5.42)"
+                );
+            }
+        }
+        let source = model.source().to_string();
+        let (loaded, model_config, cond, class_name) = match model {
+            Model::Gmm { spec, .. } => {
+                let (cond, class_name) = match &opts.class {
+                    None => (Condition::Null, None),
+                    Some(name) => {
+                        let label = spec
+                            .class_by_name(name)
+                            .map_err(|e| anyhow::Error::new(e).context("--class"))?;
+                        let cname = spec
+                            .class_names
+                            .as_ref()
+                            .and_then(|n| n.get(label as usize).cloned());
+                        (Condition::Class(label), cname)
+                    }
+                };
+                let config = serde_json::to_value(&spec).context("recording the GMM spec")?;
+                let denoiser = GmmDenoiser::new(spec, opts.path.noise_path(), "gmm")?;
+                (Loaded::Gmm(denoiser), config, cond, class_name)
+            }
+        };
+        let sampler_name = opts
+            .sampler
+            .clone()
+            .unwrap_or_else(|| opts.path.default_sampler().to_string());
+        let path = match &loaded {
+            Loaded::Gmm(d) => d.path().clone(),
+        };
+        let sampler = match sampler::by_name(&sampler_name, &path, opts.steps, opts.eta) {
+            Ok(s) => s,
+            // A sampler of the other path: a mixture can be sampled on either.
+            Err(e @ steerdiff_guidance::Error::Unsupported(_)) => {
+                let other = match opts.path {
+                    PathKind::Vp => "flow",
+                    PathKind::Flow => "vp",
+                };
+                input_error!("{e}; or sample the mixture on the other path with --path {other}")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let cfg = if opts.cfg != 1.0 {
+            if cond == Condition::Null {
+                input_error!(
+                    "--cfg {} needs --class: without a class every row is unconditional and guidance does nothing",
+                    opts.cfg
+                );
+            }
+            let mut g = ClassifierFree::new(opts.cfg)?;
+            g.rescale = opts.cfg_rescale;
+            g.interval = opts.cfg_interval;
+            Some(g)
+        } else {
+            None
+        };
+        let groups = (0..opts.n)
+            .map(|g| GroupSpec {
+                seed: opts.seed + g as u64,
+                cond,
+                particles: 1,
+            })
+            .collect();
+        let parameters = Parameters {
+            model: source,
+            model_config,
+            path: opts.path,
+            class: match cond {
+                Condition::Class(c) => Some(c),
+                _ => None,
+            },
+            class_name,
+            solver: sampler.solver.name(),
+            stochastic: sampler.solver.is_stochastic(),
+            eta: sampler.solver.eta().unwrap_or(0.0),
+            sampler: sampler_name,
+            steps: opts.steps,
+            cfg: opts.cfg,
+            cfg_rescale: opts.cfg_rescale,
+            cfg_interval: opts.cfg_interval.map(|(lo, hi)| [lo, hi]),
+            n: opts.n,
+            particles_per_group: 1,
+            seed: opts.seed,
+            seeding: SEEDING_RULE.into(),
+        };
+        let job = Job {
+            model: loaded,
+            sampler,
+            cfg,
+            cond,
+            groups,
+            parameters,
+        };
+        job.engine().validate()?;
+        Ok(job)
+    }
+
+    /// Every resolved parameter.
+    pub fn parameters(&self) -> &Parameters {
+        &self.parameters
+    }
+
+    /// The model being sampled.
+    pub fn denoiser(&self) -> &dyn Denoiser {
+        match &self.model {
+            Loaded::Gmm(d) => d,
+        }
+    }
+
+    /// The mixture, when the model is a Gaussian mixture.
+    pub fn gmm_spec(&self) -> Option<&GmmSpec> {
+        match &self.model {
+            Loaded::Gmm(d) => Some(&d.spec),
+        }
+    }
+
+    /// What every group is conditioned on.
+    pub fn condition(&self) -> Condition {
+        self.cond
+    }
+
+    fn engine(&self) -> Engine<'_> {
+        let guidance: Vec<Box<dyn Guidance + '_>> = self
+            .cfg
+            .iter()
+            .map(|g| Box::new(g.clone()) as Box<dyn Guidance>)
+            .collect();
+        Engine {
+            models: vec![self.denoiser()],
+            schedule: &self.sampler.schedule,
+            solver: self.sampler.solver.as_ref(),
+            guidance,
+        }
+    }
+
+    /// Seeds the population (group `g` from seed `S + g`, one particle each) and runs the
+    /// schedule, writing one trace line per step to `trace` if given.
+    pub fn run(&self, trace: Option<&mut dyn TraceSink>) -> Result<Outcome> {
+        let pop = Population::new(
+            &self.groups,
+            &self.denoiser().sample_shape(),
+            self.sampler.schedule.init_noise_sigma,
+            &Device::Cpu,
+        )?;
+        Ok(self.engine().run(pop, trace)?)
+    }
+}
