@@ -65,6 +65,7 @@ impl<'a> Engine<'a> {
             .first()
             .ok_or_else(|| Error::InvalidArgument("no model".into()))?;
         for g in &self.guidance {
+            g.validate(self.schedule.steps())?;
             let needs = g.needs();
             if needs.stochastic_solver && !self.solver.is_stochastic() {
                 return Err(Error::Unsupported(format!(
@@ -102,67 +103,27 @@ impl<'a> Engine<'a> {
         let started = Instant::now();
         let mut ledger = Ledger::default();
         let mut timing = Timing::default();
-        let main = self.models[0];
-        for (index, &from) in self.schedule.points[..self.schedule.steps()]
-            .iter()
-            .enumerate()
-        {
-            let step = Step {
-                index,
-                count: self.schedule.steps(),
-                from,
-                to: self.schedule.target(index),
-                parameterization: main.parameterization(),
-            };
+        for index in 0..self.schedule.steps() {
+            let step = self.step(index)?;
             let mut line = TraceLine::new();
             line.insert("step".into(), index.into());
             line.insert("timestep".into(), step.from.timestep.into());
             line.insert("alpha".into(), step.from.alpha.into());
             line.insert("sigma".into(), step.from.sigma.into());
 
-            // 1. Rows: every particle's own conditional row, then each strategy's requests.
-            let mut requests = vec![Request {
-                model: 0,
-                conds: pop.conds(),
-            }];
-            let mut spans = Vec::with_capacity(self.guidance.len());
-            for g in &self.guidance {
-                let asked = g.requests(&step, &pop)?;
-                for r in &asked {
-                    if r.conds.len() != pop.len() || r.model >= self.models.len() {
-                        return Err(Error::InvalidArgument(format!(
-                            "{} requested rows for {} particles of model {} (have {} particles, {} models)",
-                            g.name(),
-                            r.conds.len(),
-                            r.model,
-                            pop.len(),
-                            self.models.len()
-                        )));
-                    }
+            // 1–2. Rows and combination (or the look-ahead a strategy already made).
+            let mut guided = match pop.pending.take() {
+                Some(p) if p.x0.dim(0)? == pop.len() => {
+                    line.insert("reused_lookahead".into(), true.into());
+                    p
                 }
-                spans.push(requests.len()..requests.len() + asked.len());
-                requests.extend(asked);
-            }
-            let preds = self.evaluate(&requests, &pop.x, &step.from, &mut ledger, &mut timing)?;
-
-            // 2. Combine: additive terms on top of the conditional prediction.
-            let mut guided = preds[0].clone();
-            for (g, span) in self.guidance.iter().zip(&spans) {
-                g.combine(
-                    &step,
-                    &pop,
-                    &preds[0],
-                    &preds[span.clone()],
-                    &mut guided,
-                    &mut line,
-                )?;
-            }
+                _ => self.guided(&step, &pop, &mut ledger, &mut timing, &mut line)?,
+            };
 
             // 3. Steer the state with the prediction frozen.
             for g in &self.guidance {
                 let mut cx = Context {
-                    models: &self.models,
-                    schedule: self.schedule,
+                    engine: self,
                     ledger: &mut ledger,
                     timing: &mut timing,
                     trace: &mut line,
@@ -210,6 +171,7 @@ impl<'a> Engine<'a> {
                 noise.as_ref(),
             )?;
             pop.x = x;
+            pop.pending = None;
             pop.x0 = Some(guided.x0.clone());
             if self.solver.history_len() > 0 {
                 pop.history.insert(0, guided.x0);
@@ -219,8 +181,7 @@ impl<'a> Engine<'a> {
             // 6. Select.
             for g in &self.guidance {
                 let mut cx = Context {
-                    models: &self.models,
-                    schedule: self.schedule,
+                    engine: self,
                     ledger: &mut ledger,
                     timing: &mut timing,
                     trace: &mut line,
@@ -237,6 +198,70 @@ impl<'a> Engine<'a> {
             ledger,
             timing,
         })
+    }
+
+    /// The [`Step`] of schedule index `index`.
+    pub fn step(&self, index: usize) -> Result<Step> {
+        if index >= self.schedule.steps() {
+            return Err(Error::InvalidArgument(format!(
+                "step {index} is past the schedule's {} steps",
+                self.schedule.steps()
+            )));
+        }
+        Ok(Step {
+            index,
+            count: self.schedule.steps(),
+            from: self.schedule.points[index],
+            to: self.schedule.target(index),
+            parameterization: self.models[0].parameterization(),
+        })
+    }
+
+    /// Every particle's conditional row plus each strategy's requests, evaluated in batches,
+    /// then combined by each strategy in order: the guided prediction at `step.from`.
+    pub(crate) fn guided(
+        &self,
+        step: &Step,
+        pop: &Population,
+        ledger: &mut Ledger,
+        timing: &mut Timing,
+        line: &mut TraceLine,
+    ) -> Result<Prediction> {
+        let mut requests = vec![Request {
+            model: 0,
+            conds: pop.conds(),
+        }];
+        let mut spans = Vec::with_capacity(self.guidance.len());
+        for g in &self.guidance {
+            let asked = g.requests(step, pop)?;
+            for r in &asked {
+                if r.conds.len() != pop.len() || r.model >= self.models.len() {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} requested rows for {} particles of model {} (have {} particles, {} models)",
+                        g.name(),
+                        r.conds.len(),
+                        r.model,
+                        pop.len(),
+                        self.models.len()
+                    )));
+                }
+            }
+            spans.push(requests.len()..requests.len() + asked.len());
+            requests.extend(asked);
+        }
+        let preds = self.evaluate(&requests, &pop.x, &step.from, ledger, timing)?;
+        let mut guided = preds[0].clone();
+        for (g, span) in self.guidance.iter().zip(&spans) {
+            g.combine(
+                step,
+                pop,
+                &preds[0],
+                &preds[span.clone()],
+                &mut guided,
+                line,
+            )?;
+        }
+        Ok(guided)
     }
 
     /// Evaluates every request, one batched call per model, sharing identical requests.

@@ -16,13 +16,12 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use crate::condition::Condition;
-use crate::denoiser::Denoiser;
+use crate::engine::Engine;
 use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::Population;
 use crate::prediction::{Parameterization, Prediction};
 use crate::reward::{Reward, RewardContext};
-use crate::schedule::Schedule;
 use crate::trace::TraceLine;
 use crate::Result;
 
@@ -71,10 +70,8 @@ pub struct Needs {
 /// Engine services a strategy may use inside `steer` and `select`: scoring rewards and extra
 /// model evaluations (look-ahead), both counted in the ledger, and the step's trace line.
 pub struct Context<'a> {
-    /// The engine's models (0 = main).
-    pub models: &'a [&'a dyn Denoiser],
-    /// The schedule being sampled.
-    pub schedule: &'a Schedule,
+    /// The running engine (models, schedule, solver, strategies).
+    pub engine: &'a Engine<'a>,
     /// Costs so far.
     pub ledger: &'a mut Ledger,
     /// Wall time so far.
@@ -132,7 +129,24 @@ impl Context<'_> {
         at: &StepPoint,
         conds: &[Condition],
     ) -> Result<Prediction> {
-        crate::engine::predict(self.models[model], x, at, conds, self.ledger, self.timing)
+        crate::engine::predict(
+            self.engine.models[model],
+            x,
+            at,
+            conds,
+            self.ledger,
+            self.timing,
+        )
+    }
+
+    /// The guided prediction every strategy's `requests` and `combine` make for `pop` at step
+    /// `index` — what the engine itself will compute at that step. Used for look-ahead values;
+    /// storing the result in `pop.pending` lets the engine reuse it instead of recomputing.
+    pub fn predict_guided(&mut self, pop: &Population, index: usize) -> Result<Prediction> {
+        let step = self.engine.step(index)?;
+        let mut scratch = TraceLine::new();
+        self.engine
+            .guided(&step, pop, self.ledger, self.timing, &mut scratch)
     }
 
     /// Adds a field to the step's trace line.
@@ -149,6 +163,11 @@ pub trait Guidance: Send + Sync {
     /// What this strategy requires of the model and sampler.
     fn needs(&self) -> Needs {
         Needs::default()
+    }
+
+    /// Checks the strategy's settings against a schedule of `steps` steps before sampling.
+    fn validate(&self, _steps: usize) -> Result<()> {
+        Ok(())
     }
 
     /// Extra model rows needed this step, beyond each particle's conditional row.

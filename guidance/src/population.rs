@@ -15,6 +15,7 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 
 use crate::condition::Condition;
+use crate::prediction::Prediction;
 use crate::rng::{child_lineage, Domain, StreamKey};
 use crate::{Error, Result};
 
@@ -61,6 +62,9 @@ pub struct Population {
     pub x0: Option<Tensor>,
     /// Solver history: earlier guided `x̂0`, most recent first, each `[P, …]`.
     pub history: Vec<Tensor>,
+    /// The guided prediction at the current state for the next step, when a strategy already
+    /// computed it (a look-ahead); the engine uses it instead of evaluating the model again.
+    pub pending: Option<Prediction>,
 }
 
 impl Population {
@@ -114,6 +118,7 @@ impl Population {
             particles,
             x0: None,
             history: Vec::new(),
+            pending: None,
         })
     }
 
@@ -202,11 +207,16 @@ impl Population {
             .iter()
             .map(|t| t.index_select(&idx, 0))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let pending = match &self.pending {
+            Some(p) => Some(p.gather(&idx)?),
+            None => None,
+        };
         Ok(Population {
             x: self.x.index_select(&idx, 0)?,
             particles,
             x0,
             history,
+            pending,
         })
     }
 

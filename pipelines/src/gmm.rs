@@ -224,6 +224,50 @@ impl GmmSpec {
         out
     }
 
+    /// The exact tilted target `p0(x)·exp(λ·r(x)) / Z` for `r(x) = −‖x − m‖²/2`, again a
+    /// mixture (ALGORITHMS §10.0): component precision `1/s² + λ`, mean
+    /// `(μ/s² + λm)/(1/s² + λ)`, weight `∝ π·N(m; μ, (s² + 1/λ) I)`. Class labels are kept.
+    pub fn tilted_by_quadratic(&self, m: &[f64], lambda: f64) -> GmmSpec {
+        if lambda == 0.0 {
+            return self.clone();
+        }
+        let d = self.dim as f64;
+        let logs: Vec<f64> = self
+            .components
+            .iter()
+            .map(|c| {
+                let v = c.std * c.std + 1.0 / lambda;
+                let dist2: f64 = c.mean.iter().zip(m).map(|(a, b)| (a - b).powi(2)).sum();
+                c.weight.ln() - 0.5 * d * v.ln() - 0.5 * dist2 / v
+            })
+            .collect();
+        let lse = steerdiff_guidance::resample::log_sum_exp(&logs);
+        let components = self
+            .components
+            .iter()
+            .zip(&logs)
+            .map(|(c, l)| {
+                let prec = 1.0 / (c.std * c.std) + lambda;
+                Component {
+                    weight: (l - lse).exp(),
+                    mean: c
+                        .mean
+                        .iter()
+                        .zip(m)
+                        .map(|(mu, mi)| (mu / (c.std * c.std) + lambda * mi) / prec)
+                        .collect(),
+                    std: (1.0 / prec).sqrt(),
+                    class: c.class,
+                }
+            })
+            .collect();
+        GmmSpec {
+            dim: self.dim,
+            components,
+            class_names: self.class_names.clone(),
+        }
+    }
+
     /// The component a clean sample most likely came from (max responsibility at σ = 0).
     pub fn component_of(&self, x: &[f64]) -> usize {
         let r = self.log_responsibilities(x, 1.0, 0.0, Condition::Null);
