@@ -122,6 +122,41 @@ impl Population {
         })
     }
 
+    /// A population whose initial states are given (`x` is `[P, …]`, particles in group order,
+    /// group `g` holding `groups[g].particles` rows with lineages `0..K`). Search strategies
+    /// use it to start trajectories from proposed noises.
+    pub fn from_states(groups: &[GroupSpec], x: Tensor) -> Result<Self> {
+        let mut particles = Vec::new();
+        for (g, spec) in groups.iter().enumerate() {
+            for i in 0..spec.particles {
+                particles.push(Particle {
+                    group: g,
+                    seed: spec.seed,
+                    lineage: i as u64,
+                    ancestor: particles.len(),
+                    cond: spec.cond,
+                    log_weight: 0.0,
+                    reward: None,
+                    state: BTreeMap::new(),
+                });
+            }
+        }
+        if particles.len() != x.dim(0)? {
+            return Err(Error::InvalidArgument(format!(
+                "{} initial states for {} particles",
+                x.dim(0)?,
+                particles.len()
+            )));
+        }
+        Ok(Population {
+            x,
+            particles,
+            x0: None,
+            history: Vec::new(),
+            pending: None,
+        })
+    }
+
     /// Number of particles `P`.
     pub fn len(&self) -> usize {
         self.particles.len()

@@ -414,3 +414,140 @@ fn steering_is_reproducible() {
     assert_eq!(samples(&a), samples(&b));
     assert_eq!(a.population.particles, b.population.particles);
 }
+
+fn mean_reward(xs: &[Vec<f64>]) -> f64 {
+    xs.iter().map(|x| -(x[0] - 0.5).powi(2) / 2.0).sum::<f64>() / xs.len() as f64
+}
+
+#[test]
+fn noise_search_keeps_the_best_so_far_and_beats_plain_sampling() {
+    use steerdiff_guidance::strategy::{NoiseSearch, SearchKind};
+    let spec = two_modes();
+    let model = GmmDenoiser::new(spec.clone(), NoisePath::flow(), "gmm").unwrap();
+    let s = by_name("flow-euler", model.path(), 20, Some(1.0)).unwrap();
+    let engine = Engine {
+        models: vec![&model],
+        schedule: &s.schedule,
+        solver: s.solver.as_ref(),
+        guidance: vec![],
+    };
+    let groups: Vec<GroupSpec> = (0..200)
+        .map(|g| GroupSpec {
+            seed: g,
+            cond: Condition::Null,
+            particles: 1,
+        })
+        .collect();
+    let plain = mean_reward(&samples(
+        &run(&spec, NoisePath::flow(), None, 200, 1, 0).unwrap(),
+    ));
+    for kind in [
+        SearchKind::Random,
+        SearchKind::ZeroOrder {
+            neighbours: 3,
+            threshold: 0.95,
+        },
+    ] {
+        let search = NoiseSearch {
+            reward: Arc::new(Quadratic::new(vec![0.5])),
+            rounds: 4,
+            kind,
+        };
+        let mut trace: Vec<serde_json::Value> = Vec::new();
+        let out = search.run(&engine, &groups, 1.0, Some(&mut trace)).unwrap();
+        let got = mean_reward(&samples(&out));
+        println!(
+            "{kind:?}: mean reward {got:.3} (plain {plain:.3}), rows {}",
+            out.ledger.total_rows()
+        );
+        assert!(got > plain + 0.3, "{kind:?}: {got} vs plain {plain}");
+        // Best-so-far never decreases, round by round, for every group.
+        for pair in trace.windows(2) {
+            let a = pair[0]["search"]["best_so_far"].as_array().unwrap();
+            let b = pair[1]["search"]["best_so_far"].as_array().unwrap();
+            assert!(a.iter().zip(b).all(|(x, y)| y.as_f64() >= x.as_f64()));
+        }
+        let trajectories = match kind {
+            SearchKind::Random => 1 + 2 + 4 + 8,
+            SearchKind::ZeroOrder { .. } => {
+                // one base, then 3 neighbours per round, or a single fresh base after a rejection
+                trace
+                    .iter()
+                    .map(|l| {
+                        l["search"]["candidates"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|c| c.as_u64().unwrap())
+                            .sum::<u64>()
+                    })
+                    .sum::<u64>()
+                    / 200
+            }
+        };
+        assert!(out.ledger.total_rows() >= 200 * 20 * trajectories);
+    }
+    // A zero-threshold is refused.
+    let bad = NoiseSearch {
+        reward: Arc::new(Quadratic::new(vec![0.5])),
+        rounds: 2,
+        kind: SearchKind::ZeroOrder {
+            neighbours: 3,
+            threshold: 1.0,
+        },
+    };
+    assert!(bad.run(&engine, &groups, 1.0, None).is_err());
+}
+
+#[test]
+fn dsearch_prunes_to_its_beams_and_raises_the_reward() {
+    use steerdiff_guidance::strategy::{DSearch, SearchSchedule};
+    let spec = two_modes();
+    let strategy = DSearch {
+        reward: Arc::new(Quadratic::new(vec![0.5])),
+        beams: 2,
+        children: 3,
+        width: 2,
+        search: SearchSchedule::Exponential,
+        replace: 0.0,
+    };
+    let mut trace: Vec<serde_json::Value> = Vec::new();
+    let model = GmmDenoiser::new(spec.clone(), NoisePath::flow(), "gmm").unwrap();
+    let s = by_name("flow-euler", model.path(), 30, Some(1.0)).unwrap();
+    let g: Vec<GroupSpec> = (0..100)
+        .map(|i| GroupSpec {
+            seed: i,
+            cond: Condition::Null,
+            particles: 6,
+        })
+        .collect();
+    let pop = Population::new(&g, &[1], 1.0, &Device::Cpu).unwrap();
+    let engine = Engine {
+        models: vec![&model],
+        schedule: &s.schedule,
+        solver: s.solver.as_ref(),
+        guidance: vec![Box::new(strategy)],
+    };
+    let out = engine.run(pop, Some(&mut trace)).unwrap();
+    let xs = samples(&out);
+    assert_eq!(xs.len(), 200, "2 beams per group at the end");
+    let beams: Vec<u64> = trace
+        .iter()
+        .filter_map(|l| l.get("dsearch"))
+        .map(|d| d["beams"][0].as_u64().unwrap())
+        .collect();
+    assert!(
+        beams.windows(2).all(|w| w[1] <= w[0]),
+        "beam counts only shrink: {beams:?}"
+    );
+    assert_eq!(*beams.last().unwrap(), 2);
+    let plain = mean_reward(&samples(
+        &run(&spec, NoisePath::flow(), None, 200, 1, 0).unwrap(),
+    ));
+    let got = mean_reward(&xs);
+    println!(
+        "DSearch: mean reward {got:.3} (plain {plain:.3}), rows {}",
+        out.ledger.total_rows()
+    );
+    assert!(got > plain + 1.0, "{got} vs {plain}");
+}
