@@ -213,3 +213,45 @@ pub trait Guidance: Send + Sync {
         Ok(())
     }
 }
+
+/// A borrowed strategy is a strategy: lets one strategy object serve several engines.
+impl<G: Guidance + ?Sized> Guidance for &G {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn needs(&self) -> Needs {
+        (**self).needs()
+    }
+    fn validate(&self, steps: usize) -> Result<()> {
+        (**self).validate(steps)
+    }
+    fn requests(&self, step: &Step, pop: &Population) -> Result<Vec<Request>> {
+        (**self).requests(step, pop)
+    }
+    fn combine(
+        &self,
+        step: &Step,
+        pop: &Population,
+        cond: &Prediction,
+        extra: &[Prediction],
+        guided: &mut Prediction,
+        trace: &mut TraceLine,
+    ) -> Result<()> {
+        (**self).combine(step, pop, cond, extra, guided, trace)
+    }
+    fn steer(
+        &self,
+        step: &Step,
+        pop: &mut Population,
+        guided: &mut Prediction,
+        cx: &mut Context,
+    ) -> Result<()> {
+        (**self).steer(step, pop, guided, cx)
+    }
+    fn expand(&self, step: &Step, pop: &Population) -> usize {
+        (**self).expand(step, pop)
+    }
+    fn select(&self, step: &Step, pop: &mut Population, cx: &mut Context) -> Result<()> {
+        (**self).select(step, pop, cx)
+    }
+}

@@ -215,16 +215,24 @@ impl Population {
             ));
         }
         let mut seen = vec![false; self.len()];
+        // Slots count from the start of each group, so a group's lineages never depend on
+        // the groups before it in the batch.
+        let mut slot = 0u64;
+        let mut previous_group = None;
         let particles: Vec<Particle> = ancestors
             .iter()
-            .enumerate()
-            .map(|(slot, &a)| {
+            .map(|&a| {
                 let mut p = self.particles[a].clone();
+                if previous_group != Some(p.group) {
+                    slot = 0;
+                    previous_group = Some(p.group);
+                }
                 p.ancestor = a;
                 if seen[a] {
-                    p.lineage = child_lineage(p.lineage, step as u64, slot as u64);
+                    p.lineage = child_lineage(p.lineage, step as u64, slot);
                 }
                 seen[a] = true;
+                slot += 1;
                 p
             })
             .collect();

@@ -80,9 +80,12 @@ impl DSearch {
         (b + (initial as f64 - b) * (-5.0 * (i + 1) as f64 / t).exp()).round() as usize
     }
 
-    fn wide(&self, step: &Step, pop: &Population) -> bool {
+    /// The coin for a wide expansion at this step. One coin per step for the whole batch (the
+    /// engine branches every particle alike), keyed by the step alone so that a group's result
+    /// never depends on which groups share its batch.
+    fn wide(&self, step: &Step) -> bool {
         let u = StreamKey {
-            seed: pop.particles.first().map(|p| p.seed).unwrap_or(0),
+            seed: 0x0D5E_A2C4,
             lineage: u64::MAX,
             step: step.index as u64,
             domain: Domain::Select,
@@ -129,7 +132,7 @@ impl Guidance for DSearch {
         if step.is_last() {
             return 1;
         }
-        if !self.wide(step, pop) {
+        if !self.wide(step) {
             return self.children;
         }
         // Keep compute roughly constant as beams are dropped (w_ad = beams₀ / beams).
