@@ -227,41 +227,77 @@ impl<'a> Engine<'a> {
         timing: &mut Timing,
         line: &mut TraceLine,
     ) -> Result<Prediction> {
+        // Phase 1: conditional rows plus every request that does not read them; phase 2 (only
+        // when a strategy asks): requests made from this step's conditional prediction.
         let mut requests = vec![Request {
             model: 0,
             conds: pop.conds(),
         }];
-        let mut spans = Vec::with_capacity(self.guidance.len());
-        for g in &self.guidance {
-            let asked = g.requests(step, pop)?;
-            for r in &asked {
-                if r.conds.len() != pop.len() || r.model >= self.models.len() {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} requested rows for {} particles of model {} (have {} particles, {} models)",
-                        g.name(),
-                        r.conds.len(),
-                        r.model,
-                        pop.len(),
-                        self.models.len()
-                    )));
-                }
+        let mut spans = vec![0..0; self.guidance.len()];
+        for (k, g) in self.guidance.iter().enumerate() {
+            if !g.needs().cond_before_requests {
+                let asked = self.checked(g.as_ref(), g.requests(step, pop, None)?, pop)?;
+                spans[k] = requests.len()..requests.len() + asked.len();
+                requests.extend(asked);
             }
-            spans.push(requests.len()..requests.len() + asked.len());
-            requests.extend(asked);
         }
-        let preds = self.evaluate(&requests, &pop.x, &step.from, ledger, timing)?;
+        let mut preds = self.evaluate(&requests, &pop.x, &step.from, ledger, timing)?;
+        let late: Vec<usize> = (0..self.guidance.len())
+            .filter(|&k| self.guidance[k].needs().cond_before_requests)
+            .collect();
+        if !late.is_empty() {
+            let mut more = Vec::new();
+            for &k in &late {
+                let g = &self.guidance[k];
+                let asked =
+                    self.checked(g.as_ref(), g.requests(step, pop, Some(&preds[0]))?, pop)?;
+                let start = requests.len() + more.len();
+                spans[k] = start..start + asked.len();
+                more.extend(asked);
+            }
+            preds.extend(self.evaluate(&more, &pop.x, &step.from, ledger, timing)?);
+            requests.extend(more);
+        }
         let mut guided = preds[0].clone();
         for (g, span) in self.guidance.iter().zip(&spans) {
+            let mut cx = Context {
+                engine: self,
+                ledger,
+                timing,
+                trace: line,
+            };
             g.combine(
                 step,
                 pop,
                 &preds[0],
                 &preds[span.clone()],
                 &mut guided,
-                line,
+                &mut cx,
             )?;
         }
         Ok(guided)
+    }
+
+    /// Checks a strategy's requests: one condition per particle, an existing model.
+    fn checked(
+        &self,
+        g: &dyn Guidance,
+        asked: Vec<Request>,
+        pop: &Population,
+    ) -> Result<Vec<Request>> {
+        for r in &asked {
+            if r.conds.len() != pop.len() || r.model >= self.models.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} requested rows for {} particles of model {} (have {} particles, {} models)",
+                    g.name(),
+                    r.conds.len(),
+                    r.model,
+                    pop.len(),
+                    self.models.len()
+                )));
+            }
+        }
+        Ok(asked)
     }
 
     /// Evaluates every request, one batched call per model, sharing identical requests.

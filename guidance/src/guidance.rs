@@ -65,6 +65,10 @@ pub struct Needs {
     pub models: usize,
     /// Only valid on rectified-flow models (FlowChef).
     pub flow_path: bool,
+    /// [`Guidance::requests`] reads this step's conditional prediction (GFCG picks its
+    /// reference class from it): the engine evaluates conditional rows first, then these
+    /// requests in a second batch.
+    pub cond_before_requests: bool,
 }
 
 /// Engine services a strategy may use inside `steer` and `select`: scoring rewards and extra
@@ -170,8 +174,14 @@ pub trait Guidance: Send + Sync {
         Ok(())
     }
 
-    /// Extra model rows needed this step, beyond each particle's conditional row.
-    fn requests(&self, _step: &Step, _pop: &Population) -> Result<Vec<Request>> {
+    /// Extra model rows needed this step, beyond each particle's conditional row. `cond` is
+    /// this step's conditional prediction when [`Needs::cond_before_requests`] is set.
+    fn requests(
+        &self,
+        _step: &Step,
+        _pop: &Population,
+        _cond: Option<&Prediction>,
+    ) -> Result<Vec<Request>> {
         Ok(Vec::new())
     }
 
@@ -184,7 +194,7 @@ pub trait Guidance: Send + Sync {
         _cond: &Prediction,
         _extra: &[Prediction],
         _guided: &mut Prediction,
-        _trace: &mut TraceLine,
+        _cx: &mut Context,
     ) -> Result<()> {
         Ok(())
     }
@@ -225,8 +235,13 @@ impl<G: Guidance + ?Sized> Guidance for &G {
     fn validate(&self, steps: usize) -> Result<()> {
         (**self).validate(steps)
     }
-    fn requests(&self, step: &Step, pop: &Population) -> Result<Vec<Request>> {
-        (**self).requests(step, pop)
+    fn requests(
+        &self,
+        step: &Step,
+        pop: &Population,
+        cond: Option<&Prediction>,
+    ) -> Result<Vec<Request>> {
+        (**self).requests(step, pop, cond)
     }
     fn combine(
         &self,
@@ -235,9 +250,9 @@ impl<G: Guidance + ?Sized> Guidance for &G {
         cond: &Prediction,
         extra: &[Prediction],
         guided: &mut Prediction,
-        trace: &mut TraceLine,
+        cx: &mut Context,
     ) -> Result<()> {
-        (**self).combine(step, pop, cond, extra, guided, trace)
+        (**self).combine(step, pop, cond, extra, guided, cx)
     }
     fn steer(
         &self,

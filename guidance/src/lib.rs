@@ -55,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+pub mod classifier;
 pub mod condition;
 pub mod denoiser;
 pub mod engine;
@@ -73,6 +74,7 @@ pub mod solver;
 pub mod strategy;
 pub mod trace;
 
+pub use classifier::{ClassLogProb, Classifier};
 pub use condition::Condition;
 pub use denoiser::Denoiser;
 pub use engine::{Engine, Outcome};

@@ -371,6 +371,55 @@ impl Denoiser for GmmDenoiser {
     }
 }
 
+/// The exact Bayes classifier of a mixture on clean samples: `p(class | x)` from the
+/// components' responsibilities at σ = 0. Class `k`'s probability sits at index `k`.
+#[derive(Debug, Clone)]
+pub struct GmmClassifier {
+    /// The mixture.
+    pub spec: GmmSpec,
+}
+
+impl steerdiff_guidance::Classifier for GmmClassifier {
+    fn name(&self) -> &str {
+        "gmm-bayes"
+    }
+
+    fn log_probs(&self, x0: &Tensor) -> steerdiff_guidance::Result<Vec<Vec<f64>>> {
+        let rows: Vec<Vec<f32>> = x0
+            .flatten_from(1)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2()?;
+        let k = self
+            .spec
+            .classes()
+            .last()
+            .map(|&c| c as usize + 1)
+            .unwrap_or(0);
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let x: Vec<f64> = r.iter().map(|&v| v as f64).collect();
+                let resp = self
+                    .spec
+                    .log_responsibilities(&x, 1.0, 0.0, Condition::Null);
+                (0..k as u32)
+                    .map(|c| {
+                        let logs: Vec<f64> = self
+                            .spec
+                            .components
+                            .iter()
+                            .zip(&resp)
+                            .filter(|(comp, _)| comp.class == c)
+                            .map(|(_, &l)| l)
+                            .collect();
+                        steerdiff_guidance::resample::log_sum_exp(&logs)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

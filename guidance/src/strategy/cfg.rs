@@ -14,10 +14,9 @@
 use candle_core::{Tensor, D};
 
 use crate::condition::Condition;
-use crate::guidance::{Guidance, Request, Step};
+use crate::guidance::{Context, Guidance, Request, Step};
 use crate::population::Population;
 use crate::prediction::Prediction;
-use crate::trace::TraceLine;
 use crate::{Error, Result};
 
 /// Classifier-free guidance.
@@ -66,7 +65,12 @@ impl Guidance for ClassifierFree {
         format!("cfg(scale={})", self.scale)
     }
 
-    fn requests(&self, step: &Step, pop: &Population) -> Result<Vec<Request>> {
+    fn requests(
+        &self,
+        step: &Step,
+        pop: &Population,
+        _cond: Option<&Prediction>,
+    ) -> Result<Vec<Request>> {
         if !self.active(step, pop) {
             return Ok(Vec::new());
         }
@@ -83,10 +87,10 @@ impl Guidance for ClassifierFree {
         cond: &Prediction,
         extra: &[Prediction],
         guided: &mut Prediction,
-        trace: &mut TraceLine,
+        cx: &mut Context,
     ) -> Result<()> {
         let Some(uncond) = extra.first() else {
-            trace.insert("cfg_scale".into(), 1.0.into());
+            cx.trace("cfg_scale", 1.0);
             return Ok(());
         };
         let w = self.scale - 1.0;
@@ -102,7 +106,7 @@ impl Guidance for ClassifierFree {
                 (rescaled.affine(self.rescale, 0.0)? + out_cfg.affine(1.0 - self.rescale, 0.0)?)?;
             *guided = p.to_prediction(&mixed, &pop.x, &step.from)?;
         }
-        trace.insert("cfg_scale".into(), self.scale.into());
+        cx.trace("cfg_scale", self.scale);
         Ok(())
     }
 }

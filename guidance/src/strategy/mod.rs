@@ -1,13 +1,19 @@
 //! Guidance strategies, one file each.
 
+pub mod autoguidance;
 pub mod cfg;
 pub mod code;
 pub mod dsearch;
+pub mod dynamic_cfg;
 pub mod fk;
+pub mod gfcg;
 pub mod noise_search;
 
+pub use autoguidance::Autoguidance;
 pub use cfg::ClassifierFree;
 pub use code::{Code, Selection};
 pub use dsearch::{DSearch, SearchSchedule};
+pub use dynamic_cfg::DynamicCfg;
 pub use fk::{FkSteering, Potential, ResampleSchedule};
+pub use gfcg::{Gfcg, ReferenceRule, ScaleRule};
 pub use noise_search::{NoiseSearch, SearchKind};
