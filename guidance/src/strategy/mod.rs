@@ -6,6 +6,7 @@ pub mod code;
 pub mod dsearch;
 pub mod dynamic_cfg;
 pub mod fk;
+pub mod flowchef;
 pub mod gfcg;
 pub mod noise_search;
 
@@ -15,5 +16,6 @@ pub use code::{Code, Selection};
 pub use dsearch::{DSearch, SearchSchedule};
 pub use dynamic_cfg::DynamicCfg;
 pub use fk::{FkSteering, Potential, ResampleSchedule};
+pub use flowchef::{Cost, FlowChef, GradientEstimate, MaskedSquare};
 pub use gfcg::{Gfcg, ReferenceRule, ScaleRule};
 pub use noise_search::{NoiseSearch, SearchKind};

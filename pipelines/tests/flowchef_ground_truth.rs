@@ -1,0 +1,199 @@
+//! FlowChef against an exact posterior (ALGORITHMS §10.4): 2-D Gaussian data
+//! `N(0, [[1, 0.8], [0.8, 1]])`, rectified flow, 100 Euler steps, coordinate 0 observed at
+//! `y = 1.5`, cost `(x̂0[0] − y)²` on every step. The exact posterior of the unobserved
+//! coordinate is `N(0.8·1.5, 1 − 0.8²) = N(1.2, 0.6²)`.
+
+use candle_core::{Device, Tensor};
+use steerdiff_guidance::sampler::by_name;
+use steerdiff_guidance::strategy::{FlowChef, GradientEstimate, MaskedSquare};
+use steerdiff_guidance::{
+    Condition, Denoiser, Engine, Error, GroupSpec, NoisePath, Outcome, Population,
+};
+use steerdiff_pipelines::{GaussianDenoiser, GmmDenoiser};
+
+const N: usize = 4000;
+
+fn observe() -> MaskedSquare {
+    MaskedSquare {
+        mask: Tensor::new(&[1.0f32, 0.0], &Device::Cpu).unwrap(),
+        target: Tensor::new(&[1.5f32, 0.0], &Device::Cpu).unwrap(),
+    }
+}
+
+fn run(chef: Option<FlowChef>) -> Outcome {
+    let model = GaussianDenoiser::new(
+        vec![0.0, 0.0],
+        vec![vec![1.0, 0.8], vec![0.8, 1.0]],
+        NoisePath::flow(),
+    )
+    .unwrap();
+    let s = by_name("flow-euler", model.path(), 100, None).unwrap();
+    let groups: Vec<GroupSpec> = (0..N)
+        .map(|g| GroupSpec {
+            seed: g as u64,
+            cond: Condition::Null,
+            particles: 1,
+        })
+        .collect();
+    let pop = Population::new(&groups, &[2], 1.0, &Device::Cpu).unwrap();
+    let engine = Engine {
+        models: vec![&model],
+        schedule: &s.schedule,
+        solver: s.solver.as_ref(),
+        guidance: chef
+            .into_iter()
+            .map(|c| Box::new(c) as Box<dyn steerdiff_guidance::Guidance>)
+            .collect(),
+    };
+    engine.run(pop, None).unwrap()
+}
+
+/// (mean |x0[0] − y|, mean x0[1], std x0[1]).
+fn stats(out: &Outcome) -> (f64, f64, f64) {
+    let rows: Vec<Vec<f32>> = out.population.x.to_vec2().unwrap();
+    let err = rows.iter().map(|r| (r[0] as f64 - 1.5).abs()).sum::<f64>() / rows.len() as f64;
+    let m = rows.iter().map(|r| r[1] as f64).sum::<f64>() / rows.len() as f64;
+    let s =
+        (rows.iter().map(|r| (r[1] as f64 - m).powi(2)).sum::<f64>() / rows.len() as f64).sqrt();
+    (err, m, s)
+}
+
+fn chef(estimate: GradientEstimate, lr: f64, k: usize) -> FlowChef {
+    FlowChef {
+        cost: Box::new(observe()),
+        lr,
+        iterations: k,
+        max_steps: Some(100),
+        estimate,
+    }
+}
+
+#[test]
+fn gradient_skipping_recovers_the_exact_posterior() {
+    let plain = run(None);
+    let (e0, m0, s0) = stats(&plain);
+    println!("no guidance: error {e0:.3}, x0[1] ~ ({m0:.3}, {s0:.3})");
+    for (lr, k) in [(0.2, 1), (0.2, 4)] {
+        let out = run(Some(chef(GradientEstimate::Exact, lr, k)));
+        let (e, m, s) = stats(&out);
+        println!(
+            "FlowChef lr {lr} K={k}: error {e:.4}, x0[1] ~ ({m:.3}, {s:.3}); exact (1.2, 0.6)"
+        );
+        assert!(e <= 0.01, "measurement error {e}");
+        assert!(
+            (m - 1.2).abs() <= 0.05 * 1.2 && (s - 0.6).abs() <= 0.05 * 0.6,
+            "({m}, {s})"
+        );
+        // Zero model rows beyond the unguided run: the model is never called again.
+        assert_eq!(out.ledger.total_rows(), plain.ledger.total_rows());
+    }
+}
+
+#[test]
+fn the_zeroth_order_variant_gets_within_ten_percent() {
+    let out = run(Some(chef(
+        GradientEstimate::ZerothOrder {
+            pairs: 16,
+            mu: 0.05,
+        },
+        0.2,
+        1,
+    )));
+    let (e, m, s) = stats(&out);
+    println!("FlowChef zeroth-order (16 antithetic pairs): error {e:.4}, x0[1] ~ ({m:.3}, {s:.3})");
+    assert!(e <= 0.02, "measurement error {e}");
+    assert!(
+        (m - 1.2).abs() <= 0.1 * 1.2 && (s - 0.6).abs() <= 0.1 * 0.6,
+        "({m}, {s})"
+    );
+}
+
+#[test]
+fn flowchef_refuses_bad_settings() {
+    // Not a rectified flow.
+    let model = GaussianDenoiser::new(
+        vec![0.0, 0.0],
+        vec![vec![1.0, 0.8], vec![0.8, 1.0]],
+        GmmDenoiser::vp_path(),
+    )
+    .unwrap();
+    let s = by_name("ddim", model.path(), 10, None).unwrap();
+    let pop = Population::new(
+        &[GroupSpec {
+            seed: 0,
+            cond: Condition::Null,
+            particles: 1,
+        }],
+        &[2],
+        1.0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let engine = Engine {
+        models: vec![&model],
+        schedule: &s.schedule,
+        solver: s.solver.as_ref(),
+        guidance: vec![Box::new(chef(GradientEstimate::Exact, 0.2, 1))],
+    };
+    match engine.run(pop, None) {
+        Err(Error::Unsupported(m)) => assert!(m.contains("rectified-flow"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // A mask that does not match the sample shape.
+    let model = GaussianDenoiser::new(
+        vec![0.0, 0.0],
+        vec![vec![1.0, 0.8], vec![0.8, 1.0]],
+        NoisePath::flow(),
+    )
+    .unwrap();
+    let s = by_name("flow-euler", model.path(), 10, None).unwrap();
+    let pop = Population::new(
+        &[GroupSpec {
+            seed: 0,
+            cond: Condition::Null,
+            particles: 1,
+        }],
+        &[2],
+        1.0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let bad = FlowChef {
+        cost: Box::new(MaskedSquare {
+            mask: Tensor::new(&[1.0f32, 0.0, 0.0], &Device::Cpu).unwrap(),
+            target: Tensor::new(&[1.0f32, 0.0, 0.0], &Device::Cpu).unwrap(),
+        }),
+        ..chef(GradientEstimate::Exact, 0.2, 1)
+    };
+    let engine = Engine {
+        models: vec![&model],
+        schedule: &s.schedule,
+        solver: s.solver.as_ref(),
+        guidance: vec![Box::new(bad)],
+    };
+    let e = engine.run(pop, None).unwrap_err().to_string();
+    assert!(e.contains("mask") && e.contains("sample shape"), "{e}");
+    // NaN step size.
+    let pop = Population::new(
+        &[GroupSpec {
+            seed: 0,
+            cond: Condition::Null,
+            particles: 1,
+        }],
+        &[2],
+        1.0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let engine = Engine {
+        models: vec![&model],
+        schedule: &s.schedule,
+        solver: s.solver.as_ref(),
+        guidance: vec![Box::new(chef(GradientEstimate::Exact, f64::NAN, 1))],
+    };
+    assert!(engine
+        .run(pop, None)
+        .unwrap_err()
+        .to_string()
+        .contains("step size"));
+}
