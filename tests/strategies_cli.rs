@@ -268,8 +268,8 @@ fn eval_compares_strategies_at_matched_cost() {
     let acc = |i: usize| rows[i]["eval_accuracy"].as_f64().unwrap();
     let reward = |i: usize| rows[i]["reward_mean"].as_f64().unwrap();
     // Every steered row beats plain sampling on both the steering reward and the held-out class.
-    for i in 1..5 {
-        assert!(reward(i) > reward(0) && acc(i) > acc(0), "{}", rows[i]);
+    for (i, row) in rows.iter().enumerate().skip(1) {
+        assert!(reward(i) > reward(0) && acc(i) > acc(0), "{row}");
     }
     // Greedy per-step selection (SVDD) out-optimises best-of-N at the same cost.
     assert!(reward(4) > reward(1));

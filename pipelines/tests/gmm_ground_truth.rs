@@ -11,6 +11,7 @@ use steerdiff_guidance::{Condition, Engine, GroupSpec, Guidance, NoisePath, Popu
 use steerdiff_pipelines::{GmmDenoiser, GmmSpec};
 
 /// Final samples of `n` single-particle groups.
+#[allow(clippy::too_many_arguments)] // a test helper spelling out one run
 fn sample(
     spec: &GmmSpec,
     path: NoisePath,
