@@ -8,15 +8,21 @@
 use anyhow::{Context as _, Result};
 use candle_core::Device;
 use serde::Serialize;
+use std::sync::Arc;
 use steerdiff_guidance::sampler::{self, Sampler};
 use steerdiff_guidance::strategy::ClassifierFree;
 use steerdiff_guidance::{
     Condition, Denoiser, Engine, GroupSpec, Guidance, NoisePath, Outcome, Population, TraceSink,
 };
+use steerdiff_pipelines::toy::{self, ToyFlow};
+
+use steerdiff_guidance::Reward;
+use steerdiff_pipelines::reward::parse_vector_reward;
 use steerdiff_pipelines::{GmmDenoiser, GmmSpec};
 
 use crate::catalog;
 use crate::error::input_error;
+use crate::strategy::{Built, StrategyArgs};
 
 /// The seeding rule, as recorded in every `samples.json` (see `steerdiff_guidance::rng`).
 pub const SEEDING_RULE: &str =
@@ -33,11 +39,25 @@ pub enum Model {
         /// The mixture.
         spec: GmmSpec,
     },
+    /// The embedded toy class-conditional flow model (`toy`) or its weaker twin (`toy-weak`),
+    /// loaded from `assets/` (or `$STEERDIFF_ASSETS`) with its sha256 checked.
+    Toy {
+        /// `toy` or `toy-weak`.
+        source: String,
+        /// The weaker twin.
+        weak: bool,
+    },
 }
 
 impl Model {
     /// Parses a `--model` value (`gmm:SPEC.json`), reading the spec file.
     pub fn parse(arg: &str) -> Result<Model> {
+        if arg == "toy" || arg == "toy-weak" {
+            return Ok(Model::Toy {
+                source: arg.to_string(),
+                weak: arg == "toy-weak",
+            });
+        }
         let Some((scheme, rest)) = arg.split_once(':') else {
             input_error!(
                 "unknown model `{arg}`: models are named SCHEME:ARGUMENT; valid: {} (see `steerdiff list`)",
@@ -86,6 +106,7 @@ impl Model {
     pub fn source(&self) -> &str {
         match self {
             Model::Gmm { source, .. } => source,
+            Model::Toy { source, .. } => source,
         }
     }
 }
@@ -152,6 +173,8 @@ pub struct Options {
     pub n: usize,
     /// Seed of group 0; group `g` uses `seed + g`.
     pub seed: u64,
+    /// The steering strategy and its settings.
+    pub strategy: StrategyArgs,
 }
 
 impl Default for Options {
@@ -167,6 +190,7 @@ impl Default for Options {
             cfg_interval: None,
             n: 1,
             seed: 0,
+            strategy: StrategyArgs::default(),
         }
     }
 }
@@ -209,12 +233,38 @@ pub struct Parameters {
     pub seed: u64,
     /// How seeds are assigned to groups.
     pub seeding: String,
+    /// The steering strategy and its settings.
+    pub strategy: StrategyArgs,
+}
+
+/// Scores final samples `x` (σ = 0) with `reward`.
+pub fn score_final(
+    _job: &Job,
+    reward: &dyn Reward,
+    x: &candle_core::Tensor,
+    conds: &[Condition],
+) -> Result<Vec<f64>> {
+    let clean = steerdiff_guidance::StepPoint::CLEAN;
+    Ok(reward.score(x, &steerdiff_guidance::RewardContext { conds, at: clean })?)
+}
+
+/// Parses `--reward` for the loaded model.
+fn reward_for(model: &Loaded, spec: &str) -> Result<Arc<dyn Reward>> {
+    match model {
+        Loaded::Gmm(d) => match parse_vector_reward(spec, d.spec.dim) {
+            Ok(r) => Ok(r),
+            Err(e) => input_error!("--reward: {e}"),
+        },
+        #[allow(unreachable_patterns)]
+        _ => input_error!("--reward `{spec}`: this model has no rewards yet"),
+    }
 }
 
 /// A loaded model.
 #[derive(Debug)]
 enum Loaded {
     Gmm(GmmDenoiser),
+    Toy(ToyFlow),
 }
 
 /// A validated run, ready to go: the model, the sampler, the guidance and the groups.
@@ -223,6 +273,7 @@ pub struct Job {
     model: Loaded,
     sampler: Sampler,
     cfg: Option<ClassifierFree>,
+    strategy: Built,
     cond: Condition,
     groups: Vec<GroupSpec>,
     parameters: Parameters,
@@ -271,18 +322,67 @@ impl Job {
                 let denoiser = GmmDenoiser::new(spec, opts.path.noise_path(), "gmm")?;
                 (Loaded::Gmm(denoiser), config, cond, class_name)
             }
+            Model::Toy { weak, .. } => {
+                let (cond, class_name) = match &opts.class {
+                    None => (Condition::Null, None),
+                    Some(name) => {
+                        let label = toy::class_by_name(name).or_else(|| {
+                            name.parse::<u32>()
+                                .ok()
+                                .filter(|&k| (k as usize) < toy::NUM_CLASSES)
+                        });
+                        let Some(label) = label else {
+                            input_error!(
+                                "--class: unknown toy class `{name}`; valid: {}",
+                                toy::CLASS_NAMES.join(", ")
+                            );
+                        };
+                        (
+                            Condition::Class(label),
+                            Some(toy::CLASS_NAMES[label as usize].to_string()),
+                        )
+                    }
+                };
+                let (entry, name) = if weak {
+                    (toy::model::FLOW_WEAK, "toy-weak")
+                } else {
+                    (toy::model::FLOW, "toy")
+                };
+                let assets = toy::model::assets_dir();
+                let (config, _) = toy::model::checked_files(&assets, entry)
+                    .with_context(|| format!("loading the toy model `{name}`"))?;
+                let denoiser = ToyFlow::load(&assets, entry, name)
+                    .with_context(|| format!("loading the toy model `{name}`"))?;
+                let config = serde_json::to_value(&config).context("recording the toy config")?;
+                (Loaded::Toy(denoiser), config, cond, class_name)
+            }
+        };
+        let path_kind = match &loaded {
+            Loaded::Toy(_) => PathKind::Flow,
+            Loaded::Gmm(_) => opts.path,
         };
         let sampler_name = opts
             .sampler
             .clone()
-            .unwrap_or_else(|| opts.path.default_sampler().to_string());
+            .unwrap_or_else(|| path_kind.default_sampler().to_string());
         let path = match &loaded {
             Loaded::Gmm(d) => d.path().clone(),
+            Loaded::Toy(d) => d.path().clone(),
         };
-        let sampler = match sampler::by_name(&sampler_name, &path, opts.steps, opts.eta) {
+        // Particle strategies need a stochastic sampler: where η is free and not given, use 1.
+        let mut eta = opts.eta;
+        if opts.strategy.kind.needs_noise()
+            && eta.is_none()
+            && matches!(sampler_name.as_str(), "ddim" | "flow-euler")
+        {
+            eta = Some(1.0);
+        }
+        let sampler = match sampler::by_name(&sampler_name, &path, opts.steps, eta) {
             Ok(s) => s,
             // A sampler of the other path: a mixture can be sampled on either.
-            Err(e @ steerdiff_guidance::Error::Unsupported(_)) => {
+            Err(e @ steerdiff_guidance::Error::Unsupported(_))
+                if matches!(loaded, Loaded::Gmm(_)) =>
+            {
                 let other = match opts.path {
                     PathKind::Vp => "flow",
                     PathKind::Flow => "vp",
@@ -305,17 +405,21 @@ impl Job {
         } else {
             None
         };
+        let strategy = opts
+            .strategy
+            .build(opts.steps, |spec| reward_for(&loaded, spec))?;
+        let particles = opts.strategy.particles_per_group();
         let groups = (0..opts.n)
             .map(|g| GroupSpec {
                 seed: opts.seed + g as u64,
                 cond,
-                particles: 1,
+                particles,
             })
             .collect();
         let parameters = Parameters {
             model: source,
             model_config,
-            path: opts.path,
+            path: path_kind,
             class: match cond {
                 Condition::Class(c) => Some(c),
                 _ => None,
@@ -330,14 +434,16 @@ impl Job {
             cfg_rescale: opts.cfg_rescale,
             cfg_interval: opts.cfg_interval.map(|(lo, hi)| [lo, hi]),
             n: opts.n,
-            particles_per_group: 1,
+            particles_per_group: particles,
             seed: opts.seed,
             seeding: SEEDING_RULE.into(),
+            strategy: opts.strategy.clone(),
         };
         let job = Job {
             model: loaded,
             sampler,
             cfg,
+            strategy,
             cond,
             groups,
             parameters,
@@ -355,6 +461,7 @@ impl Job {
     pub fn denoiser(&self) -> &dyn Denoiser {
         match &self.model {
             Loaded::Gmm(d) => d,
+            Loaded::Toy(d) => d,
         }
     }
 
@@ -362,6 +469,39 @@ impl Job {
     pub fn gmm_spec(&self) -> Option<&GmmSpec> {
         match &self.model {
             Loaded::Gmm(d) => Some(&d.spec),
+            Loaded::Toy(_) => None,
+        }
+    }
+
+    /// True when the model is the toy flow model (samples are 3×32×32 images).
+    pub fn is_toy(&self) -> bool {
+        matches!(self.model, Loaded::Toy(_))
+    }
+
+    /// The reward `--reward SPEC` names for this model.
+    pub fn reward(&self, spec: &str) -> Result<Arc<dyn Reward>> {
+        reward_for(&self.model, spec)
+    }
+
+    /// A class label of this model, by name or number.
+    pub fn class_label(&self, name: &str) -> Result<u32> {
+        match &self.model {
+            Loaded::Gmm(d) => Ok(d.spec.class_by_name(name)?),
+            #[allow(unreachable_patterns)]
+            _ => input_error!("this model has no named classes"),
+        }
+    }
+
+    /// Held-out accuracy: the fraction of outputs an evaluator that never steered puts in
+    /// `class` (for mixtures, the exact Bayes classifier on clean data).
+    pub fn held_out_accuracy(&self, xs: &[Vec<f64>], class: u32) -> Result<f64> {
+        match &self.model {
+            Loaded::Gmm(d) => Ok(
+                xs.iter().filter(|x| d.spec.class_of(x) == class).count() as f64
+                    / xs.len().max(1) as f64,
+            ),
+            #[allow(unreachable_patterns)]
+            _ => input_error!("this model has no held-out evaluator yet"),
         }
     }
 
@@ -371,11 +511,14 @@ impl Job {
     }
 
     fn engine(&self) -> Engine<'_> {
-        let guidance: Vec<Box<dyn Guidance + '_>> = self
+        let mut guidance: Vec<Box<dyn Guidance + '_>> = self
             .cfg
             .iter()
             .map(|g| Box::new(g.clone()) as Box<dyn Guidance>)
             .collect();
+        if let Built::Step(s) = &self.strategy {
+            guidance.push(Box::new(s.as_ref()));
+        }
         Engine {
             models: vec![self.denoiser()],
             schedule: &self.sampler.schedule,
@@ -393,6 +536,14 @@ impl Job {
             self.sampler.schedule.init_noise_sigma,
             &Device::Cpu,
         )?;
-        Ok(self.engine().run(pop, trace)?)
+        match &self.strategy {
+            Built::Search(search) => Ok(search.run(
+                &self.engine(),
+                &self.groups,
+                self.sampler.schedule.init_noise_sigma,
+                trace,
+            )?),
+            _ => Ok(self.engine().run(pop, trace)?),
+        }
     }
 }

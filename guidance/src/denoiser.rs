@@ -11,8 +11,9 @@ use crate::Result;
 ///
 /// All rows of one call sit at the same point of the path (particles move in lockstep), each
 /// with its own condition. The raw output's meaning is [`Denoiser::parameterization`]; the
-/// engine converts it to `(x̂0, ε̂)`.
-pub trait Denoiser: Send + Sync {
+/// engine converts it to `(x̂0, ε̂)`. No `Send`/`Sync` bound: the engine drives one model from
+/// one thread, and some candle models (MMDiT's boxed blocks) are neither.
+pub trait Denoiser {
     /// Name used in the ledger and in records.
     fn name(&self) -> &str;
 

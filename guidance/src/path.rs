@@ -22,6 +22,13 @@ pub struct StepPoint {
 }
 
 impl StepPoint {
+    /// The end of every path: clean data (`α = 1`, `σ = 0`), where final samples are scored.
+    pub const CLEAN: StepPoint = StepPoint {
+        timestep: 0.0,
+        alpha: 1.0,
+        sigma: 0.0,
+    };
+
     /// Log signal-to-noise ratio `λ = ln(α/σ)` (DPM-Solver's time variable); `+∞` at σ = 0.
     pub fn lambda(&self) -> f64 {
         (self.alpha / self.sigma).ln()

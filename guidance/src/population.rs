@@ -76,26 +76,12 @@ impl Population {
         init_sigma: f64,
         device: &Device,
     ) -> Result<Self> {
-        let mut particles = Vec::new();
-        for (g, spec) in groups.iter().enumerate() {
-            if spec.particles == 0 {
-                return Err(Error::InvalidArgument(
-                    "a group needs at least one particle (K ≥ 1)".into(),
-                ));
-            }
-            for i in 0..spec.particles {
-                particles.push(Particle {
-                    group: g,
-                    seed: spec.seed,
-                    lineage: i as u64,
-                    ancestor: particles.len(),
-                    cond: spec.cond,
-                    log_weight: 0.0,
-                    reward: None,
-                    state: BTreeMap::new(),
-                });
-            }
+        if groups.iter().any(|g| g.particles == 0) {
+            return Err(Error::InvalidArgument(
+                "a group needs at least one particle (K ≥ 1)".into(),
+            ));
         }
+        let particles = Self::fresh_particles(groups);
         if particles.is_empty() {
             return Err(Error::InvalidArgument("nothing to sample (n = 0)".into()));
         }
@@ -126,6 +112,25 @@ impl Population {
     /// group `g` holding `groups[g].particles` rows with lineages `0..K`). Search strategies
     /// use it to start trajectories from proposed noises.
     pub fn from_states(groups: &[GroupSpec], x: Tensor) -> Result<Self> {
+        let particles = Self::fresh_particles(groups);
+        if particles.len() != x.dim(0)? {
+            return Err(Error::InvalidArgument(format!(
+                "{} initial states for {} particles",
+                x.dim(0)?,
+                particles.len()
+            )));
+        }
+        Ok(Population {
+            x,
+            particles,
+            x0: None,
+            history: Vec::new(),
+            pending: None,
+        })
+    }
+
+    /// The particles of `groups` before any step: lineages `0..K`, zero weights, no state.
+    fn fresh_particles(groups: &[GroupSpec]) -> Vec<Particle> {
         let mut particles = Vec::new();
         for (g, spec) in groups.iter().enumerate() {
             for i in 0..spec.particles {
@@ -141,20 +146,7 @@ impl Population {
                 });
             }
         }
-        if particles.len() != x.dim(0)? {
-            return Err(Error::InvalidArgument(format!(
-                "{} initial states for {} particles",
-                x.dim(0)?,
-                particles.len()
-            )));
-        }
-        Ok(Population {
-            x,
-            particles,
-            x0: None,
-            history: Vec::new(),
-            pending: None,
-        })
+        particles
     }
 
     /// Number of particles `P`.

@@ -119,6 +119,24 @@ pub fn normalize(log_w: &[f64]) -> Result<Vec<f64>> {
     Ok(clean.iter().map(|l| (l - lse).exp()).collect())
 }
 
+/// The two-sample Kolmogorov–Smirnov statistic `sup |F_a − F_b|` of two samples (tests use it
+/// to check that a strategy leaves a distribution unchanged).
+pub fn ks_distance(a: &[f64], b: &[f64]) -> f64 {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (mut i, mut j, mut d) = (0, 0, 0.0f64);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+    }
+    d
+}
+
 /// Effective sample size `1 / Σ w_i²` of normalised weights (Kong 1992): `n` for equal weights,
 /// 1 when one particle carries everything.
 pub fn ess(w: &[f64]) -> f64 {
@@ -192,23 +210,6 @@ mod tests {
         assert!(normalize(&[0.0, f64::INFINITY]).is_err());
     }
 
-    /// Two-sample Kolmogorov–Smirnov statistic.
-    fn ks(a: &[f64], b: &[f64]) -> f64 {
-        let (mut a, mut b) = (a.to_vec(), b.to_vec());
-        a.sort_by(f64::total_cmp);
-        b.sort_by(f64::total_cmp);
-        let (mut i, mut j, mut d) = (0, 0, 0.0f64);
-        while i < a.len() && j < b.len() {
-            if a[i] <= b[j] {
-                i += 1;
-            } else {
-                j += 1;
-            }
-            d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
-        }
-        d
-    }
-
     #[test]
     fn multinomial_with_equal_weights_keeps_the_distribution() {
         let key = |step| crate::rng::StreamKey {
@@ -225,7 +226,7 @@ mod tests {
         // Resampled against a fresh draw from the same law: the 1% critical value of the
         // two-sample KS statistic is 1.63·√(2/n) ≈ 0.036.
         let fresh: Vec<f64> = key(2).normals(n).into_iter().map(f64::from).collect();
-        let d = ks(&ys, &fresh);
+        let d = ks_distance(&ys, &fresh);
         assert!(d < 0.036, "KS distance {d}");
         // …and it is a genuine resample (duplicates), not the identity.
         let mut uniq = idx.clone();

@@ -169,45 +169,28 @@ fn fk_matches_a_closed_form_2d_tilt() {
     }
 }
 
-/// Two-sample Kolmogorov–Smirnov statistic.
-fn ks(a: &[f64], b: &[f64]) -> f64 {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    a.sort_by(f64::total_cmp);
-    b.sort_by(f64::total_cmp);
-    let (mut i, mut j, mut d) = (0, 0, 0.0f64);
-    while i < a.len() && j < b.len() {
-        if a[i] <= b[j] {
-            i += 1;
-        } else {
-            j += 1;
-        }
-        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
-    }
-    d
-}
-
 #[test]
 fn a_constant_reward_leaves_the_base_distribution_unchanged() {
     let spec = two_modes();
     let reward: Arc<dyn Reward> = Arc::new(Constant(3.0));
+    // Particles of one group share ancestry after resampling; particle 0 of each of 2,000
+    // independent groups is an independent draw from the marginal FK leaves behind.
     let steered = samples(
         &run(
             &spec,
             NoisePath::flow(),
             Some(Box::new(fk(reward, 2.0))),
-            1000,
+            2000,
             4,
             0,
         )
         .unwrap(),
     );
     let plain = samples(&run(&spec, NoisePath::flow(), None, 4000, 1, 90_000).unwrap());
-    let a: Vec<f64> = steered.iter().map(|x| x[0]).collect();
+    let a: Vec<f64> = steered.iter().step_by(4).map(|x| x[0]).collect();
     let b: Vec<f64> = plain.iter().map(|x| x[0]).collect();
-    // n = m = 4000: the 1 % critical value is 1.63·√(2/4000) ≈ 0.036; copies made by
-    // resampling share ancestry, so the steered side has fewer effective samples (≥ n/2):
-    // 1.63·√(1/2000 + 1/4000) ≈ 0.045.
-    let d = ks(&a, &b);
+    // n = 2000, m = 4000: the 1 % critical value is 1.63·√(1/2000 + 1/4000) ≈ 0.045.
+    let d = steerdiff_guidance::resample::ks_distance(&a, &b);
     println!("KS distance, constant-reward FK vs plain: {d:.4}");
     assert!(d < 0.045, "KS {d}");
 }

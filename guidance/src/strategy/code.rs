@@ -154,11 +154,7 @@ impl Guidance for Code {
         }
         // Values: final samples at the end, look-ahead x̂0 of each candidate otherwise.
         let (lookahead, x0, at) = if last {
-            let clean = StepPoint {
-                timestep: 0.0,
-                alpha: 1.0,
-                sigma: 0.0,
-            };
+            let clean = StepPoint::CLEAN;
             (None, pop.x.clone(), clean)
         } else {
             let next = cx.predict_guided(pop, step.index + 1)?;

@@ -187,11 +187,7 @@ impl Guidance for FkSteering {
         }
         // Final samples are scored as they are; intermediate states by their pre-step x̂0.
         let (x, at) = if last {
-            let clean = StepPoint {
-                timestep: 0.0,
-                alpha: 1.0,
-                sigma: 0.0,
-            };
+            let clean = StepPoint::CLEAN;
             (pop.x.clone(), clean)
         } else {
             let x0 = pop

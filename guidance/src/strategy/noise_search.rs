@@ -169,11 +169,7 @@ impl NoiseSearch {
             timing.reward_s += out.timing.reward_s;
             let pop = out.population;
             let mut line = TraceLine::new();
-            let clean = StepPoint {
-                timestep: 0.0,
-                alpha: 1.0,
-                sigma: 0.0,
-            };
+            let clean = StepPoint::CLEAN;
             let rewards = {
                 let mut cx = Context {
                     engine,
