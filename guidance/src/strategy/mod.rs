@@ -3,6 +3,7 @@
 pub mod autoguidance;
 pub mod cfg;
 pub mod code;
+pub mod costs;
 pub mod dsearch;
 pub mod dynamic_cfg;
 pub mod fk;
@@ -13,6 +14,7 @@ pub mod noise_search;
 pub use autoguidance::Autoguidance;
 pub use cfg::ClassifierFree;
 pub use code::{Code, Selection};
+pub use costs::{GaussianDeblur, SuperResolution};
 pub use dsearch::{DSearch, SearchSchedule};
 pub use dynamic_cfg::DynamicCfg;
 pub use fk::{FkSteering, Potential, ResampleSchedule};
