@@ -5,21 +5,91 @@ use std::fmt::Write as _;
 use steerdiff_guidance::sampler::SAMPLERS;
 
 /// Models: `(how to name it on the command line, one-line description)`.
-pub const MODELS: &[(&str, &str)] = &[(
-    "gmm:SPEC.json",
-    "exact Gaussian-mixture denoiser (ground truth, zero model error); SPEC.json = \
+pub const MODELS: &[(&str, &str)] = &[
+    (
+        "toy",
+        "the default: embedded class-conditional rectified-flow DiT for 32×32 shape images \
+         (10 classes: circle square triangle cross ring star diamond heart bars arrow), \
+         CFG-capable; `steerdiff toy` trains and evaluates it",
+    ),
+    (
+        "toy-weak",
+        "the toy model's weaker twin (same network, 1/8 of the training), for autoguidance",
+    ),
+    (
+        "gmm:SPEC.json",
+        "exact Gaussian-mixture denoiser (ground truth, zero model error); SPEC.json = \
      {\"dim\": D, \"components\": [{\"weight\", \"mean\", \"std\", \"class\"}], \"class_names\"?}",
-)];
+    ),
+    (
+        "sd15 | sd21 | sd21-base | sd-turbo",
+        "Stable Diffusion presets (Hub repos, cached as hf-hub does; HF_HOME, HF_HUB_OFFLINE, \
+         HF_TOKEN): --prompt \"…\" --negative \"…\" --cfg S --scheduler NAME; sdxl, sdxl-turbo, \
+         sd3-medium, sd3.5-*, flux-schnell, flux-dev are named but cannot run from a prompt yet \
+         (SDXL unsupported; SD3/FLUX transformers load through the library API only)",
+    ),
+    (
+        "ORG/NAME[@REV] | FOLDER",
+        "any diffusers-format Stable Diffusion 1.x/2.x repo or local folder (model_index.json), \
+         safetensors only; --dtype f32|f16|bf16, --height/--width, --init-latents FILE.json",
+    ),
+];
 
 /// Guidance strategies: `(name, one-line description)`.
-pub const GUIDANCE: &[(&str, &str)] = &[(
-    "cfg",
-    "classifier-free guidance (Ho & Salimans 2022): --cfg S (1 = off, needs --class), \
-     --cfg-rescale PHI (Lin et al. 2024), --cfg-interval LO,HI on σ/α (Kynkäänniemi et al. 2024)",
-)];
+pub const GUIDANCE: &[(&str, &str)] = &[
+    (
+        "cfg",
+        "classifier-free guidance (Ho & Salimans 2022): --cfg S (1 = off, needs --class), \
+         --cfg-rescale PHI (Lin et al. 2024), --cfg-interval LO,HI on σ/α (Kynkäänniemi et al. 2024)",
+    ),
+    (
+        "fk",
+        "--guidance fk: Feynman–Kac steering (Singhal et al. 2025) towards p·exp(λr): \
+         --particles K --lambda L --potential diff|max|add|rt --resample-every/--resample-start \
+         --ess-threshold θ --resampling multinomial|systematic|stratified|residual",
+    ),
+    (
+        "code",
+        "--guidance code: CoDe blockwise best-of-N (Singh et al. 2025): --particles N --block B \
+         [--tau τ for softmax selection]; the winner's look-ahead is reused (N·T rows)",
+    ),
+    ("bon", "--guidance bon: best-of-N on final samples (--particles N)"),
+    (
+        "svdd",
+        "--guidance svdd: SVDD-PM (Li et al. 2024), best of N one-step children every step",
+    ),
+    (
+        "dsearch",
+        "--guidance dsearch: dynamic beam search (Li et al. 2025): --particles (initial beams) \
+         --beams b --children M --width w --replace ρ",
+    ),
+    (
+        "random-search",
+        "--guidance random-search: noise search (Ma et al. 2025), 2^r fresh noises in round r, \
+         --rounds R",
+    ),
+    (
+        "zo-search",
+        "--guidance zo-search: zero-order noise search: --neighbours N at cosine --threshold c \
+         on the pivot's sphere, --rounds R",
+    ),
+];
 
-/// Rewards: `(name, one-line description)`. None are implemented yet.
-pub const REWARDS: &[(&str, &str)] = &[];
+/// Rewards: `(name, one-line description)`.
+pub const REWARDS: &[(&str, &str)] = &[
+    ("quadratic:M", "mixtures: −‖x − m‖²/2 (M: one number per dimension, or one for all)"),
+    ("linear:W", "mixtures: w·x"),
+    ("constant:C", "mixtures: C for every sample (steering with it changes nothing)"),
+    (
+        "jpeg[:Q]",
+        "text-to-image models: JPEG compressibility (−kB at quality Q, default 95) of the VAE \
+         decode of x̂0 (weight-free, as in DDPO)",
+    ),
+    (
+        "jpeg-preview[:Q]",
+        "text-to-image models: the same on the linear latent→RGB preview (no decoder pass)",
+    ),
+];
 
 /// The text of `steerdiff list`: sections MODELS, SAMPLERS, GUIDANCE, REWARDS.
 pub fn listing() -> String {

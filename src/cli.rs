@@ -11,9 +11,8 @@ use crate::error::input_error;
 use crate::output::{self, JsonlTrace};
 use crate::run::{Job, Model, Options, PathKind};
 
-/// The model used when `--model` is not given. None exists yet: a toy model will become the
-/// default; until then `generate` asks for `--model`.
-pub const DEFAULT_MODEL: Option<&str> = None;
+/// The model used when `--model` is not given: the embedded toy flow model.
+pub const DEFAULT_MODEL: Option<&str> = Some("toy");
 
 /// Steer pretrained diffusion and flow models at inference time.
 #[derive(Debug, Parser)]
@@ -31,12 +30,16 @@ pub enum Command {
     Generate(Box<GenerateArgs>),
     /// Name every model, sampler, guidance strategy and reward, with a one-line description.
     List,
+    /// Run a grid of strategies at matched cost and print a table (or --json).
+    Eval(Box<crate::eval::EvalArgs>),
+    /// The embedded toy models: dataset, training, evaluation.
+    Toy(crate::toy::ToyArgs),
 }
 
 /// Flags of `steerdiff generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The model: gmm:SPEC.json (see `steerdiff list`).
+    /// The model: toy (default), toy-weak or gmm:SPEC.json (see `steerdiff list`).
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
     /// The Gaussian path a mixture is sampled on.
@@ -80,6 +83,39 @@ pub struct GenerateArgs {
     /// Write one JSON line per step to FILE.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Steering strategy settings.
+    #[command(flatten)]
+    pub strategy: crate::strategy::StrategyArgs,
+    /// Text-to-image models: the prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// Text-to-image models: the negative prompt (the unconditional row of CFG; default empty).
+    #[arg(long, value_name = "TEXT")]
+    pub negative: Option<String>,
+    /// Text-to-image models: scheduler name (default = the model's own scheduler_config.json;
+    /// ddim, ddpm, euler, euler-karras, euler-a, dpmpp-2m, dpmpp-2m-karras), a diffusers class
+    /// name, or a scheduler_config.json path.
+    #[arg(long, value_name = "NAME|CLASS|FILE")]
+    pub scheduler: Option<String>,
+    /// Text-to-image models: image height in pixels (default: the model's native size).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Text-to-image models: image width in pixels (default: the model's native size).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Text-to-image models: weight dtype f32 (default), f16 or bf16.
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    /// Text-to-image models: start from these latents (JSON list, or an object with
+    /// `initial_latents`), as handed to diffusers' pipeline as `latents=`.
+    #[arg(long, value_name = "FILE.json")]
+    pub init_latents: Option<PathBuf>,
+    /// Text-to-image models: img2img from this image (its size sets --height/--width).
+    #[arg(long, value_name = "IMAGE")]
+    pub init_image: Option<PathBuf>,
+    /// Text-to-image models: img2img strength in (0, 1] (the fraction of the steps run).
+    #[arg(long, default_value_t = 0.8)]
+    pub strength: f64,
 }
 
 /// Parses `LO,HI`.
@@ -105,6 +141,7 @@ impl GenerateArgs {
             cfg_interval: self.cfg_interval,
             n: self.num,
             seed: self.seed,
+            strategy: self.strategy.clone(),
         }
     }
 
@@ -121,16 +158,21 @@ impl GenerateArgs {
 pub fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(args) => generate(&args),
+        Command::Eval(args) => crate::eval::execute(&args),
         Command::List => {
             print!("{}", catalog::listing());
             Ok(())
         }
+        Command::Toy(args) => crate::toy::execute(&args),
     }
 }
 
 /// `steerdiff generate`: checks everything, runs, writes the outputs all or nothing, and prints
 /// a one-line summary on stderr.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
+    if crate::text2img::is_text_model(args) {
+        return crate::text2img::generate(args);
+    }
     let job = Job::new(args.model()?, &args.options())?;
     output::prepare_dir(&args.output)?;
     let mut trace = match &args.trace {
@@ -142,6 +184,9 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         Err(e) => return Err(trace.as_mut().and_then(JsonlTrace::take_error).unwrap_or(e)),
     };
     let written = output::write_generate(&args.output, &job, &outcome, trace.as_mut())?;
+    if job.is_toy() {
+        crate::toy::write_images(&args.output, &job, &outcome)?;
+    }
     let reward_calls: u64 = outcome.ledger.reward_calls.values().sum();
     eprintln!(
         "steerdiff: {} samples → {} ({} model rows, {} reward calls, {:.3} s)",

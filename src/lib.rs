@@ -48,8 +48,13 @@ pub use steerdiff_pipelines as pipelines;
 pub mod catalog;
 pub mod cli;
 pub mod error;
+pub mod eval;
 pub mod output;
 pub mod run;
+pub mod text2img;
+pub mod strategy;
+pub mod toy;
+pub mod toy_eval;
 
 pub use error::InputError;
 pub use run::{Job, Model, Options, Parameters, PathKind};

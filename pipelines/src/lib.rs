@@ -7,7 +7,13 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod gaussian;
 pub mod gmm;
+pub mod reward;
+pub mod sd;
+pub mod toy;
 
 pub use error::{Error, Result};
-pub use gmm::{GmmDenoiser, GmmSpec};
+pub use gaussian::GaussianDenoiser;
+pub use gmm::{GmmClassifier, GmmDenoiser, GmmSpec};
+pub use sd::StableDiffusion;

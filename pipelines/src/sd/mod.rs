@@ -1,0 +1,32 @@
+//! Pretrained text-to-image pipelines through candle-transformers, loaded from diffusers-format
+//! folders or the Hugging Face Hub (Stable Diffusion 1.x/2.x), and SD3 / FLUX transformers from
+//! their original single files.
+//!
+//! * [`hub`] — presets, sources (folder, Hub repo, single file), the hub cache and
+//!   `HF_HUB_OFFLINE`, bounded network waits;
+//! * [`weights`] — safetensors only, checked (truncation, dtypes, pickles refused);
+//! * [`config`] — diffusers/transformers `config.json` read strictly into candle configs;
+//! * [`clip`] — the CLIP tokenizer and text encoder;
+//! * [`vae`] — the KL autoencoder and a linear latent preview;
+//! * [`rewards`] — rewards on decoded (or previewed) images: JPEG compressibility;
+//! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
+//! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file;
+//! * [`pipeline`] — [`StableDiffusion`], a [`steerdiff_guidance::Denoiser`] over encoded
+//!   prompts, with decode, scheduler selection and img2img helpers.
+//!
+//! Proven equal to diffusers on the tiny fixture `tests/fixtures/tiny-sd` (see
+//! `tests/tiny_sd.rs`).
+
+pub mod clip;
+pub mod config;
+pub mod flux;
+pub mod hub;
+pub mod pipeline;
+pub mod rewards;
+pub mod sd3;
+pub mod vae;
+pub mod weights;
+
+pub use hub::{preset, Family, HubSettings, ModelFiles, Preset, Source, PRESETS};
+pub use pipeline::{LoadOptions, StableDiffusion, SCHEDULER_NAMES};
+pub use weights::WeightDType;

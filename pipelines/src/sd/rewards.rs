@@ -1,0 +1,180 @@
+//! Rewards on real images from latent models: latents `x̂0` are turned into pixels (the full
+//! VAE decode, or the cheap linear preview) and scored.
+//!
+//! * [`JpegCompressibility`] — the classic weight-free reward (Black et al. 2024, DDPO):
+//!   minus the JPEG size of the image in kB at a fixed quality; higher = simpler image.
+//!
+//! Not here yet: CLIP score, the LAION aesthetic MLP and zero-shot CLIP classification (they
+//! need CLIP vision weights).
+
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+use steerdiff_guidance::{Reward, RewardContext};
+
+use super::vae::{preview, Vae};
+use crate::{Error, Result};
+
+/// A latents → images `[B, 3, H, W]` in `[0, 1]` map (e.g. another family's decoder).
+pub type ImageFn = Arc<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
+
+/// How latents become pixels for a reward.
+#[derive(Clone)]
+pub enum Pixels {
+    /// The full VAE decode (accurate, costs a decoder pass per item).
+    Decode(Arc<Vae>),
+    /// The linear latent → RGB preview at latent resolution (SD 4-channel latents; nearly free).
+    Preview,
+    /// Any decoder (FLUX's autoencoder, …).
+    Custom(ImageFn),
+}
+
+impl std::fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pixels::Decode(_) => write!(f, "Decode"),
+            Pixels::Preview => write!(f, "Preview"),
+            Pixels::Custom(_) => write!(f, "Custom"),
+        }
+    }
+}
+
+impl Pixels {
+    /// Images `[B, 3, H, W]` in `[0, 1]` for latents `[B, C, h, w]`.
+    pub fn images(&self, latents: &Tensor) -> Result<Tensor> {
+        match self {
+            Pixels::Decode(vae) => vae.decode(latents),
+            Pixels::Preview => preview(latents),
+            Pixels::Custom(f) => f(latents),
+        }
+    }
+}
+
+/// Encodes one `[3, H, W]` image in `[0, 1]` as 8-bit RGB bytes.
+pub fn to_rgb8(image: &Tensor) -> Result<(Vec<u8>, u32, u32)> {
+    let (c, h, w) = image.dims3()?;
+    if c != 3 {
+        return Err(Error::Spec(format!("expected 3 channels, got {c}")));
+    }
+    let data = image
+        .to_dtype(DType::F32)?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let rgb = data
+        .iter()
+        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect();
+    Ok((rgb, w as u32, h as u32))
+}
+
+/// Minus the JPEG size in kB (quality `q`) of each image.
+#[derive(Debug, Clone)]
+pub struct JpegCompressibility {
+    pixels: Pixels,
+    quality: u8,
+    name: String,
+}
+
+impl JpegCompressibility {
+    /// A JPEG-compressibility reward at `quality` (1–100; DDPO uses 95).
+    pub fn new(pixels: Pixels, quality: u8) -> Result<Self> {
+        if !(1..=100).contains(&quality) {
+            return Err(Error::Spec(format!(
+                "JPEG quality must be in 1..=100 (got {quality})"
+            )));
+        }
+        let name = match pixels {
+            Pixels::Decode(_) | Pixels::Custom(_) => format!("jpeg:{quality}"),
+            Pixels::Preview => format!("jpeg-preview:{quality}"),
+        };
+        Ok(JpegCompressibility {
+            pixels,
+            quality,
+            name,
+        })
+    }
+
+    /// Minus the JPEG size in kB of one `[3, H, W]` image in `[0, 1]`.
+    pub fn score_image(&self, image: &Tensor) -> Result<f64> {
+        let (rgb, w, h) = to_rgb8(image)?;
+        let mut bytes = Vec::new();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, self.quality);
+        enc.encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+            .map_err(|e| Error::Spec(format!("JPEG encoding failed: {e}")))?;
+        Ok(-(bytes.len() as f64) / 1000.0)
+    }
+}
+
+impl Reward for JpegCompressibility {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn score(&self, x0: &Tensor, _cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
+        let run = || -> Result<Vec<f64>> {
+            let images = self.pixels.images(x0)?;
+            (0..images.dim(0)?)
+                .map(|i| self.score_image(&images.get(i)?))
+                .collect()
+        };
+        run().map_err(|e| steerdiff_guidance::Error::Reward {
+            name: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Parses an image reward: `jpeg[:Q]` (full decode) or `jpeg-preview[:Q]` (linear preview);
+/// `Q` defaults to 95. `vae` is needed for the full decode.
+pub fn parse_image_reward(spec: &str, vae: Option<Arc<Vae>>) -> Result<Arc<dyn Reward>> {
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    let quality = if arg.is_empty() {
+        95
+    } else {
+        arg.parse::<u8>().map_err(|_| {
+            Error::Spec(format!(
+                "reward `{spec}`: `{arg}` is not a JPEG quality 1..=100"
+            ))
+        })?
+    };
+    match kind {
+        "jpeg" => {
+            let vae = vae
+                .ok_or_else(|| Error::Spec(format!("reward `{spec}` needs a model with a VAE")))?;
+            Ok(Arc::new(JpegCompressibility::new(
+                Pixels::Decode(vae),
+                quality,
+            )?))
+        }
+        "jpeg-preview" => Ok(Arc::new(JpegCompressibility::new(
+            Pixels::Preview,
+            quality,
+        )?)),
+        other => Err(Error::Spec(format!(
+            "unknown image reward `{other}` (valid: jpeg[:Q], jpeg-preview[:Q])"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn flat_images_compress_better_than_noise() {
+        let r = JpegCompressibility::new(Pixels::Preview, 95).unwrap();
+        let flat = Tensor::full(0.5f32, (3, 32, 32), &Device::Cpu).unwrap();
+        let noise: Vec<f32> = (0..3 * 32 * 32)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+            .collect();
+        let noise = Tensor::from_vec(noise, (3, 32, 32), &Device::Cpu).unwrap();
+        let a = r.score_image(&flat).unwrap();
+        let b = r.score_image(&noise).unwrap();
+        assert!(a > b, "flat {a} vs noise {b}");
+        assert!(parse_image_reward("jpeg:0", None).is_err());
+        assert!(parse_image_reward("jpeg", None).is_err());
+        assert!(parse_image_reward("jpeg-preview:80", None).is_ok());
+    }
+}

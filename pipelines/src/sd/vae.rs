@@ -1,0 +1,167 @@
+//! The KL autoencoder: latents ↔ images, plus a cheap linear latent → RGB preview.
+
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
+
+use super::config::{ConfigReader, VaeConfig};
+use super::hub::ModelFiles;
+use super::weights::{component_weights, load_error, var_builder};
+use crate::{Error, Result};
+
+/// A loaded VAE with its scaling: pipeline latents are `scaling · (z − shift)`.
+#[derive(Debug)]
+pub struct Vae {
+    model: AutoEncoderKL,
+    /// Its configuration.
+    pub config: VaeConfig,
+    dtype: DType,
+    weights: Vec<std::path::PathBuf>,
+    device: Device,
+    encoder: std::sync::OnceLock<AutoEncoderKL>,
+}
+
+/// The VAE's weights with the posterior's log-variance pinned to −10⁴ (`quant_conv` rows of the
+/// second half zeroed, their bias −10⁴): candle's encoder then "samples" exactly the posterior
+/// mean (its std is `exp(−5000) = 0`), which candle does not expose otherwise.
+struct PointMass(candle_core::safetensors::MmapedSafetensors);
+
+impl PointMass {
+    fn pin(&self, name: &str, t: Tensor) -> candle_core::Result<Tensor> {
+        let half = t.dim(0)? / 2;
+        let keep = t.narrow(0, 0, half)?;
+        let pinned = match name {
+            "quant_conv.weight" => t.narrow(0, half, half)?.zeros_like()?,
+            "quant_conv.bias" => t.narrow(0, half, half)?.ones_like()?.affine(-1e4, 0.0)?,
+            _ => return Ok(t),
+        };
+        Tensor::cat(&[&keep, &pinned], 0)
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for PointMass {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = candle_nn::var_builder::SimpleBackend::get(&self.0, s, name, h, dtype, dev)?;
+        self.pin(name, t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = candle_nn::var_builder::SimpleBackend::get_unchecked(&self.0, name, dtype, dev)?;
+        self.pin(name, t)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        candle_nn::var_builder::SimpleBackend::contains_tensor(&self.0, name)
+    }
+}
+
+impl Vae {
+    /// Loads `vae/config.json` and the weights of a diffusers folder.
+    pub fn load(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Vae> {
+        let config = VaeConfig::read(ConfigReader::open(
+            &files.get("vae/config.json")?,
+            "vae/config.json",
+        )?)?;
+        let weights = component_weights(files, "vae", "diffusion_pytorch_model")?;
+        let vb = var_builder(&weights, dtype, device)?;
+        let model = AutoEncoderKL::new(vb, 3, 3, config.candle.clone())
+            .map_err(|e| load_error("the VAE", &weights, e))?;
+        Ok(Vae {
+            model,
+            config,
+            dtype,
+            weights,
+            device: device.clone(),
+            encoder: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Decodes pipeline latents `[B, C, h, w]` to images in `[-1, 1]` (`[B, 3, H, W]`, f32),
+    /// exactly diffusers' `vae.decode(latents / scaling_factor + shift_factor)`.
+    pub fn decode_raw(&self, latents: &Tensor) -> Result<Tensor> {
+        let z = latents
+            .to_dtype(DType::F32)?
+            .affine(1.0 / self.config.scaling_factor, self.config.shift_factor)?
+            .to_dtype(self.dtype)?;
+        Ok(self.model.decode(&z)?.to_dtype(DType::F32)?)
+    }
+
+    /// Encodes images in `[0, 1]` (`[B, 3, H, W]`) to pipeline latents
+    /// `scaling · (mean − shift)`, taking the posterior mean (diffusers' img2img samples from the
+    /// posterior instead; the mean is its deterministic `argmax` mode). The encoder is built on
+    /// first use.
+    pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        if !self.config.candle.use_quant_conv {
+            return Err(Error::Spec(
+                "encoding needs a VAE with quant_conv (use_quant_conv = true)".into(),
+            ));
+        }
+        let enc = match self.encoder.get() {
+            Some(e) => e,
+            None => {
+                let st = super::weights::open_checked(&self.weights)?;
+                let vb = candle_nn::VarBuilder::from_backend(
+                    Box::new(PointMass(st)),
+                    self.dtype,
+                    self.device.clone(),
+                );
+                let model = AutoEncoderKL::new(vb, 3, 3, self.config.candle.clone())
+                    .map_err(|e| load_error("the VAE encoder", &self.weights, e))?;
+                let _ = self.encoder.set(model);
+                self.encoder.get().expect("just set")
+            }
+        };
+        let x = images
+            .to_device(&self.device)?
+            .to_dtype(self.dtype)?
+            .affine(2.0, -1.0)?;
+        let mean = enc.encode(&x)?.sample()?.to_dtype(DType::F32)?;
+        Ok(mean.affine(
+            self.config.scaling_factor,
+            -self.config.shift_factor * self.config.scaling_factor,
+        )?)
+    }
+
+    /// Decodes pipeline latents to images in `[0, 1]` (diffusers' postprocessing).
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .decode_raw(latents)?
+            .affine(0.5, 0.5)?
+            .clamp(0f32, 1f32)?)
+    }
+}
+
+/// Published linear latent → RGB factors for Stable Diffusion 1.x/2.x latents (4 channels;
+/// the `latent_rgb_factors` of ComfyUI's SD15 latent format): `rgb = latents·F`, then
+/// `(rgb + 1)/2` clamped — a preview without running the VAE decoder.
+pub const SD_LATENT_RGB: [[f32; 3]; 4] = [
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+];
+
+/// A cheap preview of 4-channel SD latents `[B, 4, h, w]`: `[B, 3, h, w]` in `[0, 1]` at latent
+/// resolution.
+pub fn preview(latents: &Tensor) -> Result<Tensor> {
+    let (_, c, _, _) = latents.dims4()?;
+    if c != 4 {
+        return Err(Error::Spec(format!(
+            "the SD latent preview needs 4 latent channels (got {c})"
+        )));
+    }
+    let f: Vec<f32> = SD_LATENT_RGB.iter().flatten().copied().collect();
+    let f = Tensor::from_vec(f, (4, 3), latents.device())?;
+    let x = latents
+        .to_dtype(DType::F32)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?; // [B, h, w, 4]
+    let rgb = x.broadcast_matmul(&f)?.permute((0, 3, 1, 2))?;
+    Ok(rgb.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
+}

@@ -1,0 +1,298 @@
+//! Loading the shipped toy models: `assets/<dir>/config.json` + `model.safetensors`, checked
+//! against the sha256 in `assets/manifest.json`, and the toy flow as a [`Denoiser`].
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use steerdiff_guidance::{Condition, Denoiser, NoisePath, Parameterization, StepPoint};
+
+use super::{Classifier, Dit, ToyConfig, NUM_CLASSES};
+use crate::{Error, Result};
+
+/// The manifest entry of the main flow model.
+pub const FLOW: &str = "toy-flow";
+/// The manifest entry of the weaker twin (same network, trained 1/8 as long).
+pub const FLOW_WEAK: &str = "toy-flow-weak";
+/// The manifest entry of the guidance classifier (steers; also a reward).
+pub const CLASSIFIER: &str = "toy-classifier";
+/// The manifest entry of the evaluation classifier (measures only, never steers).
+pub const EVAL_CLASSIFIER: &str = "toy-eval-classifier";
+
+/// One shipped model in `assets/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Folder under `assets/` holding `config.json` and `model.safetensors`.
+    pub dir: String,
+    /// Hex sha256 of `model.safetensors`.
+    pub sha256: String,
+    /// Size of `model.safetensors` in bytes.
+    pub bytes: u64,
+    /// The architecture (identical to the folder's `config.json`).
+    pub config: ToyConfig,
+    /// How it was trained: command, seeds, steps, batch, final loss, wall time, machine.
+    pub training: serde_json::Value,
+}
+
+/// `assets/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The dataset: generator, class names, seeds.
+    pub dataset: serde_json::Value,
+    /// The models by name ([`FLOW`], [`FLOW_WEAK`], [`CLASSIFIER`], [`EVAL_CLASSIFIER`]).
+    pub models: BTreeMap<String, ManifestEntry>,
+}
+
+/// Where the toy assets are: `$STEERDIFF_ASSETS` if set, else the source tree's `assets/`.
+pub fn assets_dir() -> PathBuf {
+    match std::env::var_os("STEERDIFF_ASSETS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"),
+    }
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::Spec(format!("cannot open {}: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::Spec(format!("cannot read {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Manifest {
+    /// Reads `DIR/manifest.json`.
+    pub fn load(assets: &Path) -> Result<Self> {
+        let path = assets.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Spec(format!(
+                "cannot read the toy model manifest {}: {e} (set STEERDIFF_ASSETS to the assets folder)",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Spec(format!("malformed {}: {e}", path.display())))
+    }
+
+    /// The entry `name`.
+    pub fn entry(&self, name: &str) -> Result<&ManifestEntry> {
+        self.models.get(name).ok_or_else(|| {
+            Error::Spec(format!(
+                "the manifest has no model `{name}` (has: {})",
+                self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
+/// Reads and checks a shipped model: its `config.json` must equal the manifest's config and
+/// its weights must have the manifest's sha256. Returns the config and the weights' path.
+pub fn checked_files(assets: &Path, name: &str) -> Result<(ToyConfig, PathBuf)> {
+    let manifest = Manifest::load(assets)?;
+    let entry = manifest.entry(name)?;
+    let dir = assets.join(&entry.dir);
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::Spec(format!("cannot read {}: {e}", cfg_path.display())))?;
+    let config: ToyConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::Spec(format!("malformed {}: {e}", cfg_path.display())))?;
+    if config != entry.config {
+        return Err(Error::Spec(format!(
+            "{} does not match the manifest's config for `{name}`",
+            cfg_path.display()
+        )));
+    }
+    let weights = dir.join("model.safetensors");
+    let sum = sha256_file(&weights)?;
+    if sum != entry.sha256 {
+        return Err(Error::Spec(format!(
+            "{}: sha256 {sum} does not match the manifest ({}); the file is corrupt or was replaced",
+            weights.display(),
+            entry.sha256
+        )));
+    }
+    Ok((config, weights))
+}
+
+fn var_builder(weights: &Path, dev: &Device) -> Result<VarBuilder<'static>> {
+    // SAFETY: the file is memory-mapped read-only; the shipped assets are not modified while
+    // a process uses them.
+    Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, dev)? })
+}
+
+/// The toy class-conditional flow model (or its weaker twin) behind the [`Denoiser`] trait.
+#[derive(Debug, Clone)]
+pub struct ToyFlow {
+    dit: Dit,
+    path: NoisePath,
+    name: String,
+    device: Device,
+}
+
+impl ToyFlow {
+    /// Loads the manifest entry `entry` ([`FLOW`] or [`FLOW_WEAK`]) from `assets`, checking
+    /// its sha256, and names it `name` in ledgers and records.
+    pub fn load(assets: &Path, entry: &str, name: &str) -> Result<Self> {
+        let (config, weights) = checked_files(assets, entry)?;
+        Self::from_files(&config, &weights, name)
+    }
+
+    /// Builds from a config and a safetensors file (no manifest check; for training exports).
+    pub fn from_files(config: &ToyConfig, weights: &Path, name: &str) -> Result<Self> {
+        let ToyConfig::Dit(cfg) = config else {
+            return Err(Error::Spec(format!(
+                "{}: not a flow model",
+                weights.display()
+            )));
+        };
+        let device = Device::Cpu;
+        let mut dit = Dit::new(cfg, var_builder(weights, &device)?)?;
+        dit.set_fused_ops(true)?;
+        Ok(ToyFlow {
+            dit,
+            path: NoisePath::flow(),
+            name: name.to_string(),
+            device,
+        })
+    }
+
+    /// The network.
+    pub fn dit(&self) -> &Dit {
+        &self.dit
+    }
+}
+
+/// The label row of a condition: `Class(k)` → `k`, `Null` → the null label `K`.
+pub fn label_of(cond: Condition) -> steerdiff_guidance::Result<u32> {
+    match cond {
+        Condition::Null => Ok(NUM_CLASSES as u32),
+        Condition::Class(k) if (k as usize) < NUM_CLASSES => Ok(k),
+        Condition::Class(k) => Err(steerdiff_guidance::Error::InvalidArgument(format!(
+            "class {k} is not a toy class (labels 0..{}: {})",
+            NUM_CLASSES - 1,
+            super::CLASS_NAMES.join(", ")
+        ))),
+        Condition::Prompt(_) => Err(steerdiff_guidance::Error::InvalidArgument(
+            "the toy model is class-conditional; it takes no prompts".into(),
+        )),
+    }
+}
+
+impl Denoiser for ToyFlow {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn parameterization(&self) -> Parameterization {
+        Parameterization::Velocity
+    }
+
+    fn path(&self) -> &NoisePath {
+        &self.path
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        vec![3, 32, 32]
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn max_batch(&self) -> usize {
+        64
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        at: &StepPoint,
+        conds: &[Condition],
+    ) -> steerdiff_guidance::Result<Tensor> {
+        let b = x.dim(0)?;
+        let labels = conds
+            .iter()
+            .map(|&c| label_of(c))
+            .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
+        let y = Tensor::from_vec(labels, b, &self.device)?;
+        let t = Tensor::full(at.timestep as f32, b, &self.device)?;
+        let x = x.to_dtype(DType::F32)?;
+        Ok(self.dit.forward(&x, &t, &y)?)
+    }
+}
+
+/// A toy classifier of clean images (`[B, 3, 32, 32]` in `[-1, 1]`).
+#[derive(Debug, Clone)]
+pub struct ToyClassifier {
+    net: Classifier,
+    name: String,
+}
+
+impl ToyClassifier {
+    /// Loads the manifest entry `entry` ([`CLASSIFIER`] or [`EVAL_CLASSIFIER`]), checking its
+    /// sha256.
+    pub fn load(assets: &Path, entry: &str) -> Result<Self> {
+        let (config, weights) = checked_files(assets, entry)?;
+        Self::from_files(&config, &weights, entry)
+    }
+
+    /// Builds from a config and a safetensors file (no manifest check).
+    pub fn from_files(config: &ToyConfig, weights: &Path, name: &str) -> Result<Self> {
+        let ToyConfig::Classifier(cfg) = config else {
+            return Err(Error::Spec(format!(
+                "{}: not a classifier",
+                weights.display()
+            )));
+        };
+        let net = Classifier::new(cfg, var_builder(weights, &Device::Cpu)?)?;
+        Ok(ToyClassifier {
+            net,
+            name: name.to_string(),
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Log-probabilities `[B, K]` of the classes.
+    pub fn log_probs(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        let mut parts = Vec::new();
+        let b = x.dim(0)?;
+        let mut i = 0;
+        while i < b {
+            let n = 256.min(b - i);
+            parts.push(self.net.log_probs(&x.narrow(0, i, n)?)?);
+            i += n;
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// The most probable class of each image.
+    pub fn predict(&self, x: &Tensor) -> Result<Vec<u32>> {
+        Ok(self.log_probs(x)?.argmax(1)?.to_vec1::<u32>()?)
+    }
+}

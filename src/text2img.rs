@@ -1,0 +1,375 @@
+//! `steerdiff generate` for text-to-image models: Stable Diffusion presets (`sd15`, …),
+//! diffusers-format folders and Hub repos.
+//!
+//! ```text
+//! steerdiff generate --model sd15|sd21|sd-turbo|ORG/NAME|FOLDER --prompt "…" [--negative "…"]
+//!                    [--steps N] [--cfg S] [--scheduler NAME|CLASS|FILE.json] [--eta E]
+//!                    [--height H --width W] [--dtype f32|f16|bf16] [-n N] [--seed S]
+//!                    [--init-latents FILE.json | --init-image IMG [--strength S]]
+//!                    -o DIR [--trace FILE]
+//! ```
+//!
+//! Writes `DIR/image-000.png` … (one per sample), `DIR/samples.json` (parameters, ledger, the
+//! final latents) and `DIR/timing.json`, all or nothing.
+//!
+//! `--init-latents FILE.json` starts from given latents instead of seeded noise: the latents
+//! one would hand to diffusers' pipeline as `latents=` (diffusers multiplies them by the
+//! scheduler's `init_noise_sigma`, and so does steerdiff). FILE holds a flat list of numbers,
+//! or an object with an `initial_latents` list (a tiny-sd fixture case file works as is);
+//! `-n` samples need `n` times the latent size, or one latent for all.
+//!
+//! `--init-image IMG --strength S` is img2img as diffusers does it: the last `⌊steps·S⌋` steps
+//! of the schedule, starting from the image's latents (the VAE posterior mean) noised to the
+//! first of them with the seeded noise.
+//!
+//! Every strategy of `--guidance` runs on top (FK, CoDe, best-of-N, SVDD, DSearch, noise
+//! searches) with an image reward: `--reward jpeg[:Q]` (JPEG compressibility of the VAE
+//! decode) or `jpeg-preview[:Q]` (of the linear latent preview, nearly free). Particle
+//! strategies need a stochastic scheduler (`--scheduler ddim --eta 1`, `ddpm`, `euler-a`).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+use serde_json::Value;
+use steerdiff_guidance::strategy::ClassifierFree;
+use steerdiff_guidance::{Condition, Denoiser, Engine, GroupSpec, Guidance, Population, TraceSink};
+use steerdiff_pipelines::sd::pipeline::{img2img_schedule, noised};
+use steerdiff_pipelines::sd::rewards::parse_image_reward;
+use steerdiff_pipelines::sd::{LoadOptions, Source, StableDiffusion, WeightDType};
+
+use crate::cli::GenerateArgs;
+use crate::error::input_error;
+use crate::output::{self, JsonlTrace, Staged};
+use crate::strategy::Built;
+
+/// Whether `--model` names a text-to-image model (a preset, a diffusers folder, a Hub repo).
+pub fn is_text_model(args: &GenerateArgs) -> bool {
+    match args.model.as_deref() {
+        Some(m) => {
+            m != "toy" && m != "toy-weak" && !m.starts_with("gmm:") && Source::parse(m).is_ok()
+        }
+        None => false,
+    }
+}
+
+/// Every resolved parameter of a text-to-image run, recorded in `samples.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextParameters {
+    /// The model as named.
+    pub model: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt (the unconditional row of CFG).
+    pub negative: String,
+    /// The scheduler as named (`default` = the model's own).
+    pub scheduler: String,
+    /// The diffusers scheduler class used.
+    pub scheduler_class: String,
+    /// The update rule.
+    pub solver: String,
+    /// Steps.
+    pub steps: usize,
+    /// Resolved η.
+    pub eta: f64,
+    /// CFG scale.
+    pub cfg: f64,
+    /// Image height, pixels.
+    pub height: usize,
+    /// Image width, pixels.
+    pub width: usize,
+    /// Weight dtype.
+    pub dtype: String,
+    /// Number of samples.
+    pub n: usize,
+    /// Seed of sample 0.
+    pub seed: u64,
+    /// The initial-latents file, when given.
+    pub init_latents: Option<String>,
+    /// The img2img source image, when given.
+    pub init_image: Option<String>,
+    /// img2img strength (when --init-image is given).
+    pub strength: Option<f64>,
+    /// Particles per sample (the strategy's K; 1 for plain sampling).
+    pub particles_per_group: usize,
+    /// The steering strategy and its settings.
+    pub strategy: crate::strategy::StrategyArgs,
+}
+
+/// Reads `--init-latents`: a flat list, or an object with `initial_latents`.
+fn read_latents(path: &Path) -> Result<Vec<f32>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => input_error!("cannot read --init-latents `{}`: {e}", path.display()),
+    };
+    let v: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => input_error!("--init-latents `{}` is not JSON: {e}", path.display()),
+    };
+    let list = match &v {
+        Value::Array(_) => &v,
+        Value::Object(o) if o.contains_key("initial_latents") => &o["initial_latents"],
+        _ => input_error!(
+            "--init-latents `{}`: expected a list of numbers or an object with `initial_latents`",
+            path.display()
+        ),
+    };
+    let Some(items) = list.as_array() else {
+        input_error!(
+            "--init-latents `{}`: `initial_latents` is not a list",
+            path.display()
+        );
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for x in items {
+        match x.as_f64() {
+            Some(f) if f.is_finite() => out.push(f as f32),
+            _ => input_error!(
+                "--init-latents `{}`: {x} is not a finite number",
+                path.display()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a text-to-image `generate`.
+pub fn generate(args: &GenerateArgs) -> Result<()> {
+    let model = args.model.clone().unwrap_or_default();
+    let Some(prompt) = args.prompt.clone() else {
+        input_error!("--model {model} is a text-to-image model: give --prompt \"…\"");
+    };
+    if args.class.is_some() {
+        input_error!("--class is for class-conditional models; {model} takes --prompt");
+    }
+    if args.scheduler.is_some() && args.sampler.is_some() {
+        input_error!("give either --scheduler or --sampler, not both");
+    }
+    if args.num == 0 {
+        input_error!("-n must be at least 1");
+    }
+    let negative = args.negative.clone().unwrap_or_default();
+    let dtype = match &args.dtype {
+        Some(d) => WeightDType::parse(d)?,
+        None => WeightDType::F32,
+    };
+    let opts = LoadOptions {
+        dtype,
+        device: Device::Cpu,
+        ..LoadOptions::default()
+    };
+    let mut sd =
+        StableDiffusion::load(&model, &opts).with_context(|| format!("loading model `{model}`"))?;
+    let (h0, w0) = sd.image_size();
+    let init_image = match &args.init_image {
+        Some(path) => {
+            if args.init_latents.is_some() {
+                input_error!("give either --init-image or --init-latents, not both");
+            }
+            let img = match image::open(path) {
+                Ok(i) => i.to_rgb8(),
+                Err(e) => input_error!("cannot read --init-image `{}`: {e}", path.display()),
+            };
+            Some(img)
+        }
+        None => None,
+    };
+    let (h0, w0) = match &init_image {
+        Some(img) => (img.height() as usize, img.width() as usize),
+        None => (h0, w0),
+    };
+    let height = args.height.unwrap_or(h0);
+    let width = args.width.unwrap_or(w0);
+    if let Some(img) = &init_image {
+        if (img.height() as usize, img.width() as usize) != (height, width) {
+            input_error!(
+                "--init-image is {}×{} but --height/--width ask for {height}×{width}",
+                img.height(),
+                img.width()
+            );
+        }
+    }
+    sd.set_image_size(height, width)?;
+    sd.set_prompts(&[prompt.as_str()], &negative)?;
+    let scheduler_name = args.scheduler.clone().or_else(|| args.sampler.clone());
+    let (mut sampler, scheduler_class) =
+        sd.sampler(scheduler_name.as_deref(), args.steps, args.eta)?;
+    if init_image.is_some() {
+        sampler.schedule = img2img_schedule(&sampler.schedule, args.strength)?;
+    }
+    if scheduler_class.contains("not reproduced") {
+        eprintln!("steerdiff: using {scheduler_class}");
+    }
+    let cfg = if args.cfg != 1.0 {
+        let mut g = ClassifierFree::new(args.cfg)?;
+        g.rescale = args.cfg_rescale;
+        g.interval = args.cfg_interval;
+        Some(g)
+    } else {
+        None
+    };
+    let vae = sd.vae.clone();
+    let strategy = args.strategy.build(args.steps, |spec| {
+        Ok(parse_image_reward(spec, Some(vae.clone()))?)
+    })?;
+    let particles = args.strategy.particles_per_group();
+    if args.init_latents.is_some() && !matches!(strategy, Built::None) {
+        input_error!("--init-latents starts plain sampling; it cannot be combined with --guidance");
+    }
+    if init_image.is_some() && matches!(strategy, Built::Search(_)) {
+        input_error!(
+            "noise searches draw their own initial noise; they cannot start from --init-image"
+        );
+    }
+    let groups: Vec<GroupSpec> = (0..args.num)
+        .map(|g| GroupSpec {
+            seed: args.seed + g as u64,
+            cond: Condition::Prompt(0),
+            particles,
+        })
+        .collect();
+    let shape = sd.sample_shape();
+    let init = sampler.schedule.init_noise_sigma;
+    let mut pop = Population::new(&groups, &shape, init, &Device::Cpu)?;
+    if let Some(path) = &args.init_latents {
+        let data = read_latents(path)?;
+        let numel: usize = shape.iter().product();
+        let data = if data.len() == numel && args.num > 1 {
+            data.repeat(args.num)
+        } else {
+            data
+        };
+        if data.len() != numel * args.num {
+            input_error!(
+                "--init-latents `{}` holds {} numbers; {} sample(s) of latent shape {:?} need {}",
+                path.display(),
+                data.len(),
+                args.num,
+                shape,
+                numel * args.num
+            );
+        }
+        let mut full = vec![args.num];
+        full.extend_from_slice(&shape);
+        pop.x = Tensor::from_vec(data, full, &Device::Cpu)?.affine(init, 0.0)?;
+    }
+    if let Some(img) = &init_image {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let pixels: Vec<f32> = img.as_raw().iter().map(|&b| b as f32 / 255.0).collect();
+        let pixels = Tensor::from_vec(pixels, (1, h, w, 3), &Device::Cpu)?.permute((0, 3, 1, 2))?;
+        let x0 = sd.vae.encode(&pixels)?;
+        let x0 = x0.repeat((pop.len(), 1, 1, 1))?;
+        // pop.x holds init_noise_sigma·ε; the img2img start is α·x0 + σ·ε at its first point.
+        let eps = pop.x.affine(1.0 / init, 0.0)?;
+        pop.x = noised(&x0, &eps, &sampler.schedule.points[0])?;
+    }
+    let mut guidance: Vec<Box<dyn Guidance + '_>> = cfg
+        .iter()
+        .map(|g| Box::new(g.clone()) as Box<dyn Guidance>)
+        .collect();
+    if let Built::Step(g) = &strategy {
+        guidance.push(Box::new(g.as_ref()));
+    }
+    let engine = Engine {
+        models: vec![&sd as &dyn Denoiser],
+        schedule: &sampler.schedule,
+        solver: sampler.solver.as_ref(),
+        guidance,
+    };
+    engine.validate()?;
+    output::prepare_dir(&args.output)?;
+    let mut trace = match &args.trace {
+        Some(path) => Some(JsonlTrace::create(path)?),
+        None => None,
+    };
+    let sink = trace.as_mut().map(|t| t as &mut dyn TraceSink);
+    let result = match &strategy {
+        Built::Search(search) => search.run(&engine, &groups, init, sink),
+        _ => engine.run(pop, sink),
+    };
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            return Err(trace
+                .as_mut()
+                .and_then(JsonlTrace::take_error)
+                .unwrap_or_else(|| e.into()))
+        }
+    };
+    let parameters = TextParameters {
+        model: model.clone(),
+        prompt,
+        negative,
+        scheduler: scheduler_name.unwrap_or_else(|| "default".into()),
+        scheduler_class,
+        solver: sampler.solver.name(),
+        steps: args.steps,
+        eta: sampler.solver.eta().unwrap_or(0.0),
+        cfg: args.cfg,
+        height,
+        width,
+        dtype: format!("{dtype:?}").to_lowercase(),
+        n: args.num,
+        seed: args.seed,
+        init_latents: args.init_latents.as_ref().map(|p| p.display().to_string()),
+        init_image: args.init_image.as_ref().map(|p| p.display().to_string()),
+        strength: args.init_image.as_ref().map(|_| args.strength),
+        particles_per_group: particles,
+        strategy: args.strategy.clone(),
+    };
+    let latents = &outcome.population.x;
+    let images = sd.decode(latents)?;
+    let mut staged = Staged::new();
+    let mut records = Vec::new();
+    for (i, p) in outcome.population.particles.iter().enumerate() {
+        let img = images.get(i)?.permute((1, 2, 0))?;
+        let rgb: Vec<u8> = img
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let name = format!("image-{i:03}.png");
+        let buf = image::RgbImage::from_raw(width as u32, height as u32, rgb)
+            .context("image buffer size")?;
+        let mut png = std::io::Cursor::new(Vec::new());
+        buf.write_to(&mut png, image::ImageFormat::Png)
+            .context("encoding PNG")?;
+        staged.add(&args.output.join(&name), png.get_ref())?;
+        records.push(serde_json::json!({
+            "group": p.group,
+            "seed": p.seed,
+            "image": name,
+            "log_weight": p.log_weight,
+            "reward": p.reward,
+            "latents": outcome.population.row(i)?,
+        }));
+    }
+    let record = serde_json::json!({
+        "samples": records,
+        "ledger": outcome.ledger,
+        "parameters": parameters,
+    });
+    let samples_path = args.output.join("samples.json");
+    staged.add(
+        &samples_path,
+        format!("{}\n", serde_json::to_string(&record)?).as_bytes(),
+    )?;
+    staged.add(
+        &args.output.join("timing.json"),
+        output::timing_json(&outcome.timing)?.as_bytes(),
+    )?;
+    if let Some(t) = trace.as_mut() {
+        t.finish()?;
+    }
+    staged.commit()?;
+    eprintln!(
+        "steerdiff: {} image(s) → {} ({} model rows, {:.3} s)",
+        outcome.population.len(),
+        args.output.display(),
+        outcome.ledger.total_rows(),
+        outcome.timing.total_s,
+    );
+    Ok(())
+}
