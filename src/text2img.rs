@@ -193,8 +193,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     sd.set_image_size(height, width)?;
     sd.set_prompts(&[prompt.as_str()], &negative)?;
     let scheduler_name = args.scheduler.clone().or_else(|| args.sampler.clone());
-    let (mut sampler, scheduler_class) =
-        sd.sampler(scheduler_name.as_deref(), args.steps, args.eta)?;
+    // Particle strategies need a stochastic scheduler: where η is free and not given, use 1
+    // (as for every other model); a fixed-η scheduler keeps its own and is refused later.
+    let auto_eta = (args.eta.is_none() && args.strategy.kind.needs_noise())
+        .then(|| sd.sampler(scheduler_name.as_deref(), args.steps, Some(1.0)).ok())
+        .flatten();
+    let (mut sampler, scheduler_class) = match auto_eta {
+        Some(s) => s,
+        None => sd.sampler(scheduler_name.as_deref(), args.steps, args.eta)?,
+    };
     if init_image.is_some() {
         sampler.schedule = img2img_schedule(&sampler.schedule, args.strength)?;
     }
