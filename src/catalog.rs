@@ -77,9 +77,15 @@ pub const GUIDANCE: &[(&str, &str)] = &[
 
 /// Rewards: `(name, one-line description)`.
 pub const REWARDS: &[(&str, &str)] = &[
-    ("quadratic:M", "mixtures: −‖x − m‖²/2 (M: one number per dimension, or one for all)"),
+    (
+        "quadratic:M",
+        "mixtures: −‖x − m‖²/2 (M: one number per dimension, or one for all)",
+    ),
     ("linear:W", "mixtures: w·x"),
-    ("constant:C", "mixtures: C for every sample (steering with it changes nothing)"),
+    (
+        "constant:C",
+        "mixtures: C for every sample (steering with it changes nothing)",
+    ),
     (
         "jpeg[:Q]",
         "text-to-image models: JPEG compressibility (−kB at quality Q, default 95) of the VAE \

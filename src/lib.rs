@@ -51,8 +51,8 @@ pub mod error;
 pub mod eval;
 pub mod output;
 pub mod run;
-pub mod text2img;
 pub mod strategy;
+pub mod text2img;
 pub mod toy;
 pub mod toy_eval;
 

@@ -196,7 +196,10 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     // Particle strategies need a stochastic scheduler: where η is free and not given, use 1
     // (as for every other model); a fixed-η scheduler keeps its own and is refused later.
     let auto_eta = (args.eta.is_none() && args.strategy.kind.needs_noise())
-        .then(|| sd.sampler(scheduler_name.as_deref(), args.steps, Some(1.0)).ok())
+        .then(|| {
+            sd.sampler(scheduler_name.as_deref(), args.steps, Some(1.0))
+                .ok()
+        })
         .flatten();
     let (mut sampler, scheduler_class) = match auto_eta {
         Some(s) => s,

@@ -165,7 +165,8 @@ fn bad_input_is_one_line_and_writes_nothing() {
         (vec!["--model", &bad], "malformed"),
         (vec!["--model", &missing], "missing.json"),
         (vec!["--model", "foo:bar"], "foo"),
-        (vec![], "--model"),
+        // No --model: the default toy model, which refuses an unknown class.
+        (vec!["--class", "hexagon"], "hexagon"),
         (vec!["--model", &m, "--sampler", "heun"], "heun"),
         (vec!["--model", &m, "--steps", "0"], "steps"),
         (vec!["--model", &m, "--eta", "-1"], "eta"),
