@@ -337,19 +337,8 @@ impl Denoiser for Flux {
                 "no text embeddings set: call Flux::set_text_embeddings before sampling".into(),
             )
         })?;
-        let n = txt_all.dim(0)? as u32;
-        let rows = conds
-            .iter()
-            .map(|c| match c {
-                Condition::Null => Ok(0u32),
-                Condition::Prompt(i) if i + 1 < n => Ok(i + 1),
-                other => Err(steerdiff_guidance::Error::InvalidArgument(format!(
-                    "FLUX has no text embedding for {other:?}"
-                ))),
-            })
-            .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
         let b = conds.len();
-        let idx = Tensor::from_vec(rows, b, &self.device)?;
+        let idx = super::embedding_rows(conds, txt_all.dim(0)?, "FLUX", &self.device)?;
         let txt = txt_all.index_select(&idx, 0)?;
         let vec_ = vec_all.index_select(&idx, 0)?;
         let (_, c, h, w) = x.dims4()?;

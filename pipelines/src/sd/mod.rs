@@ -30,3 +30,31 @@ pub mod weights;
 pub use hub::{preset, Family, HubSettings, ModelFiles, Preset, Source, PRESETS};
 pub use pipeline::{LoadOptions, StableDiffusion, SCHEDULER_NAMES};
 pub use weights::WeightDType;
+
+/// Row indices into a table of text embeddings laid out as `[negative, prompt 0, prompt 1, …]`
+/// (`rows` in all): `Null` → 0 (the negative or empty prompt), `Prompt(i)` → `i + 1`.
+/// Text-to-image families have no classes; a class condition is refused.
+pub fn embedding_rows(
+    conds: &[steerdiff_guidance::Condition],
+    rows: usize,
+    family: &str,
+    device: &candle_core::Device,
+) -> steerdiff_guidance::Result<candle_core::Tensor> {
+    use steerdiff_guidance::{Condition, Error};
+    let n = rows as u32;
+    let idx = conds
+        .iter()
+        .map(|c| match c {
+            Condition::Null => Ok(0u32),
+            Condition::Prompt(i) if i + 1 < n => Ok(i + 1),
+            Condition::Prompt(i) => Err(Error::InvalidArgument(format!(
+                "prompt {i} requested but {} prompt(s) were set",
+                n.saturating_sub(1)
+            ))),
+            Condition::Class(k) => Err(Error::Unsupported(format!(
+                "{family} is text-conditioned; class {k} has no meaning (use prompts)"
+            ))),
+        })
+        .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
+    Ok(candle_core::Tensor::from_vec(idx, conds.len(), device)?)
+}

@@ -461,22 +461,7 @@ impl Denoiser for StableDiffusion {
                 "no prompts set: call StableDiffusion::set_prompts before sampling".into(),
             )
         })?;
-        let n = emb.dim(0)? as u32;
-        let rows = conds
-            .iter()
-            .map(|c| match c {
-                Condition::Null => Ok(0u32),
-                Condition::Prompt(i) if i + 1 < n => Ok(i + 1),
-                Condition::Prompt(i) => Err(steerdiff_guidance::Error::InvalidArgument(format!(
-                    "prompt {i} requested but {} prompt(s) were set",
-                    n - 1
-                ))),
-                Condition::Class(k) => Err(steerdiff_guidance::Error::Unsupported(format!(
-                    "Stable Diffusion is text-conditioned; class {k} has no meaning (use prompts)"
-                ))),
-            })
-            .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
-        let idx = Tensor::from_vec(rows, conds.len(), &self.device)?;
+        let idx = super::embedding_rows(conds, emb.dim(0)?, "Stable Diffusion", &self.device)?;
         let ctx = emb.index_select(&idx, 0)?;
         let input = x.to_device(&self.device)?.to_dtype(self.dtype)?;
         let out = self.unet.forward(&input, at.timestep, &ctx)?;

@@ -290,19 +290,8 @@ impl Denoiser for Sd3 {
                 "no text embeddings set: call Sd3::set_text_embeddings before sampling".into(),
             )
         })?;
-        let n = ctx_all.dim(0)? as u32;
-        let rows = conds
-            .iter()
-            .map(|c| match c {
-                Condition::Null => Ok(0u32),
-                Condition::Prompt(i) if i + 1 < n => Ok(i + 1),
-                other => Err(steerdiff_guidance::Error::InvalidArgument(format!(
-                    "SD3 has no text embedding for {other:?}"
-                ))),
-            })
-            .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
         let b = conds.len();
-        let idx = Tensor::from_vec(rows, b, &self.device)?;
+        let idx = super::embedding_rows(conds, ctx_all.dim(0)?, "SD3", &self.device)?;
         let ctx = ctx_all.index_select(&idx, 0)?;
         let pooled = pooled_all.index_select(&idx, 0)?;
         let input = x.to_device(&self.device)?.to_dtype(DType::F16)?;
