@@ -255,8 +255,18 @@ fn reward_for(model: &Loaded, spec: &str) -> Result<Arc<dyn Reward>> {
             Ok(r) => Ok(r),
             Err(e) => input_error!("--reward: {e}"),
         },
-        #[allow(unreachable_patterns)]
-        _ => input_error!("--reward `{spec}`: this model has no rewards yet"),
+        Loaded::Toy(_) => match spec {
+            // ln p(class | x̂0) under the toy's guidance classifier (never its evaluation one).
+            "classifier" => {
+                let assets = toy::model::assets_dir();
+                let clf = toy::model::ToyClassifier::load(&assets, toy::model::CLASSIFIER)
+                    .context("loading the toy guidance classifier")?;
+                Ok(Arc::new(steerdiff_guidance::ClassLogProb::new(Arc::new(
+                    clf,
+                ))))
+            }
+            _ => input_error!("--reward `{spec}`: the toy model's reward is `classifier`"),
+        },
     }
 }
 
@@ -487,8 +497,13 @@ impl Job {
     pub fn class_label(&self, name: &str) -> Result<u32> {
         match &self.model {
             Loaded::Gmm(d) => Ok(d.spec.class_by_name(name)?),
-            #[allow(unreachable_patterns)]
-            _ => input_error!("this model has no named classes"),
+            Loaded::Toy(_) => match toy::class_by_name(name) {
+                Some(k) => Ok(k),
+                None => input_error!(
+                    "unknown toy class `{name}`; valid: {}",
+                    toy::CLASS_NAMES.join(", ")
+                ),
+            },
         }
     }
 
@@ -500,8 +515,20 @@ impl Job {
                 xs.iter().filter(|x| d.spec.class_of(x) == class).count() as f64
                     / xs.len().max(1) as f64,
             ),
-            #[allow(unreachable_patterns)]
-            _ => input_error!("this model has no held-out evaluator yet"),
+            // The independent evaluation classifier, which never steers.
+            Loaded::Toy(d) => {
+                let mut dims = vec![xs.len()];
+                dims.extend(d.sample_shape());
+                let flat: Vec<f32> = xs.iter().flatten().map(|&v| v as f32).collect();
+                let x = candle_core::Tensor::from_vec(flat, dims, &Device::Cpu)?;
+                let eval = toy::model::ToyClassifier::load(
+                    &toy::model::assets_dir(),
+                    toy::model::EVAL_CLASSIFIER,
+                )
+                .context("loading the toy evaluation classifier")?;
+                let pred = eval.predict(&x)?;
+                Ok(pred.iter().filter(|&&p| p == class).count() as f64 / xs.len().max(1) as f64)
+            }
         }
     }
 

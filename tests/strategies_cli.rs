@@ -274,3 +274,44 @@ fn eval_compares_strategies_at_matched_cost() {
     // Greedy per-step selection (SVDD) out-optimises best-of-N at the same cost.
     assert!(reward(4) > reward(1));
 }
+
+#[test]
+fn eval_runs_on_the_toy_model_with_its_classifier_reward() {
+    let r = steerdiff(&[
+        "eval",
+        "--model",
+        "toy",
+        "--class",
+        "star",
+        "--reward",
+        "classifier",
+        "--strategies",
+        "none,bon",
+        "--budget",
+        "2",
+        "--steps",
+        "8",
+        "-n",
+        "8",
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(rows[0]["nfe_per_group"], 8.0);
+    assert_eq!(rows[1]["nfe_per_group"], 16.0);
+    // Best-of-2 picks the candidate the guidance classifier prefers: never a lower mean reward.
+    assert!(rows[1]["reward_mean"].as_f64() >= rows[0]["reward_mean"].as_f64());
+    // Held-out accuracy comes from the separate evaluation classifier.
+    assert!(rows[0]["eval_accuracy"].as_f64().is_some());
+    let bad = steerdiff(&[
+        "eval",
+        "--model",
+        "toy",
+        "--class",
+        "star",
+        "--reward",
+        "quadratic:0",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("classifier"));
+}

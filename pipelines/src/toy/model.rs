@@ -296,3 +296,18 @@ impl ToyClassifier {
         Ok(self.log_probs(x)?.argmax(1)?.to_vec1::<u32>()?)
     }
 }
+
+impl steerdiff_guidance::Classifier for ToyClassifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn log_probs(&self, x0: &Tensor) -> steerdiff_guidance::Result<Vec<Vec<f64>>> {
+        let lp =
+            ToyClassifier::log_probs(self, x0).map_err(|e| steerdiff_guidance::Error::Reward {
+                name: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(lp.to_dtype(DType::F64)?.to_vec2::<f64>()?)
+    }
+}
