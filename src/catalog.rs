@@ -87,6 +87,10 @@ pub const REWARDS: &[(&str, &str)] = &[
         "mixtures: C for every sample (steering with it changes nothing)",
     ),
     (
+        "classifier",
+        "toy model: ln p(class | x̂0) under toy-classifier (the evaluation classifier never steers)",
+    ),
+    (
         "jpeg[:Q]",
         "text-to-image models: JPEG compressibility (−kB at quality Q, default 95) of the VAE \
          decode of x̂0 (weight-free, as in DDPO)",
