@@ -56,6 +56,20 @@ pub struct Request {
     pub conds: Vec<Condition>,
 }
 
+impl Request {
+    /// The unconditional row of the main model for every particle (CFG's reference), or
+    /// nothing when every particle is already unconditional.
+    pub fn unconditional(pop: &Population) -> Vec<Request> {
+        if pop.particles.iter().all(|p| p.cond == Condition::Null) {
+            return Vec::new();
+        }
+        vec![Request {
+            model: 0,
+            conds: vec![Condition::Null; pop.len()],
+        }]
+    }
+}
+
 /// What a strategy needs from the engine; checked before sampling starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {

@@ -108,56 +108,38 @@ fn the_zeroth_order_variant_gets_within_ten_percent() {
     );
 }
 
-#[test]
-fn flowchef_refuses_bad_settings() {
-    // Not a rectified flow.
-    let model = GaussianDenoiser::new(
-        vec![0.0, 0.0],
-        vec![vec![1.0, 0.8], vec![0.8, 1.0]],
-        GmmDenoiser::vp_path(),
-    )
-    .unwrap();
-    let s = by_name("ddim", model.path(), 10, None).unwrap();
-    let pop = Population::new(
-        &[GroupSpec {
-            seed: 0,
-            cond: Condition::Null,
-            particles: 1,
-        }],
-        &[2],
-        1.0,
-        &Device::Cpu,
-    )
-    .unwrap();
+/// One FlowChef run of a single sample on the correlated Gaussian over `path`.
+fn run_one(path: NoisePath, sampler: &str, chef: FlowChef) -> Result<Outcome, Error> {
+    let model =
+        GaussianDenoiser::new(vec![0.0, 0.0], vec![vec![1.0, 0.8], vec![0.8, 1.0]], path).unwrap();
+    let s = by_name(sampler, model.path(), 10, None).unwrap();
+    let group = GroupSpec {
+        seed: 0,
+        cond: Condition::Null,
+        particles: 1,
+    };
+    let pop = Population::new(&[group], &[2], 1.0, &Device::Cpu).unwrap();
     let engine = Engine {
         models: vec![&model],
         schedule: &s.schedule,
         solver: s.solver.as_ref(),
-        guidance: vec![Box::new(chef(GradientEstimate::Exact, 0.2, 1))],
+        guidance: vec![Box::new(chef)],
     };
-    match engine.run(pop, None) {
+    engine.run(pop, None)
+}
+
+#[test]
+fn flowchef_refuses_bad_settings() {
+    // Not a rectified flow.
+    match run_one(
+        GmmDenoiser::vp_path(),
+        "ddim",
+        chef(GradientEstimate::Exact, 0.2, 1),
+    ) {
         Err(Error::Unsupported(m)) => assert!(m.contains("rectified-flow"), "{m}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
     // A mask that does not match the sample shape.
-    let model = GaussianDenoiser::new(
-        vec![0.0, 0.0],
-        vec![vec![1.0, 0.8], vec![0.8, 1.0]],
-        NoisePath::flow(),
-    )
-    .unwrap();
-    let s = by_name("flow-euler", model.path(), 10, None).unwrap();
-    let pop = Population::new(
-        &[GroupSpec {
-            seed: 0,
-            cond: Condition::Null,
-            particles: 1,
-        }],
-        &[2],
-        1.0,
-        &Device::Cpu,
-    )
-    .unwrap();
     let bad = FlowChef {
         cost: Box::new(MaskedSquare {
             mask: Tensor::new(&[1.0f32, 0.0, 0.0], &Device::Cpu).unwrap(),
@@ -165,35 +147,15 @@ fn flowchef_refuses_bad_settings() {
         }),
         ..chef(GradientEstimate::Exact, 0.2, 1)
     };
-    let engine = Engine {
-        models: vec![&model],
-        schedule: &s.schedule,
-        solver: s.solver.as_ref(),
-        guidance: vec![Box::new(bad)],
-    };
-    let e = engine.run(pop, None).unwrap_err().to_string();
+    let e = run_one(NoisePath::flow(), "flow-euler", bad)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("mask") && e.contains("sample shape"), "{e}");
     // NaN step size.
-    let pop = Population::new(
-        &[GroupSpec {
-            seed: 0,
-            cond: Condition::Null,
-            particles: 1,
-        }],
-        &[2],
-        1.0,
-        &Device::Cpu,
-    )
-    .unwrap();
-    let engine = Engine {
-        models: vec![&model],
-        schedule: &s.schedule,
-        solver: s.solver.as_ref(),
-        guidance: vec![Box::new(chef(GradientEstimate::Exact, f64::NAN, 1))],
-    };
-    assert!(engine
-        .run(pop, None)
-        .unwrap_err()
-        .to_string()
-        .contains("step size"));
+    let e = run_one(
+        NoisePath::flow(),
+        "flow-euler",
+        chef(GradientEstimate::Exact, f64::NAN, 1),
+    );
+    assert!(e.unwrap_err().to_string().contains("step size"));
 }

@@ -74,10 +74,7 @@ impl Guidance for ClassifierFree {
         if !self.active(step, pop) {
             return Ok(Vec::new());
         }
-        Ok(vec![Request {
-            model: 0,
-            conds: vec![Condition::Null; pop.len()],
-        }])
+        Ok(Request::unconditional(pop))
     }
 
     fn combine(

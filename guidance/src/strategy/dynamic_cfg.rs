@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
-use crate::condition::Condition;
 use crate::guidance::{Context, Guidance, Request, Step};
 use crate::population::Population;
 use crate::prediction::Prediction;
@@ -46,13 +45,7 @@ impl Guidance for DynamicCfg {
     }
 
     fn requests(&self, _: &Step, pop: &Population, _: Option<&Prediction>) -> Result<Vec<Request>> {
-        if pop.particles.iter().all(|p| p.cond == Condition::Null) {
-            return Ok(Vec::new());
-        }
-        Ok(vec![Request {
-            model: 0,
-            conds: vec![Condition::Null; pop.len()],
-        }])
+        Ok(Request::unconditional(pop))
     }
 
     fn combine(
