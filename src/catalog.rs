@@ -69,6 +69,32 @@ pub const GUIDANCE: &[(&str, &str)] = &[
          --rounds R",
     ),
     (
+        "gfcg",
+        "--guidance gfcg: gradient-free classifier guidance (Shenoy et al. 2024), needs --class: \
+         --gfcg-scale W --gfcg-reference competitor|top-if-wrong --gfcg-scale-rule \
+         confusion|ratio|constant --gfcg-interval LO,HI --gfcg-guide main|weak; stacks with --cfg",
+    ),
+    (
+        "autoguidance",
+        "--guidance autoguidance: guide with a bad version of the model (Karras et al. 2024), \
+         toy-weak for the toy: --autoguidance-scale W",
+    ),
+    (
+        "dynamic-cfg",
+        "--guidance dynamic-cfg: per-step greedy CFG scale (Papalampidi et al. 2025), needs \
+         --class: --cfg-candidates 1,2,3,5 scored by ln p(class | x̂0) (or --reward); CFG's rows",
+    ),
+    (
+        "flowchef",
+        "--guidance flowchef: gradient-skipping steering of rectified flows (Patel et al. 2025): \
+         --task inpaint|superres|deblur|class --image PNG --mask PNG | --box X0,Y0,X1,Y1 --lr η \
+         --inner-steps K --guided-steps N --zo-pairs M (zeroth order); no extra model rows",
+    ),
+    (
+        "replace",
+        "--guidance replace: inpainting by replacement (baseline): --image PNG --mask PNG | --box",
+    ),
+    (
         "zo-search",
         "--guidance zo-search: zero-order noise search: --neighbours N at cosine --threshold c \
          on the pivot's sphere, --rounds R",
@@ -98,6 +124,12 @@ pub const REWARDS: &[(&str, &str)] = &[
     (
         "jpeg-preview[:Q]",
         "text-to-image models: the same on the linear latent→RGB preview (no decoder pass)",
+    ),
+    (
+        "many:N[:C]:SPEC",
+        "toy model and mixtures: FK's many-sample estimate of SPEC, log-mean-exp over N \
+         Gaussian posterior draws around x̂0 (spread of a data prior with std C, default 0.5); \
+         exact SPEC on final samples",
     ),
 ];
 

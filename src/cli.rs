@@ -119,7 +119,7 @@ pub struct GenerateArgs {
 }
 
 /// Parses `LO,HI`.
-fn parse_interval(s: &str) -> std::result::Result<(f64, f64), String> {
+pub(crate) fn parse_interval(s: &str) -> std::result::Result<(f64, f64), String> {
     let bad = || format!("expected LO,HI (two numbers, e.g. 0.28,5.42), got `{s}`");
     let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
     let lo: f64 = lo.trim().parse().map_err(|_| bad())?;
@@ -142,6 +142,7 @@ impl GenerateArgs {
             n: self.num,
             seed: self.seed,
             strategy: self.strategy.clone(),
+            observation: None,
         }
     }
 

@@ -7,11 +7,18 @@
 //! was *not* optimised — a held-out evaluation (for mixtures: the exact Bayes classifier's
 //! accuracy for the evaluation class) — and the diversity left (mean pairwise distance between
 //! outputs).
+//!
+//! The per-step strategies (`gfcg`, `autoguidance`, `dynamic-cfg`) run one particle per group
+//! and are compared at their own NFE (GFCG and autoguidance 2 rows per step, GFCG + CFG 3,
+//! dynamic CFG 2 — the rows of CFG): `--cfg 1,2` runs every strategy at each CFG scale, so one
+//! grid holds conditional, CFG, GFCG, GFCG + CFG and autoguidance; dynamic CFG picks its own
+//! scale (`--cfg-candidates`) and runs once. FlowChef and replacement need an image and a mask:
+//! their comparison is the inpainting demo ([`crate::inpaint_demo`]).
 
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 use steerdiff_guidance::{Condition, Outcome};
 
@@ -34,9 +41,9 @@ pub struct EvalArgs {
     /// The held-out evaluation class (default: --class).
     #[arg(long, value_name = "NAME|LABEL")]
     pub eval_class: Option<String>,
-    /// Steering reward (see `steerdiff list`).
+    /// Steering reward (see `steerdiff list`; default `classifier` on the toy model).
     #[arg(long, value_name = "SPEC")]
-    pub reward: String,
+    pub reward: Option<String>,
     /// Strategies, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "none,bon,fk,code,svdd")]
     pub strategies: Vec<StrategyKind>,
@@ -55,9 +62,9 @@ pub struct EvalArgs {
     /// Solver steps.
     #[arg(long, default_value_t = 30)]
     pub steps: usize,
-    /// CFG scale (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub cfg: f64,
+    /// CFG scales (1 = off), comma-separated: every strategy runs at each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0], allow_negative_numbers = true)]
+    pub cfg: Vec<f64>,
     /// Output groups per strategy.
     #[arg(short = 'n', long = "num", default_value_t = 200)]
     pub num: usize,
@@ -67,6 +74,9 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Settings of the per-step strategies (GFCG, autoguidance, dynamic CFG).
+    #[command(flatten)]
+    pub per_step: crate::per_step::PerStepArgs,
 }
 
 /// One row of the table.
@@ -74,6 +84,8 @@ pub struct EvalArgs {
 pub struct Row {
     /// Strategy name.
     pub strategy: String,
+    /// CFG scale of the run (`None` for dynamic CFG, which picks its own each step).
+    pub cfg: Option<f64>,
     /// Model rows (NFE) per output group.
     pub nfe_per_group: f64,
     /// Reward calls in the whole run.
@@ -108,37 +120,90 @@ pub fn run_grid(args: &EvalArgs) -> Result<Vec<Row>> {
     if args.strategies.is_empty() {
         input_error!("--strategies is empty");
     }
-    let mut rows = Vec::new();
+    if args.cfg.is_empty() {
+        input_error!("--cfg is empty; give one or more scales, e.g. 1,2");
+    }
     for &kind in &args.strategies {
-        let strategy = StrategyArgs {
-            kind,
-            reward: (kind != StrategyKind::None).then(|| args.reward.clone()),
-            particles: args.budget,
-            lambda: args.lambda,
-            block: args.block,
-            // Noise search: the most rounds whose pools (1 + 2 + … + 2^(R−1) = 2^R − 1
-            // trajectories) fit in the budget K.
-            rounds: ((usize::BITS - (args.budget + 1).leading_zeros()) as usize - 1).max(1),
-            ..StrategyArgs::default()
-        };
-        let opts = Options {
-            path: args.path,
-            class: args.class.clone(),
-            sampler: args.sampler.clone(),
-            steps: args.steps,
-            cfg: args.cfg,
-            n: args.num,
-            seed: args.seed,
-            strategy,
-            ..Options::default()
-        };
-        let job = Job::new(Model::parse(&args.model)?, &opts)?;
-        let start = Instant::now();
-        let outcome = job.run(None)?;
-        let seconds = start.elapsed().as_secs_f64();
-        rows.push(measure(args, &job, &outcome, kind, seconds)?);
+        if matches!(kind, StrategyKind::Flowchef | StrategyKind::Replace) {
+            input_error!(
+                "--strategies {}: FlowChef and replacement need an image and a mask; compare \
+                 them with `steerdiff toy inpaint`",
+                kind.cli_name()
+            );
+        }
+    }
+    let toy = matches!(Model::parse(&args.model)?, Model::Toy { .. });
+    let reward_spec = args
+        .reward
+        .clone()
+        .or_else(|| toy.then(|| "classifier".to_string()));
+    let mut rows = Vec::new();
+    let mut dynamic_done = false;
+    for &cfg in &args.cfg {
+        for &kind in &args.strategies {
+            if kind == StrategyKind::DynamicCfg {
+                if dynamic_done {
+                    continue;
+                }
+                dynamic_done = true;
+            }
+            rows.push(run_one(args, kind, cfg, reward_spec.as_deref())?);
+        }
     }
     Ok(rows)
+}
+
+/// One row: `kind` at CFG scale `cfg` (dynamic CFG: its own scales).
+fn run_one(
+    args: &EvalArgs,
+    kind: StrategyKind,
+    cfg: f64,
+    reward_spec: Option<&str>,
+) -> Result<Row> {
+    let dynamic = kind == StrategyKind::DynamicCfg;
+    let needs_reward = !(kind == StrategyKind::None || kind.is_per_step());
+    if needs_reward && reward_spec.is_none() {
+        input_error!(
+            "--strategies {} needs --reward SPEC (see `steerdiff list`)",
+            kind.cli_name()
+        );
+    }
+    let strategy = StrategyArgs {
+        kind,
+        // Dynamic CFG scores its candidates with --reward when one is given explicitly.
+        reward: if needs_reward {
+            reward_spec.map(str::to_string)
+        } else if dynamic {
+            args.reward.clone()
+        } else {
+            None
+        },
+        per_step: args.per_step.clone(),
+        particles: args.budget,
+        lambda: args.lambda,
+        block: args.block,
+        // Noise search: the most rounds whose pools (1 + 2 + … + 2^(R−1) = 2^R − 1
+        // trajectories) fit in the budget K.
+        rounds: ((usize::BITS - (args.budget + 1).leading_zeros()) as usize - 1).max(1),
+        ..StrategyArgs::default()
+    };
+    let opts = Options {
+        path: args.path,
+        class: args.class.clone(),
+        sampler: args.sampler.clone(),
+        steps: args.steps,
+        cfg: if dynamic { 1.0 } else { cfg },
+        n: args.num,
+        seed: args.seed,
+        strategy,
+        ..Options::default()
+    };
+    let job = Job::new(Model::parse(&args.model)?, &opts)?;
+    let start = Instant::now();
+    let outcome = job.run(None)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let cfg = (!dynamic).then_some(cfg);
+    measure(args, &job, &outcome, kind, cfg, reward_spec, seconds)
 }
 
 fn measure(
@@ -146,6 +211,8 @@ fn measure(
     job: &Job,
     out: &Outcome,
     kind: StrategyKind,
+    cfg: Option<f64>,
+    reward_spec: Option<&str>,
     seconds: f64,
 ) -> Result<Row> {
     let pop = &out.population;
@@ -153,11 +220,21 @@ fn measure(
         .map(|i| Ok(pop.row(i)?.into_iter().map(f64::from).collect()))
         .collect::<Result<_>>()?;
     // The steering reward, re-measured on every output the same way for every strategy.
-    let reward = job.reward(&args.reward)?;
-    let scores = crate::run::score_final(job, reward.as_ref(), &pop.x, &pop.conds())?;
+    let scores = match reward_spec {
+        Some(spec) => {
+            let reward = job.reward(spec)?;
+            crate::run::score_final(job, reward.as_ref(), &pop.x, &pop.conds())?
+        }
+        None => Vec::new(),
+    };
     let finite: Vec<f64> = scores.iter().copied().filter(|v| v.is_finite()).collect();
     let reward_mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
     let reward_max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (reward_mean, reward_max) = if finite.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (reward_mean, reward_max)
+    };
     let eval_class = match (&args.eval_class, job.condition()) {
         (Some(name), _) => Some(job.class_label(name)?),
         (None, Condition::Class(c)) => Some(c),
@@ -167,10 +244,8 @@ fn measure(
         .map(|c| job.held_out_accuracy(&xs, c))
         .transpose()?;
     Ok(Row {
-        strategy: kind
-            .to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default(),
+        strategy: kind.cli_name(),
+        cfg,
         nfe_per_group: out.ledger.total_rows() as f64 / args.num as f64,
         reward_calls: out.ledger.reward_calls.values().sum(),
         outputs: xs.len(),
@@ -207,8 +282,9 @@ pub fn mean_pairwise_distance(xs: &[Vec<f64>]) -> f64 {
 /// The grid as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<14} {:>9} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8}\n",
+        "{:<14} {:>5} {:>9} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8}\n",
         "strategy",
+        "CFG",
         "NFE/group",
         "rewards",
         "outputs",
@@ -220,8 +296,11 @@ pub fn table(rows: &[Row]) -> String {
     );
     for r in rows {
         out += &format!(
-            "{:<14} {:>9.0} {:>8} {:>8} {:>10.4} {:>10.4} {:>9} {:>9.4} {:>8.2}\n",
+            "{:<14} {:>5} {:>9.0} {:>8} {:>8} {:>10.4} {:>10.4} {:>9} {:>9.4} {:>8.2}\n",
             r.strategy,
+            r.cfg
+                .map(|c| format!("{c}"))
+                .unwrap_or_else(|| "auto".into()),
             r.nfe_per_group,
             r.reward_calls,
             r.outputs,

@@ -49,12 +49,16 @@ pub mod catalog;
 pub mod cli;
 pub mod error;
 pub mod eval;
+pub mod inpaint_demo;
+pub mod observation;
 pub mod output;
+pub mod per_step;
 pub mod run;
 pub mod strategy;
 pub mod text2img;
 pub mod toy;
 pub mod toy_eval;
+pub mod toy_grad;
 
 pub use error::InputError;
 pub use run::{Job, Model, Options, Parameters, PathKind};

@@ -22,6 +22,8 @@ use steerdiff_pipelines::{GmmDenoiser, GmmSpec};
 
 use crate::catalog;
 use crate::error::input_error;
+use crate::observation::Observation;
+use crate::per_step;
 use crate::strategy::{Built, StrategyArgs};
 
 /// The seeding rule, as recorded in every `samples.json` (see `steerdiff_guidance::rng`).
@@ -175,6 +177,9 @@ pub struct Options {
     pub seed: u64,
     /// The steering strategy and its settings.
     pub strategy: StrategyArgs,
+    /// Pixels for FlowChef / replacement given directly (instead of `--image`, `--mask`,
+    /// `--box`), as the inpainting demo does; not recorded in `samples.json`.
+    pub observation: Option<Observation>,
 }
 
 impl Default for Options {
@@ -191,6 +196,7 @@ impl Default for Options {
             n: 1,
             seed: 0,
             strategy: StrategyArgs::default(),
+            observation: None,
         }
     }
 }
@@ -249,7 +255,33 @@ pub fn score_final(
 }
 
 /// Parses `--reward` for the loaded model.
+///
+/// `many:N[:C]:SPEC` wraps any reward in FK's many-sample estimate
+/// ([`steerdiff_pipelines::reward::ManySample`]): the log-mean-exp of `SPEC` over `N` Gaussian
+/// posterior draws around x̂0, for a data prior of standard deviation `C` (default 0.5, the
+/// spread of the toy's pixels in `[-1, 1]`).
 fn reward_for(model: &Loaded, spec: &str) -> Result<Arc<dyn Reward>> {
+    if let Some(rest) = spec.strip_prefix("many:") {
+        let bad = || {
+            anyhow::Error::new(crate::error::InputError(format!(
+                "--reward `{spec}`: expected many:N[:C]:SPEC (N ≥ 1 draws, C > 0 the data \
+                 standard deviation), e.g. many:8:classifier"
+            )))
+        };
+        let (n, rest) = rest.split_once(':').ok_or_else(bad)?;
+        let n: usize = n.parse().ok().filter(|&n| n >= 1).ok_or_else(bad)?;
+        let (c, inner) = rest
+            .split_once(':')
+            .and_then(|(c, inner)| c.parse::<f64>().ok().map(|c| (c, inner)))
+            .unwrap_or((0.5, rest));
+        if !(c.is_finite() && c > 0.0) || inner.is_empty() {
+            return Err(bad());
+        }
+        let inner = reward_for(model, inner)?;
+        return Ok(Arc::new(steerdiff_pipelines::reward::ManySample::new(
+            inner, n, c,
+        )));
+    }
     match model {
         Loaded::Gmm(d) => match parse_vector_reward(spec, d.spec.dim) {
             Ok(r) => Ok(r),
@@ -281,6 +313,8 @@ enum Loaded {
 #[derive(Debug)]
 pub struct Job {
     model: Loaded,
+    /// The guiding model (engine model 1): the toy's weaker twin, for autoguidance.
+    guide: Option<ToyFlow>,
     sampler: Sampler,
     cfg: Option<ClassifierFree>,
     strategy: Built,
@@ -415,9 +449,45 @@ impl Job {
         } else {
             None
         };
-        let strategy = opts
-            .strategy
-            .build(opts.steps, |spec| reward_for(&loaded, spec))?;
+        let mut guide = None;
+        let strategy = if opts.strategy.kind.is_per_step() {
+            let gmm = match &loaded {
+                Loaded::Gmm(d) => Some(&d.spec),
+                Loaded::Toy(_) => None,
+            };
+            let main: &dyn Denoiser = match &loaded {
+                Loaded::Gmm(d) => d,
+                Loaded::Toy(d) => d,
+            };
+            let target = per_step::Target {
+                model: &source,
+                gmm,
+                toy: matches!(loaded, Loaded::Toy(_)),
+                flow: main.path().is_flow(),
+                sample_shape: main.sample_shape(),
+                cond,
+                cfg: opts.cfg,
+            };
+            let built = per_step::build(
+                opts.strategy.kind,
+                &opts.strategy.per_step,
+                opts.strategy.reward.as_deref(),
+                &target,
+                opts.observation.as_ref(),
+                &|spec| reward_for(&loaded, spec),
+            )?;
+            if built.needs_weak {
+                let assets = toy::model::assets_dir();
+                guide = Some(
+                    ToyFlow::load(&assets, toy::model::FLOW_WEAK, "toy-weak")
+                        .context("loading the guiding model `toy-weak`")?,
+                );
+            }
+            Built::Step(built.guidance)
+        } else {
+            opts.strategy
+                .build(opts.steps, |spec| reward_for(&loaded, spec))?
+        };
         let particles = opts.strategy.particles_per_group();
         let groups = (0..opts.n)
             .map(|g| GroupSpec {
@@ -451,6 +521,7 @@ impl Job {
         };
         let job = Job {
             model: loaded,
+            guide,
             sampler,
             cfg,
             strategy,
@@ -546,8 +617,12 @@ impl Job {
         if let Built::Step(s) = &self.strategy {
             guidance.push(Box::new(s.as_ref()));
         }
+        let mut models = vec![self.denoiser()];
+        if let Some(g) = &self.guide {
+            models.push(g as &dyn Denoiser);
+        }
         Engine {
-            models: vec![self.denoiser()],
+            models,
             schedule: &self.sampler.schedule,
             solver: self.sampler.solver.as_ref(),
             guidance,

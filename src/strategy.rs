@@ -1,7 +1,10 @@
 //! Choosing a steering strategy on the command line: `--guidance NAME` and its flags.
 //!
 //! Per-step guidance (CFG) composes with every strategy here: FK runs CFG inside every
-//! particle, CoDe values candidates by their guided look-ahead, and so on.
+//! particle, CoDe values candidates by their guided look-ahead, and so on. The per-step
+//! strategies (`gfcg`, `autoguidance`, `dynamic-cfg`, `flowchef`, `replace`) need the loaded
+//! model (its classifier, its weaker twin, its sample shape) and are built by
+//! [`crate::per_step`].
 
 use std::sync::Arc;
 
@@ -37,6 +40,16 @@ pub enum StrategyKind {
     RandomSearch,
     /// Zero-order search over initial noise (neighbours on the pivot's sphere).
     ZoSearch,
+    /// GFCG: extrapolate away from the classifier's most confusable class (--gfcg-scale W).
+    Gfcg,
+    /// Autoguidance: guide with the weaker twin toy-weak (--autoguidance-scale W).
+    Autoguidance,
+    /// Dynamic CFG: each step picks the CFG scale of --cfg-candidates the classifier likes best.
+    DynamicCfg,
+    /// FlowChef: steer a rectified flow towards --task's measurement with the velocity frozen.
+    Flowchef,
+    /// Inpainting by replacement (baseline): known pixels reset to the noised --image each step.
+    Replace,
 }
 
 impl StrategyKind {
@@ -55,6 +68,26 @@ impl StrategyKind {
     /// Whether it searches over whole trajectories (rounds) instead of hooking into steps.
     pub fn is_search(self) -> bool {
         matches!(self, StrategyKind::RandomSearch | StrategyKind::ZoSearch)
+    }
+
+    /// Whether it changes each step's prediction or state of a single particle (built from
+    /// the loaded model by [`crate::per_step`], not from a reward).
+    pub fn is_per_step(self) -> bool {
+        matches!(
+            self,
+            StrategyKind::Gfcg
+                | StrategyKind::Autoguidance
+                | StrategyKind::DynamicCfg
+                | StrategyKind::Flowchef
+                | StrategyKind::Replace
+        )
+    }
+
+    /// The name as written on the command line (`dynamic-cfg`).
+    pub fn cli_name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -115,6 +148,9 @@ pub struct StrategyArgs {
     /// Zero-order search: cosine of a neighbour to its pivot.
     #[arg(long, default_value_t = 0.95)]
     pub threshold: f64,
+    /// Per-step guidance (GFCG, autoguidance, dynamic CFG, FlowChef, replacement) settings.
+    #[command(flatten)]
+    pub per_step: crate::per_step::PerStepArgs,
 }
 
 impl Default for StrategyArgs {
@@ -138,6 +174,7 @@ impl Default for StrategyArgs {
             rounds: 3,
             neighbours: 4,
             threshold: 0.95,
+            per_step: crate::per_step::PerStepArgs::default(),
         }
     }
 }
@@ -195,6 +232,7 @@ impl StrategyArgs {
     pub fn particles_per_group(&self) -> usize {
         match self.kind {
             StrategyKind::None | StrategyKind::RandomSearch | StrategyKind::ZoSearch => 1,
+            k if k.is_per_step() => 1,
             _ => self.particles,
         }
     }
@@ -205,6 +243,13 @@ impl StrategyArgs {
         steps: usize,
         reward: impl Fn(&str) -> Result<Arc<dyn Reward>>,
     ) -> Result<Built> {
+        if self.kind.is_per_step() {
+            input_error!(
+                "--guidance {} runs on the toy model and Gaussian mixtures only (not yet on \
+                 text-to-image models); use --model toy",
+                self.kind.cli_name()
+            );
+        }
         if self.kind == StrategyKind::None {
             if self.reward.is_some() {
                 input_error!(
@@ -216,10 +261,7 @@ impl StrategyArgs {
         let Some(spec) = &self.reward else {
             input_error!(
                 "--guidance {} needs --reward SPEC (see `steerdiff list`)",
-                self.kind
-                    .to_possible_value()
-                    .map(|v| v.get_name().to_string())
-                    .unwrap_or_default()
+                self.kind.cli_name()
             );
         };
         if self.particles == 0 {
@@ -232,7 +274,12 @@ impl StrategyArgs {
             Some(tau) => input_error!("--tau must be a positive number (got {tau})"),
         };
         let built: Box<dyn Guidance> = match self.kind {
-            StrategyKind::None => unreachable!("handled above"),
+            StrategyKind::None
+            | StrategyKind::Gfcg
+            | StrategyKind::Autoguidance
+            | StrategyKind::DynamicCfg
+            | StrategyKind::Flowchef
+            | StrategyKind::Replace => unreachable!("handled above"),
             StrategyKind::Fk => {
                 if !(self.lambda.is_finite() && self.lambda >= 0.0) {
                     input_error!("--lambda must be a finite number ≥ 0 (got {})", self.lambda);

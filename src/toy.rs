@@ -37,6 +37,8 @@ pub enum ToyCommand {
     /// Measure the shipped models: classifier accuracies on fresh dataset images, generated
     /// class accuracy (by the evaluation classifier) and diversity; prints a Markdown table.
     Eval(EvalArgs),
+    /// FlowChef inpainting of a centre box on dataset images vs inpainting by replacement.
+    Inpaint(crate::inpaint_demo::InpaintArgs),
     /// Write a grid of every class at two CFG scales (the picture in assets/toy-samples.png).
     Samples {
         /// Output PNG.
@@ -145,6 +147,7 @@ pub fn execute(args: &ToyArgs) -> Result<()> {
         ToyCommand::Train(t) => run_train(t),
         ToyCommand::Package(p) => package(p),
         ToyCommand::Eval(e) => crate::toy_eval::eval(e),
+        ToyCommand::Inpaint(a) => crate::inpaint_demo::run(a),
         ToyCommand::Samples {
             output,
             per_class,

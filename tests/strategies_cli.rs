@@ -57,6 +57,14 @@ fn every_strategy_is_reproducible_and_groups_are_independent() {
         ],
         vec![
             "--guidance",
+            "fk",
+            "--reward",
+            "many:4:1.7:quadratic:0.5",
+            "--particles",
+            "4",
+        ],
+        vec![
+            "--guidance",
             "svdd",
             "--reward",
             "quadratic:0.5",
@@ -120,6 +128,14 @@ fn bad_strategy_settings_are_refused_in_one_line() {
     for (args, needle) in [
         (vec!["--guidance", "fk"], "--reward"),
         (vec!["--reward", "quadratic:0.5"], "no --guidance"),
+        (
+            vec!["--guidance", "fk", "--reward", "many:0:quadratic:0.5"],
+            "many:N[:C]:SPEC",
+        ),
+        (
+            vec!["--guidance", "fk", "--reward", "many:4:-1:quadratic:0.5"],
+            "many:N[:C]:SPEC",
+        ),
         (
             vec![
                 "--guidance",

@@ -10,7 +10,7 @@ use steerdiff_guidance::strategy::{Code, FkSteering, Potential, ResampleSchedule
 use steerdiff_guidance::{
     Condition, Denoiser, Engine, Error, GroupSpec, Guidance, NoisePath, Outcome, Population, Reward,
 };
-use steerdiff_pipelines::reward::{Constant, Quadratic};
+use steerdiff_pipelines::reward::{Constant, ManySample, Quadratic};
 use steerdiff_pipelines::{GmmDenoiser, GmmSpec};
 
 const STEPS: usize = 100;
@@ -114,6 +114,38 @@ fn fk_reaches_the_tilted_target_on_both_paths() {
         assert_eq!(out.ledger.total_rows(), 150 * 64 * STEPS as u64);
         // 9 intermediate resampling steps + the final one, one reward call each.
         assert_eq!(out.ledger.reward_calls.values().sum::<u64>(), 10);
+    }
+}
+
+#[test]
+fn fk_with_the_many_sample_reward_still_reaches_the_tilted_target() {
+    // The many-sample intermediate reward changes which particles survive, not the target:
+    // the final potential is exact, so the tilted mass must still come out (ALGORITHMS §2.3).
+    let spec = two_modes();
+    let (m, lambda) = ([0.5], 0.5);
+    let p_right = spec.tilted_by_quadratic(&m, lambda).components[1].weight;
+    for path in [GmmDenoiser::vp_path(), NoisePath::flow()] {
+        let inner: Arc<dyn Reward> = Arc::new(Quadratic::new(m.to_vec()));
+        // c = 1.7: the mixture's standard deviation (variance 4.25 − 1.2²).
+        let reward: Arc<dyn Reward> = Arc::new(ManySample::new(inner, 8, 1.7));
+        let out = run(
+            &spec,
+            path.clone(),
+            Some(Box::new(fk(reward, lambda))),
+            100,
+            64,
+            7,
+        )
+        .unwrap();
+        let got = masses(&spec, &samples(&out))[1];
+        println!(
+            "{:?}: FK many-sample(8) K=64 P(right) = {got:.4} (exact {p_right:.4})",
+            path.is_flow()
+        );
+        assert!(
+            (got - p_right).abs() < 0.02,
+            "P(right) {got} vs exact {p_right}"
+        );
     }
 }
 

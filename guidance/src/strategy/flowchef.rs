@@ -4,7 +4,8 @@
 //! On a rectified flow the Jacobian `∂x̂0/∂x_t` is close to the identity, so the gradient of a
 //! cost on `x̂0` is used directly as the gradient with respect to `x_t` ("gradient skipping").
 //! Each guided step, with the velocity `v` **frozen** (the model is never differentiated, and
-//! never called again):
+//! never called again; costs differentiate only themselves — see
+//! [`ClassifierCost`](super::classifier_cost::ClassifierCost) — and every update is detached):
 //!
 //! ```text
 //! repeat K times:  x̂0 = x_t − σ·v;   x_t ← x_t − η·∇_{x̂0} L(x̂0)
@@ -184,7 +185,9 @@ impl Guidance for FlowChef {
                     self.zeroth_order(&x0, pairs, mu, pop, step.index, k)?
                 }
             };
-            let delta = g.affine(-self.lr, 0.0)?;
+            // Detached again: whatever a cost does inside, no autograd graph leaves `steer`,
+            // so the state the model sees next step is a plain tensor.
+            let delta = g.detach().affine(-self.lr, 0.0)?;
             pop.x = (&pop.x + &delta)?;
             guided.x0 = (&guided.x0 + &delta)?;
             guided.eps = (&guided.eps + &delta)?;

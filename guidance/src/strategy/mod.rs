@@ -2,6 +2,7 @@
 
 pub mod autoguidance;
 pub mod cfg;
+pub mod classifier_cost;
 pub mod code;
 pub mod costs;
 pub mod dsearch;
@@ -10,9 +11,11 @@ pub mod fk;
 pub mod flowchef;
 pub mod gfcg;
 pub mod noise_search;
+pub mod replacement;
 
 pub use autoguidance::Autoguidance;
 pub use cfg::ClassifierFree;
+pub use classifier_cost::{ClassifierCost, DifferentiableClassifier};
 pub use code::{Code, Selection};
 pub use costs::{GaussianDeblur, SuperResolution};
 pub use dsearch::{DSearch, SearchSchedule};
@@ -21,3 +24,4 @@ pub use fk::{FkSteering, Potential, ResampleSchedule};
 pub use flowchef::{Cost, FlowChef, GradientEstimate, MaskedSquare};
 pub use gfcg::{Gfcg, ReferenceRule, ScaleRule};
 pub use noise_search::{NoiseSearch, SearchKind};
+pub use replacement::Replacement;

@@ -3,9 +3,11 @@
 //! Each reward implements [`steerdiff_guidance::Reward`]: batched, one score per row, in order.
 
 pub mod ensemble;
+pub mod many_sample;
 pub mod vector;
 
 pub use ensemble::{Ensemble, EnsembleMode};
+pub use many_sample::ManySample;
 pub use vector::{Constant, Linear, Quadratic};
 
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::nn::{layer_norm, silu, softmax};
+use super::nn::{layer_norm, rows, silu, softmax};
 
 /// Shape of a [`Dit`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,9 +94,7 @@ impl Block {
         let m = self.adaln.forward(c)?.chunk(6, 1)?;
         let h = modulate(&ops.norm(x)?, &m[0], &m[1])?;
         let dh = d / self.heads;
-        let qkv = self
-            .qkv
-            .forward(&h)?
+        let qkv = rows(&self.qkv, &h)?
             .reshape((b, t, 3, self.heads, dh))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
@@ -105,10 +103,10 @@ impl Block {
         let att = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
         let att = ops.softmax(&att)?.matmul(&v)?;
         let att = att.transpose(1, 2)?.reshape((b, t, d))?;
-        let att = self.proj.forward(&att)?;
+        let att = rows(&self.proj, &att)?;
         let x = (x + att.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
         let h = modulate(&ops.norm(&x)?, &m[3], &m[4])?;
-        let h = self.fc2.forward(&silu(&self.fc1.forward(&h)?)?)?;
+        let h = rows(&self.fc2, &silu(&rows(&self.fc1, &h)?)?)?;
         x + h.broadcast_mul(&m[5].unsqueeze(1)?)?
     }
 }
@@ -247,7 +245,7 @@ impl Dit {
             .permute((0, 2, 4, 3, 5, 1))?
             .contiguous()?
             .reshape((b, gh * gw, p * p * ch))?;
-        let mut h = self.x_embed.forward(&tokens)?.broadcast_add(&self.pos)?;
+        let mut h = rows(&self.x_embed, &tokens)?.broadcast_add(&self.pos)?;
         let temb = timestep_features(t, c.frequency_size)?;
         let temb = self.t_fc2.forward(&silu(&self.t_fc1.forward(&temb)?)?)?;
         let cond = silu(&(temb + self.y_table.forward(y)?)?)?;
@@ -256,7 +254,7 @@ impl Dit {
         }
         let m = self.final_adaln.forward(&cond)?.chunk(2, 1)?;
         let h = modulate(&self.ops.norm(&h)?, &m[0], &m[1])?;
-        let out = self.final_linear.forward(&h)?;
+        let out = rows(&self.final_linear, &h)?;
         out.reshape((b, gh, gw, p, p, ch))?
             .permute((0, 5, 1, 3, 2, 4))?
             .contiguous()?

@@ -27,6 +27,23 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// A linear layer applied to the last dimension of a tensor of any rank, as one 2-D matmul.
+///
+/// candle's `Linear` broadcasts its weight over the batch of a 3-D input, and the backward pass
+/// then forms one weight gradient per batch entry before summing them; flattening the leading
+/// dimensions first makes forward and backward single large matrix products (measured 2–3×
+/// faster training of the toy DiT on the CPU).
+pub fn rows(layer: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
+    use candle_core::Module;
+    let dims = x.dims().to_vec();
+    let last = *dims.last().expect("rank ≥ 1");
+    let n = x.elem_count() / last.max(1);
+    let y = layer.forward(&x.reshape((n, last))?)?;
+    let mut out = dims;
+    *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+    y.reshape(out)
+}
+
 /// SiLU `x·sigmoid(x)` from basic ops.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     x / (x.neg()?.exp()? + 1.0)?

@@ -378,8 +378,8 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
     let base = TrainSpec {
         config: ToyConfig::Dit(DitConfig::toy()),
         steps,
-        batch: 64,
-        lr: 5e-4,
+        batch: 32,
+        lr: 8e-4,
         warmup: 200,
         final_lr_frac: 0.05,
         weight_decay: 0.0,
@@ -397,9 +397,10 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
         "classifier" => TrainSpec {
             config: ToyConfig::Classifier(ClassifierConfig {
                 arch: ClassifierArch::CnnA,
-                width: 40,
+                width: 48,
                 num_classes: NUM_CLASSES,
             }),
+            batch: 64,
             lr: 2e-3,
             warmup: 100,
             weight_decay: 0.01,
@@ -412,10 +413,11 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
         },
         "eval-classifier" => TrainSpec {
             config: ToyConfig::Classifier(ClassifierConfig {
-                arch: ClassifierArch::CnnB,
-                width: 80,
+                arch: ClassifierArch::CnnA,
+                width: 40,
                 num_classes: NUM_CLASSES,
             }),
+            batch: 64,
             lr: 2e-3,
             warmup: 100,
             weight_decay: 0.01,
