@@ -134,12 +134,13 @@ impl Cost for GaussianDeblur {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::strategy::flowchef::MaskedSquare;
     use candle_core::Device;
 
-    fn random(shape: &[usize], seed: u64) -> Tensor {
+    /// A seeded standard-normal f64 tensor (test data).
+    pub(crate) fn random(shape: &[usize], seed: u64) -> Tensor {
         let n = shape.iter().product();
         let v = crate::rng::StreamKey {
             seed,
@@ -155,7 +156,7 @@ mod tests {
     }
 
     /// Central finite differences of `value` along a random direction equal `⟨∇L, u⟩`.
-    fn check(cost: &dyn Cost, x: &Tensor) {
+    pub(crate) fn check(cost: &dyn Cost, x: &Tensor) {
         let u = random(x.dims(), 99);
         let h = 1e-4;
         let plus = cost
