@@ -179,6 +179,12 @@ impl Population {
     /// Standard normal noise for a stochastic step: particle `i` reads its stream
     /// `(seed, lineage, step + 1, Step)`.
     pub fn step_noise(&self, step: usize) -> Result<Tensor> {
+        self.particle_noise(Domain::Step, step as u64 + 1)
+    }
+
+    /// Standard normal noise shaped like `x`: particle `i` reads its own stream
+    /// `(seed, lineage, step, domain)`, so the draw does not depend on batch composition.
+    pub fn particle_noise(&self, domain: Domain, step: u64) -> Result<Tensor> {
         let shape = self.x.dims().to_vec();
         let numel: usize = shape[1..].iter().product();
         let mut data = Vec::with_capacity(self.len() * numel);
@@ -186,8 +192,8 @@ impl Population {
             let key = StreamKey {
                 seed: p.seed,
                 lineage: p.lineage,
-                step: step as u64 + 1,
-                domain: Domain::Step,
+                step,
+                domain,
             };
             data.extend(key.normals(numel));
         }

@@ -16,7 +16,7 @@ use candle_core::Tensor;
 
 use crate::guidance::{Context, Guidance, Step};
 use crate::population::Population;
-use crate::rng::{Domain, StreamKey};
+use crate::rng::Domain;
 use crate::{Error, Result};
 
 /// Offset of the replacement noise's step counter within the `Search` domain (keeps it apart
@@ -46,20 +46,9 @@ impl Guidance for Replacement {
                 &dims[1..]
             )));
         }
-        let numel: usize = dims[1..].iter().product();
-        let mut noise = Vec::with_capacity(pop.len() * numel);
-        for p in &pop.particles {
-            let key = StreamKey {
-                seed: p.seed,
-                lineage: p.lineage,
-                step: STREAM_OFFSET + step.index as u64,
-                domain: Domain::Search,
-            };
-            noise.extend(key.normals(numel));
-        }
+        let z = pop.particle_noise(Domain::Search, STREAM_OFFSET + step.index as u64)?;
         let dtype = pop.x.dtype();
         let dev = pop.x.device().clone();
-        let z = Tensor::from_vec(noise, dims.as_slice(), &dev)?.to_dtype(dtype)?;
         let mask = self.mask.to_dtype(dtype)?.to_device(&dev)?;
         let target = self.target.to_dtype(dtype)?.to_device(&dev)?;
         let known = z
