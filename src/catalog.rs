@@ -131,6 +131,25 @@ pub const REWARDS: &[(&str, &str)] = &[
          Gaussian posterior draws around x̂0 (spread of a data prior with std C, default 0.5); \
          exact SPEC on final samples",
     ),
+    (
+        "brightness",
+        "toy model: the mean pixel value of x̂0 (the Rust twin of examples/plugins/brightness*.py)",
+    ),
+    (
+        "stdio:COMMAND",
+        "a reward plugin in any language, spawned from COMMAND's argv (no shell) and spoken to \
+         over stdin/stdout, protocol steerdiff-reward/1 (docs/reward-plugins.md); \
+         --plugin-timeout/-retries/-on-error/-concurrency/-batch",
+    ),
+    (
+        "http://HOST:PORT",
+        "a reward plugin served over HTTP (loopback only unless --plugin-allow-remote)",
+    ),
+    (
+        "ensemble:MODE:W1*SPEC1;W2*SPEC2",
+        "a weighted ensemble of any rewards: MODE sum, z (batch z-scores) or rank (mean rank); \
+         z and rank depend on the batch",
+    ),
 ];
 
 /// The text of `steerdiff list`: sections MODELS, SAMPLERS, GUIDANCE, REWARDS.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use steerdiff_guidance::TraceSink;
 
@@ -34,6 +34,16 @@ pub enum Command {
     Eval(Box<crate::eval::EvalArgs>),
     /// The embedded toy models: dataset, training, evaluation.
     Toy(crate::toy::ToyArgs),
+    /// Show the run record inside a PNG steerdiff wrote, and the command that reproduces it.
+    Info {
+        /// The image.
+        image: PathBuf,
+        /// Print the whole record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the outputs of `generate --shard I/N` runs into the output of the whole run.
+    Merge(crate::merge::MergeArgs),
 }
 
 /// Flags of `steerdiff generate`.
@@ -116,6 +126,54 @@ pub struct GenerateArgs {
     /// Text-to-image models: img2img strength in (0, 1] (the fraction of the steps run).
     #[arg(long, default_value_t = 0.8)]
     pub strength: f64,
+    /// Run only shard I of N: a contiguous block of the -n groups, with the seeds they have in
+    /// the whole run (default: from SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX with
+    /// STEERDIFF_SHARD_COUNT, if set). Join shards with `steerdiff merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::shard::Shard::parse)]
+    pub shard: Option<crate::shard::Shard>,
+    /// Run every line of FILE: a .jsonl of flag overrides per line ({"class": "star", "cfg":
+    /// 3}), or one prompt (text models) or class (class-conditional models) per line; line i
+    /// writes DIR/line-NNNN/.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Read flags from a TOML file (keys are long flag names: cfg = 3, class = "star"); flags
+    /// on the command line win.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// The flags given (on the command line or in --config), as recorded in every PNG; filled
+    /// in from the parsed arguments by the binary.
+    #[arg(skip)]
+    pub flags: crate::invocation::Flags,
+}
+
+/// `generate --prompt-file`: one run per line (see [`crate::prompt_file`]).
+fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
+    use crate::invocation::{self, Flags};
+    let condition = if crate::text2img::is_text_model(args) {
+        "prompt"
+    } else {
+        "class"
+    };
+    let lines = crate::prompt_file::read(file, condition)?;
+    // The run-shaping flags of the command line (the record leaves them out) come back here.
+    let mut base: Flags = args.flags.clone();
+    base.push(("num".into(), vec![args.num.to_string()]));
+    base.push(("seed".into(), vec![args.seed.to_string()]));
+    if let Some(s) = args.shard {
+        base.push(("shard".into(), vec![format!("{}/{}", s.index, s.count)]));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let mut argv = invocation::to_argv(&crate::prompt_file::apply(&base, line));
+        let out = args.output.join(format!("line-{i:04}"));
+        argv.push(format!("--output={}", out.display()));
+        if let Some(t) = &args.trace {
+            argv.push(format!("--trace={}.line-{i:04}", t.display()));
+        }
+        let sub = invocation::parse_generate(&argv)
+            .with_context(|| format!("line {} of `{}`", i + 1, file.display()))?;
+        generate(&sub)?;
+    }
+    Ok(())
 }
 
 /// Parses `LO,HI`.
@@ -142,6 +200,7 @@ impl GenerateArgs {
             n: self.num,
             seed: self.seed,
             strategy: self.strategy.clone(),
+            shard: self.shard,
             observation: None,
         }
     }
@@ -165,28 +224,57 @@ pub fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Toy(args) => crate::toy::execute(&args),
+        Command::Info { image, json } => crate::png_record::info(&image, json),
+        Command::Merge(args) => crate::merge::merge(&args),
     }
 }
 
 /// `steerdiff generate`: checks everything, runs, writes the outputs all or nothing, and prints
 /// a one-line summary on stderr.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
+    if let Some(file) = &args.prompt_file {
+        return prompt_file_runs(args, file);
+    }
     if crate::text2img::is_text_model(args) {
         return crate::text2img::generate(args);
     }
-    let job = Job::new(args.model()?, &args.options())?;
+    let mut opts = args.options();
+    if opts.shard.is_none() {
+        match crate::shard::Shard::from_env(|k| std::env::var(k).ok()) {
+            Ok(Some((shard, var))) => {
+                eprintln!(
+                    "steerdiff: shard {}/{} (from {var})",
+                    shard.index, shard.count
+                );
+                opts.shard = Some(shard);
+            }
+            Ok(None) => {}
+            Err(e) => input_error!("{e}"),
+        }
+    }
+    let job = Job::new(args.model()?, &opts)?;
     output::prepare_dir(&args.output)?;
     let mut trace = match &args.trace {
         Some(path) => Some(JsonlTrace::create(path)?),
         None => None,
     };
-    let outcome = match job.run(trace.as_mut().map(|t| t as &mut dyn TraceSink)) {
+    let result = {
+        let mut progress = crate::progress::Progress::new(
+            job.parameters().steps,
+            trace.as_mut().map(|t| t as &mut dyn TraceSink),
+        );
+        let r = job.run(Some(&mut progress));
+        progress.finish();
+        r
+    };
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => return Err(trace.as_mut().and_then(JsonlTrace::take_error).unwrap_or(e)),
     };
-    let written = output::write_generate(&args.output, &job, &outcome, trace.as_mut())?;
+    let records = job.records(&outcome)?;
+    let written = output::write_generate(&args.output, &job, &outcome, &records, trace.as_mut())?;
     if job.is_toy() {
-        crate::toy::write_images(&args.output, &job, &outcome)?;
+        crate::toy::write_images(&args.output, &job, &records, &args.flags)?;
     }
     let reward_calls: u64 = outcome.ledger.reward_calls.values().sum();
     eprintln!(

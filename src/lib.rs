@@ -19,9 +19,57 @@
 //! )?;
 //! let job = Job::new(Model::gmm(spec), &Options { n: 8, steps: 20, ..Options::default() })?;
 //! let outcome = job.run(None)?;
-//! let samples = steerdiff::output::samples(&outcome.population)?;
+//! let samples = steerdiff::output::samples(&outcome.population, 0)?;
 //! assert_eq!(samples.len(), 8);
 //! assert!(samples.iter().all(|s| (s.x[0].abs() - 2.0).abs() < 1.5)); // near a mode
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Example: your own reward, in process
+//!
+//! A reward is any type implementing [`guidance::Reward`]: batched, one score per row, in
+//! order. Here FK steering tilts a two-mode mixture towards `x > 0` with a hand-written reward
+//! (a plugin in another language would instead be a `stdio:`/`http://` reward spec, see
+//! `docs/reward-plugins.md`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use candle_core::{Device, Tensor};
+//! use steerdiff::guidance::strategy::{FkSteering, ResampleSchedule};
+//! use steerdiff::guidance::{sampler, Condition, Engine, GroupSpec, NoisePath, Population};
+//! use steerdiff::guidance::{Reward, RewardContext, Result};
+//! use steerdiff::pipelines::{GmmDenoiser, GmmSpec};
+//!
+//! /// r(x) = 4·x: prefers the right-hand mode.
+//! struct Rightwards;
+//! impl Reward for Rightwards {
+//!     fn name(&self) -> &str { "rightwards" }
+//!     fn score(&self, x0: &Tensor, _cx: &RewardContext) -> Result<Vec<f64>> {
+//!         Ok(x0.flatten_all()?.to_vec1::<f32>()?.iter().map(|&x| 4.0 * x as f64).collect())
+//!     }
+//! }
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let spec = GmmSpec::from_json(
+//!     r#"{"dim": 1, "components": [{"weight": 0.5, "mean": [-2], "std": 0.3},
+//!                                  {"weight": 0.5, "mean": [2], "std": 0.3}]}"#,
+//! )?;
+//! let path = NoisePath::flow();
+//! let model = GmmDenoiser::new(spec, path.clone(), "gmm")?;
+//! let s = sampler::by_name("flow-euler", &path, 20, Some(1.0))?;
+//! let fk = FkSteering::new(Arc::new(Rightwards), 1.0, ResampleSchedule { start: 4, end: None, every: 4 });
+//! let groups = [GroupSpec { seed: 0, cond: Condition::Null, particles: 8 }];
+//! let pop = Population::new(&groups, &[1], s.schedule.init_noise_sigma, &Device::Cpu)?;
+//! let engine = Engine {
+//!     models: vec![&model],
+//!     schedule: &s.schedule,
+//!     solver: s.solver.as_ref(),
+//!     guidance: vec![Box::new(fk)],
+//! };
+//! let out = engine.run(pop, None)?;
+//! let xs = out.population.x.flatten_all()?.to_vec1::<f32>()?;
+//! assert!(xs.iter().filter(|&&x| x > 0.0).count() >= 6, "{xs:?}"); // mostly the right mode
 //! # Ok(())
 //! # }
 //! ```
@@ -50,10 +98,17 @@ pub mod cli;
 pub mod error;
 pub mod eval;
 pub mod inpaint_demo;
+pub mod invocation;
+pub mod merge;
 pub mod observation;
 pub mod output;
 pub mod per_step;
+pub mod plugin_args;
+pub mod png_record;
+pub mod progress;
+pub mod prompt_file;
 pub mod run;
+pub mod shard;
 pub mod strategy;
 pub mod text2img;
 pub mod toy;

@@ -3,9 +3,10 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
-use clap::Parser;
-use steerdiff::cli::{self, Cli};
+use clap::{CommandFactory, FromArgMatches};
+use steerdiff::cli::{self, Cli, Command};
 use steerdiff::error::{exit_code, one_line, EXIT_FAILURE};
+use steerdiff::invocation;
 
 /// candle allocates a fresh buffer for every tensor op; glibc's malloc hands large ones back to
 /// the kernel immediately, so each op page-faults its output in again. mimalloc keeps freed
@@ -14,8 +15,22 @@ use steerdiff::error::{exit_code, one_line, EXIT_FAILURE};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // `generate --config FILE` becomes the flags it holds, before clap sees the arguments.
+    let argv = match invocation::expand_config(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::from(exit_code(&e));
+        }
+    };
     // clap's own parse errors (and --help / --version) keep clap's behaviour and exit codes.
-    let args = Cli::parse();
+    let matches = Cli::command().get_matches_from(argv);
+    let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Generate(g), Some(m)) =
+        (&mut args.command, matches.subcommand_matches("generate"))
+    {
+        g.flags = invocation::explicit_flags(m, &invocation::NOT_RECORDED);
+    }
     // A panic is a bug; report it on one line like any other error.
     panic::set_hook(Box::new(|info| {
         let what = info

@@ -141,21 +141,26 @@ pub struct SampleRecord {
     pub log_weight: f64,
     /// The last reward measured for it, `null` if none was.
     pub reward: Option<f64>,
+    /// Its `--eval-reward` score (reported, never steered by); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_reward: Option<f64>,
 }
 
-/// Every particle of the final population, in population order (groups contiguous).
-pub fn samples(pop: &Population) -> Result<Vec<SampleRecord>> {
+/// Every particle of the final population, in population order (groups contiguous);
+/// `first_group` is the run-wide index of the population's group 0 (see [`Job::first_group`]).
+pub fn samples(pop: &Population, first_group: usize) -> Result<Vec<SampleRecord>> {
     let mut out = Vec::with_capacity(pop.len());
     for range in pop.groups() {
         for i in range.clone() {
             let p = &pop.particles[i];
             out.push(SampleRecord {
-                group: p.group,
+                group: first_group + p.group,
                 particle: i - range.start,
                 seed: p.seed,
                 x: pop.row(i)?,
                 log_weight: p.log_weight,
                 reward: p.reward,
+                eval_reward: None,
             });
         }
     }
@@ -219,14 +224,14 @@ pub fn write_generate(
     dir: &Path,
     job: &Job,
     outcome: &Outcome,
+    records: &[SampleRecord],
     extra: Option<&mut JsonlTrace>,
 ) -> Result<Written> {
-    let records = samples(&outcome.population)?;
     let mut staged = Staged::new();
     let samples_path = dir.join("samples.json");
     staged.add(
         &samples_path,
-        samples_json(&records, &outcome.ledger, job.parameters())?.as_bytes(),
+        samples_json(records, &outcome.ledger, job.parameters())?.as_bytes(),
     )?;
     let timing_path = dir.join("timing.json");
     staged.add(&timing_path, timing_json(&outcome.timing)?.as_bytes())?;

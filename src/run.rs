@@ -24,6 +24,7 @@ use crate::catalog;
 use crate::error::input_error;
 use crate::observation::Observation;
 use crate::per_step;
+use crate::plugin_args::PluginArgs;
 use crate::strategy::{Built, StrategyArgs};
 
 /// The seeding rule, as recorded in every `samples.json` (see `steerdiff_guidance::rng`).
@@ -177,6 +178,8 @@ pub struct Options {
     pub seed: u64,
     /// The steering strategy and its settings.
     pub strategy: StrategyArgs,
+    /// Run only this shard's block of the groups (see [`crate::shard`]); `None` = all.
+    pub shard: Option<crate::shard::Shard>,
     /// Pixels for FlowChef / replacement given directly (instead of `--image`, `--mask`,
     /// `--box`), as the inpainting demo does; not recorded in `samples.json`.
     pub observation: Option<Observation>,
@@ -196,6 +199,7 @@ impl Default for Options {
             n: 1,
             seed: 0,
             strategy: StrategyArgs::default(),
+            shard: None,
             observation: None,
         }
     }
@@ -241,6 +245,20 @@ pub struct Parameters {
     pub seeding: String,
     /// The steering strategy and its settings.
     pub strategy: StrategyArgs,
+    /// The shard this run is, if it is one; absent from whole (or merged) runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardRecord>,
+}
+
+/// The shard a run is, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ShardRecord {
+    /// This shard, `0..count`.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+    /// The groups it ran, `[start, end)` of `0..n`.
+    pub groups: [usize; 2],
 }
 
 /// Scores final samples `x` (σ = 0) with `reward`.
@@ -260,7 +278,19 @@ pub fn score_final(
 /// ([`steerdiff_pipelines::reward::ManySample`]): the log-mean-exp of `SPEC` over `N` Gaussian
 /// posterior draws around x̂0, for a data prior of standard deviation `C` (default 0.5, the
 /// spread of the toy's pixels in `[-1, 1]`).
-fn reward_for(model: &Loaded, spec: &str) -> Result<Arc<dyn Reward>> {
+fn reward_for(model: &Loaded, spec: &str, plugin: &PluginArgs) -> Result<Arc<dyn Reward>> {
+    if let Some(target) = steerdiff_pipelines::reward::PluginTarget::parse(spec) {
+        let target = match target {
+            Ok(t) => t,
+            Err(e) => input_error!("--reward {e}"),
+        };
+        let reward = steerdiff_pipelines::reward::PluginReward::connect(&target, plugin.options()?)
+            .map_err(|e| anyhow::Error::new(crate::error::InputError(e.to_string())))?;
+        return Ok(Arc::new(reward));
+    }
+    if let Some(rest) = spec.strip_prefix("ensemble:") {
+        return ensemble_for(model, spec, rest, plugin);
+    }
     if let Some(rest) = spec.strip_prefix("many:") {
         let bad = || {
             anyhow::Error::new(crate::error::InputError(format!(
@@ -277,7 +307,7 @@ fn reward_for(model: &Loaded, spec: &str) -> Result<Arc<dyn Reward>> {
         if !(c.is_finite() && c > 0.0) || inner.is_empty() {
             return Err(bad());
         }
-        let inner = reward_for(model, inner)?;
+        let inner = reward_for(model, inner, plugin)?;
         return Ok(Arc::new(steerdiff_pipelines::reward::ManySample::new(
             inner, n, c,
         )));
@@ -297,9 +327,56 @@ fn reward_for(model: &Loaded, spec: &str) -> Result<Arc<dyn Reward>> {
                     clf,
                 ))))
             }
-            _ => input_error!("--reward `{spec}`: the toy model's reward is `classifier`"),
+            // The mean pixel value (the reference for the brightness plugins).
+            "brightness" => Ok(Arc::new(steerdiff_pipelines::reward::Brightness)),
+            _ => input_error!(
+                "--reward `{spec}`: the toy model's rewards are `classifier`, `brightness`, \
+                 many:N:SPEC, or a plugin (stdio:COMMAND or http://127.0.0.1:PORT)"
+            ),
         },
     }
+}
+
+/// `ensemble:MODE:W1*SPEC1;W2*SPEC2;…` with MODE `sum` (weighted sum), `z` (weighted sum of
+/// batch z-scores) or `rank` (weighted mean rank); members are any reward specs, plugins
+/// included (`;` separates them, so commands may contain spaces and colons).
+fn ensemble_for(
+    model: &Loaded,
+    spec: &str,
+    rest: &str,
+    plugin: &PluginArgs,
+) -> Result<Arc<dyn Reward>> {
+    use steerdiff_pipelines::reward::{Ensemble, EnsembleMode};
+    let bad = |why: &str| {
+        anyhow::Error::new(crate::error::InputError(format!(
+            "--reward `{spec}`: {why}; expected ensemble:MODE:W1*SPEC1;W2*SPEC2 with MODE sum, z \
+             or rank, e.g. ensemble:z:1*classifier;0.5*brightness"
+        )))
+    };
+    let (mode, members) = rest.split_once(':').ok_or_else(|| bad("no members"))?;
+    let mode = match mode {
+        "sum" => EnsembleMode::WeightedSum,
+        "z" => EnsembleMode::WeightedZ,
+        "rank" => EnsembleMode::RankMean,
+        other => return Err(bad(&format!("unknown mode `{other}`"))),
+    };
+    let mut list = vec![];
+    for m in members.split(';').map(str::trim).filter(|m| !m.is_empty()) {
+        let (w, inner) = match m.split_once('*') {
+            Some((w, inner)) if w.trim().parse::<f64>().is_ok() => {
+                (w.trim().parse::<f64>().expect("checked"), inner.trim())
+            }
+            _ => (1.0, m),
+        };
+        if !w.is_finite() {
+            return Err(bad(&format!("weight of `{inner}` is not finite")));
+        }
+        list.push((reward_for(model, inner, plugin)?, w));
+    }
+    if list.is_empty() {
+        return Err(bad("no members"));
+    }
+    Ok(Arc::new(Ensemble::new(list, mode)))
 }
 
 /// A loaded model.
@@ -474,7 +551,7 @@ impl Job {
                 opts.strategy.reward.as_deref(),
                 &target,
                 opts.observation.as_ref(),
-                &|spec| reward_for(&loaded, spec),
+                &|spec| reward_for(&loaded, spec, &opts.strategy.plugin),
             )?;
             if built.needs_weak {
                 let assets = toy::model::assets_dir();
@@ -485,11 +562,29 @@ impl Job {
             }
             Built::Step(built.guidance)
         } else {
-            opts.strategy
-                .build(opts.steps, |spec| reward_for(&loaded, spec))?
+            opts.strategy.build(opts.steps, |spec| {
+                reward_for(&loaded, spec, &opts.strategy.plugin)
+            })?
         };
         let particles = opts.strategy.particles_per_group();
-        let groups = (0..opts.n)
+        let range = opts.shard.map(|s| s.groups(opts.n)).unwrap_or(0..opts.n);
+        if range.is_empty() {
+            let s = opts.shard.expect("only a shard can be empty");
+            input_error!(
+                "shard {}/{} of a run of {} groups has no groups: use at most {} shards or a \
+                 larger -n",
+                s.index,
+                s.count,
+                opts.n,
+                opts.n
+            );
+        }
+        let shard = opts.shard.map(|s| ShardRecord {
+            index: s.index,
+            count: s.count,
+            groups: [range.start, range.end],
+        });
+        let groups = range
             .map(|g| GroupSpec {
                 seed: opts.seed + g as u64,
                 cond,
@@ -518,6 +613,7 @@ impl Job {
             seed: opts.seed,
             seeding: SEEDING_RULE.into(),
             strategy: opts.strategy.clone(),
+            shard,
         };
         let job = Job {
             model: loaded,
@@ -536,6 +632,27 @@ impl Job {
     /// Every resolved parameter.
     pub fn parameters(&self) -> &Parameters {
         &self.parameters
+    }
+
+    /// The final samples as recorded: [`crate::output::samples`], plus each sample's
+    /// `--eval-reward` score when one is asked for (measured here, after the run, so it never
+    /// steers).
+    pub fn records(&self, outcome: &Outcome) -> Result<Vec<crate::output::SampleRecord>> {
+        let mut records = crate::output::samples(&outcome.population, self.first_group())?;
+        if let Some(spec) = &self.parameters.strategy.eval_reward {
+            let reward = self.reward(spec).context("--eval-reward")?;
+            let conds = outcome.population.conds();
+            let scores = score_final(self, reward.as_ref(), &outcome.population.x, &conds)?;
+            for (r, s) in records.iter_mut().zip(scores) {
+                r.eval_reward = Some(s).filter(|s| s.is_finite());
+            }
+        }
+        Ok(records)
+    }
+
+    /// The run-wide index of this job's first group (non-zero for later shards).
+    pub fn first_group(&self) -> usize {
+        self.parameters.shard.map(|s| s.groups[0]).unwrap_or(0)
     }
 
     /// The model being sampled.
@@ -561,7 +678,7 @@ impl Job {
 
     /// The reward `--reward SPEC` names for this model.
     pub fn reward(&self, spec: &str) -> Result<Arc<dyn Reward>> {
-        reward_for(&self.model, spec)
+        reward_for(&self.model, spec, &self.parameters.strategy.plugin)
     }
 
     /// A class label of this model, by name or number.

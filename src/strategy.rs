@@ -97,9 +97,15 @@ pub struct StrategyArgs {
     /// Steering strategy (see `steerdiff list`).
     #[arg(long = "guidance", value_enum, default_value_t = StrategyKind::None)]
     pub kind: StrategyKind,
-    /// Reward to steer towards: for mixtures quadratic:M | linear:W | constant:C.
+    /// Reward to steer towards (see `steerdiff list`): for mixtures quadratic:M | linear:W |
+    /// constant:C; for the toy classifier | brightness; a plugin stdio:COMMAND or
+    /// http://127.0.0.1:PORT; many:N:SPEC; ensemble:sum|z|rank:W1*SPEC1;W2*SPEC2.
     #[arg(long, value_name = "SPEC")]
     pub reward: Option<String>,
+    /// A reward measured on the final samples and reported in samples.json (`eval_reward`),
+    /// never used to steer; same SPEC syntax as --reward.
+    #[arg(long, value_name = "SPEC")]
+    pub eval_reward: Option<String>,
     /// Particles / candidates per group (FK's K, CoDe's and best-of-N's N, DSearch's initial beams).
     #[arg(long, default_value_t = 4)]
     pub particles: usize,
@@ -151,6 +157,9 @@ pub struct StrategyArgs {
     /// Per-step guidance (GFCG, autoguidance, dynamic CFG, FlowChef, replacement) settings.
     #[command(flatten)]
     pub per_step: crate::per_step::PerStepArgs,
+    /// Reward plugin settings.
+    #[command(flatten)]
+    pub plugin: crate::plugin_args::PluginArgs,
 }
 
 impl Default for StrategyArgs {
@@ -158,6 +167,7 @@ impl Default for StrategyArgs {
         StrategyArgs {
             kind: StrategyKind::None,
             reward: None,
+            eval_reward: None,
             particles: 4,
             lambda: 1.0,
             potential: PotentialArg::Diff,
@@ -175,6 +185,7 @@ impl Default for StrategyArgs {
             neighbours: 4,
             threshold: 0.95,
             per_step: crate::per_step::PerStepArgs::default(),
+            plugin: crate::plugin_args::PluginArgs::default(),
         }
     }
 }

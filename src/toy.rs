@@ -129,6 +129,18 @@ pub struct TrainArgs {
     /// Override the flow model's depth.
     #[arg(long)]
     pub depth: Option<usize>,
+    /// Override whether the flow model adds the class embedding to every token.
+    #[arg(long)]
+    pub class_in_tokens: Option<bool>,
+    /// Override the flow's training-time distribution: uniform or logit-normal.
+    #[arg(long)]
+    pub time_sampling: Option<train::TimeSampling>,
+    /// Override the peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Train on the generator variant with full or upright (±20°) rotation.
+    #[arg(long)]
+    pub data_rotation: Option<steerdiff_pipelines::toy::data::Rotation>,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
@@ -170,6 +182,18 @@ fn run_train(t: &TrainArgs) -> Result<()> {
         if let Some(d) = t.depth {
             c.depth = d;
         }
+        if let Some(k) = t.class_in_tokens {
+            c.class_in_tokens = k;
+        }
+    }
+    if let Some(ts) = t.time_sampling {
+        spec.time_sampling = ts;
+    }
+    if let Some(lr) = t.lr {
+        spec.lr = lr;
+    }
+    if let Some(r) = t.data_rotation {
+        spec.data_rotation = r;
     }
     spec.checkpoint_every = t.checkpoint_every.max(1);
     spec.export_at.extend(&t.export_at);
@@ -356,33 +380,64 @@ pub fn grid(images: &[(Vec<f32>, String)], cols: usize, scale: usize) -> Canvas 
 pub fn write_images(
     dir: &std::path::Path,
     job: &crate::run::Job,
-    outcome: &steerdiff_guidance::Outcome,
+    records: &[crate::output::SampleRecord],
+    flags: &crate::invocation::Flags,
 ) -> Result<()> {
-    let records = crate::output::samples(&outcome.population)?;
-    let name = job
-        .parameters()
-        .class_name
-        .clone()
-        .unwrap_or_else(|| "uncond".into());
+    let params = job.parameters();
+    let name = params.class_name.clone().unwrap_or_else(|| "uncond".into());
+    let file_name = |group: usize, particle: usize| {
+        if params.particles_per_group > 1 {
+            format!("sample-{group:04}-{particle}.png")
+        } else {
+            format!("sample-{group:04}.png")
+        }
+    };
     let mut staged = crate::output::Staged::new();
     let mut cells = Vec::with_capacity(records.len());
-    for r in &records {
-        let file = if job.parameters().particles_per_group > 1 {
-            format!("sample-{:04}-{}.png", r.group, r.particle)
-        } else {
-            format!("sample-{:04}.png", r.group)
+    for r in records {
+        // The one-image run that reproduces this sample: its seed as group 0, -n 1.
+        let mut one = params.clone();
+        one.n = 1;
+        one.seed = r.seed;
+        one.shard = None;
+        let mut argv = crate::invocation::to_argv(flags);
+        argv.extend([format!("--seed={}", r.seed), "--num=1".to_string()]);
+        let record = crate::png_record::ImageRecord {
+            steerdiff: env!("CARGO_PKG_VERSION").into(),
+            argv,
+            file: file_name(0, r.particle),
+            particle: r.particle,
+            reward: r.reward,
+            log_weight: r.log_weight.is_finite().then_some(r.log_weight),
+            parameters: serde_json::to_value(&one)?,
         };
-        let img = image::RgbImage::from_raw(32, 32, data::to_rgb8(&r.x)).context("image size")?;
-        let mut png = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut png, image::ImageFormat::Png)
-            .context("encoding PNG")?;
-        staged.add(&dir.join(file), &png.into_inner())?;
+        let png = crate::png_record::encode(&data::to_rgb8(&r.x), 32, 32, &record)?;
+        staged.add(&dir.join(file_name(r.group, r.particle)), &png)?;
         cells.push((r.x.clone(), format!("{name} {}", r.seed)));
     }
     let cols = (records.len() as f64).sqrt().ceil() as usize;
     staged.add(&dir.join("grid.png"), &grid(&cells, cols, 4).png()?)?;
+    // The best samples by their evaluation reward (else the steering reward), with scores.
+    let mut scored: Vec<(f64, &crate::output::SampleRecord)> = records
+        .iter()
+        .filter_map(|r| r.eval_reward.or(r.reward).map(|s| (s, r)))
+        .filter(|(s, _)| s.is_finite())
+        .collect();
+    if !scored.is_empty() {
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.truncate(TOP_K);
+        let top: Vec<(Vec<f32>, String)> = scored
+            .iter()
+            .map(|(s, r)| (r.x.clone(), format!("{s:.3}")))
+            .collect();
+        let cols = (top.len() as f64).sqrt().ceil() as usize;
+        staged.add(&dir.join("top.png"), &grid(&top, cols, 4).png()?)?;
+    }
     staged.commit()
 }
+
+/// Samples shown in `top.png`.
+pub const TOP_K: usize = 16;
 
 fn package(p: &PackageArgs) -> Result<()> {
     use steerdiff_pipelines::toy::model::{self, Manifest, ManifestEntry};

@@ -47,7 +47,7 @@ pub fn generate(
         },
     )?;
     let outcome = job.run(None)?;
-    Ok(crate::output::samples(&outcome.population)?
+    Ok(crate::output::samples(&outcome.population, 0)?
         .into_iter()
         .map(|r| r.x)
         .collect())

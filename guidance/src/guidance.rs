@@ -127,6 +127,7 @@ impl Context<'_> {
             .reward_items
             .entry(reward.name().into())
             .or_default() += conds.len() as u64;
+        self.ledger.reward_cached += reward.take_cached();
         Ok(scores
             .into_iter()
             .map(|s| {

@@ -25,4 +25,11 @@ pub trait Reward: Send + Sync {
 
     /// Scores rows of `x0` (`[B, …]`).
     fn score(&self, x0: &Tensor, cx: &RewardContext) -> Result<Vec<f64>>;
+
+    /// How many items of the calls since the last `take_cached` were answered from a cache
+    /// instead of being computed, resetting the count (the engine adds it to the ledger's
+    /// `reward_cached` after each call). Rewards without a cache keep the default, 0.
+    fn take_cached(&self) -> u64 {
+        0
+    }
 }

@@ -105,6 +105,10 @@ impl Reward for Ensemble {
         }
         Ok(total)
     }
+
+    fn take_cached(&self) -> u64 {
+        self.members.iter().map(|(r, _)| r.take_cached()).sum()
+    }
 }
 
 #[cfg(test)]

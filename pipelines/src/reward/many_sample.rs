@@ -94,6 +94,10 @@ impl Reward for ManySample {
         &self.name
     }
 
+    fn take_cached(&self) -> u64 {
+        self.inner.take_cached()
+    }
+
     fn score(&self, x0: &Tensor, cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
         let s = self.spread(cx.at.alpha, cx.at.sigma);
         if s == 0.0 {

@@ -2,12 +2,16 @@
 //!
 //! Each reward implements [`steerdiff_guidance::Reward`]: batched, one score per row, in order.
 
+pub mod brightness;
 pub mod ensemble;
 pub mod many_sample;
+pub mod plugin;
 pub mod vector;
 
+pub use brightness::Brightness;
 pub use ensemble::{Ensemble, EnsembleMode};
 pub use many_sample::ManySample;
+pub use plugin::{OnError, PluginOptions, PluginReward, PluginTarget};
 pub use vector::{Constant, Linear, Quadratic};
 
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //! - a background colour with a linear gradient (amplitude ≤ 0.2) in a random direction;
 //! - a foreground colour at least 0.35 away (RGB distance) from the background;
 //! - the shape's centre (anywhere the shape fits, ±~6 px), scale (radius 7–12 px) and
-//!   rotation (uniform over the circle; the circle and ring are rotation-invariant);
+//!   rotation ([`Rotation`]: uniform over the circle, or within ±20° of upright; the circle
+//!   and ring are rotation-invariant);
 //! - a mild texture on the shape (a sinusoidal grating of amplitude ≤ 0.1) and pixel noise
 //!   (σ = 0.03) everywhere.
 //!
@@ -38,6 +39,33 @@ pub fn class_by_name(name: &str) -> Option<u32> {
         .position(|n| *n == name)
         .map(|i| i as u32)
 }
+
+/// How much the shapes turn: the two variants of the generator. Every other draw is the
+/// same, so image `i` of seed `s` differs between them only in its angle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rotation {
+    /// Uniform over the full circle (the classifiers' training data).
+    #[default]
+    Full,
+    /// Within ±20° of upright: shapes keep their canonical pose, which a small flow model
+    /// learns far faster.
+    Upright,
+}
+
+impl std::str::FromStr for Rotation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Rotation::Full),
+            "upright" => Ok(Rotation::Upright),
+            other => Err(format!("unknown rotation `{other}`; valid: full, upright")),
+        }
+    }
+}
+
+/// The generator variant `steerdiff toy dataset` and the evaluations use.
+pub const DATASET_ROTATION: Rotation = Rotation::Full;
 
 /// The class of image `index` (classes cycle, so every run of 10 images is balanced).
 pub fn label_of(index: u64) -> u32 {
@@ -123,8 +151,14 @@ impl Shape {
     }
 }
 
-/// One image: `(pixels [3, 32, 32] in [-1, 1], label)`, a pure function of `(seed, index)`.
+/// One image of the dataset ([`DATASET_ROTATION`]): `(pixels [3, 32, 32] in [-1, 1], label)`,
+/// a pure function of `(seed, index)`.
 pub fn image(seed: u64, index: u64) -> (Vec<f32>, u32) {
+    image_with(DATASET_ROTATION, seed, index)
+}
+
+/// One image of the generator variant `rotation`.
+pub fn image_with(rotation: Rotation, seed: u64, index: u64) -> (Vec<f32>, u32) {
     let label = label_of(index);
     let mut rng = StreamKey {
         seed,
@@ -149,7 +183,11 @@ pub fn image(seed: u64, index: u64) -> (Vec<f32>, u32) {
     let room = (15.5 - radius).max(0.0);
     let cx = 15.5 + (rng.random::<f64>() * 2.0 - 1.0) * room;
     let cy = 15.5 + (rng.random::<f64>() * 2.0 - 1.0) * room;
-    let rot = rng.random::<f64>() * std::f64::consts::TAU;
+    let turn = rng.random::<f64>();
+    let rot = match rotation {
+        Rotation::Full => turn * std::f64::consts::TAU,
+        Rotation::Upright => (turn * 2.0 - 1.0) * 20f64.to_radians(),
+    };
     let (sr, cr) = rot.sin_cos();
     let tex_amp = rng.random::<f64>() * 0.1;
     let tex_freq = 0.3 + rng.random::<f64>() * 0.9;
@@ -196,12 +234,17 @@ pub fn image(seed: u64, index: u64) -> (Vec<f32>, u32) {
     (out, label)
 }
 
-/// Images `start..start + n` of `seed`, concatenated, with their labels.
+/// Images `start..start + n` of `seed` ([`DATASET_ROTATION`]), concatenated, with their labels.
 pub fn batch(seed: u64, start: u64, n: usize) -> (Vec<f32>, Vec<u32>) {
+    batch_with(DATASET_ROTATION, seed, start, n)
+}
+
+/// [`batch`] of the generator variant `rotation`.
+pub fn batch_with(rotation: Rotation, seed: u64, start: u64, n: usize) -> (Vec<f32>, Vec<u32>) {
     let mut pix = Vec::with_capacity(n * PIXELS);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n as u64 {
-        let (p, l) = image(seed, start + i);
+        let (p, l) = image_with(rotation, seed, start + i);
         pix.extend(p);
         labels.push(l);
     }

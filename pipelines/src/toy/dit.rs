@@ -34,6 +34,10 @@ pub struct DitConfig {
     pub num_classes: usize,
     /// Width of the sinusoidal timestep features.
     pub frequency_size: usize,
+    /// Also add the class embedding to every token (besides adaLN), so attention and the MLPs
+    /// see the label directly; absent in older configs (= false).
+    #[serde(default)]
+    pub class_in_tokens: bool,
 }
 
 impl DitConfig {
@@ -49,6 +53,7 @@ impl DitConfig {
             mlp_ratio: 4,
             num_classes: super::data::NUM_CLASSES,
             frequency_size: 128,
+            class_in_tokens: true,
         }
     }
 
@@ -248,7 +253,11 @@ impl Dit {
         let mut h = rows(&self.x_embed, &tokens)?.broadcast_add(&self.pos)?;
         let temb = timestep_features(t, c.frequency_size)?;
         let temb = self.t_fc2.forward(&silu(&self.t_fc1.forward(&temb)?)?)?;
-        let cond = silu(&(temb + self.y_table.forward(y)?)?)?;
+        let yemb = self.y_table.forward(y)?;
+        if c.class_in_tokens {
+            h = h.broadcast_add(&yemb.unsqueeze(1)?)?;
+        }
+        let cond = silu(&(temb + yemb)?)?;
         for blk in &self.blocks {
             h = blk.forward(&h, &cond, &self.ops)?;
         }

@@ -1,0 +1,123 @@
+//! A plugin served over HTTP: `POST BASE/describe` and `POST BASE/score`, each body one
+//! message in the plugin framing (a JSON header line, then the payload), and the answer the
+//! same. Only loopback hosts are accepted unless remote hosts are allowed explicitly: a
+//! reward sees every image a run makes.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use super::protocol::{self, Request};
+use super::{Failure, Transport};
+
+/// Content type of request and response bodies.
+pub const CONTENT_TYPE: &str = "application/x-steerdiff-reward";
+
+/// A plugin at an `http://` base URL.
+pub struct HttpTransport {
+    base: String,
+}
+
+/// Whether `url`'s host is this machine (`127.0.0.0/8`, `localhost`, `::1`).
+pub fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl HttpTransport {
+    /// A transport for `base` (e.g. `http://127.0.0.1:8765`); refuses non-loopback hosts
+    /// unless `allow_remote`.
+    pub fn new(base: &str, allow_remote: bool) -> Result<HttpTransport, Failure> {
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(Failure::fatal(format!(
+                "plugin URL `{base}` must start with http:// (e.g. http://127.0.0.1:8765)"
+            )));
+        }
+        if !allow_remote && !is_loopback(base) {
+            return Err(Failure::fatal(format!(
+                "plugin URL `{base}` is not on this machine; a reward plugin is sent every image, \
+                 so only loopback hosts are used unless you pass --plugin-allow-remote"
+            )));
+        }
+        Ok(HttpTransport {
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn call(
+        &mut self,
+        header: &Request,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(serde_json::Value, Vec<u8>), Failure> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}/{}", self.base, header.op);
+        let body = protocol::message_bytes(header, payload);
+        let mut response = agent
+            .post(&url)
+            .header("content-type", CONTENT_TYPE)
+            .send(&body[..])
+            .map_err(|e| Failure::retry(format!("POST {url}: {e}")))?;
+        let status = response.status();
+        let mut bytes = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .read_to_end(&mut bytes)
+            .map_err(|e| Failure::retry(format!("POST {url}: reading the answer: {e}")))?;
+        if !status.is_success() {
+            let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+            return Err(Failure::retry(format!("POST {url}: HTTP {status}: {text}")));
+        }
+        protocol::read_message(&mut &bytes[..])
+            .map_err(|e| Failure::retry(format!("POST {url}: {e}")))
+    }
+
+    fn reset(&mut self) {}
+
+    fn describe_target(&self) -> String {
+        self.base.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_pass() {
+        for url in [
+            "http://127.0.0.1:8000",
+            "http://localhost/x",
+            "http://[::1]:9/",
+            "http://127.3.2.1",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:80",
+            "http://example.com",
+            "http://127.0.0.1.evil.com",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+        assert!(HttpTransport::new("http://example.com", false).is_err());
+        assert!(HttpTransport::new("http://example.com", true).is_ok());
+    }
+}

@@ -1,0 +1,609 @@
+//! Rewards served by plugins in any language, over a child's stdio or HTTP.
+//!
+//! A plugin speaks `steerdiff-reward/1` ([`protocol`], documented for plugin authors in
+//! `docs/reward-plugins.md`): a `describe` handshake, then `score` requests whose answers are
+//! keyed by item id. The engine side, [`PluginReward`], is an ordinary
+//! [`steerdiff_guidance::Reward`] that
+//!
+//! - splits a batch into requests of the plugin's preferred size and keeps up to
+//!   `concurrency` of them in flight (one child process or HTTP connection each);
+//! - answers repeated items from a cache keyed by a SHA-256 of the item's bytes, class, prompt
+//!   and (if the plugin reads it) noise level, so copies made by resampling are scored once
+//!   (pointwise, deterministic plugins only); [`Reward::take_cached`] reports the hits;
+//! - gives every request a timeout, retries failed requests (a crash, a timeout, garbage, a
+//!   wrong set of ids, an `error` answer) a bounded number of times with exponential backoff,
+//!   restarting a child first, and then applies the [`OnError`] policy; an item scored `null`
+//!   or NaN is a failed item under the same policy (not retried).
+
+pub mod http;
+pub mod protocol;
+pub mod stdio;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use candle_core::{DType, Tensor};
+use sha2::{Digest, Sha256};
+use steerdiff_guidance::{Condition, Reward, RewardContext};
+
+use protocol::{Description, Direction, Encoding, Item, Mode, Request, ScoreResponse};
+
+/// A transport failure: its message, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// What went wrong, for the user.
+    pub message: String,
+    /// Whether a retry can help (a crash or timeout can; a missing program cannot).
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure worth retrying.
+    pub fn retry(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+    /// A failure no retry can fix.
+    pub fn fatal(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// One way of reaching a plugin: send a message, wait at most `timeout` for the answer.
+pub trait Transport: Send {
+    /// Sends `header` + `payload` and returns the answer's header and payload.
+    fn call(
+        &mut self,
+        header: &Request,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(serde_json::Value, Vec<u8>), Failure>;
+    /// Drops any connection or process, so the next call starts afresh.
+    fn reset(&mut self);
+    /// The command or URL, for messages.
+    fn describe_target(&self) -> String;
+}
+
+/// What to do with items a plugin could not score, after retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop the run with an error naming the plugin and the failure (the default).
+    #[default]
+    Abort,
+    /// Score the items `−∞` (strategies give them zero weight), warn on stderr and go on.
+    Skip,
+}
+
+/// Where a plugin is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginTarget {
+    /// A child process: program and arguments.
+    Stdio(Vec<String>),
+    /// An HTTP base URL.
+    Http(String),
+}
+
+impl PluginTarget {
+    /// Parses `stdio:PROGRAM ARG…` (split on whitespace), `stdio:["PROGRAM", "ARG", …]`
+    /// (a JSON array, for arguments with spaces) or `http://HOST:PORT[/PATH]`.
+    pub fn parse(spec: &str) -> Option<std::result::Result<PluginTarget, String>> {
+        if let Some(rest) = spec.strip_prefix("stdio:") {
+            let rest = rest.trim();
+            let argv: Vec<String> = if rest.starts_with('[') {
+                match serde_json::from_str(rest) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Some(Err(format!("`{spec}`: not a JSON list of strings: {e}")))
+                    }
+                }
+            } else {
+                rest.split_whitespace().map(String::from).collect()
+            };
+            if argv.is_empty() {
+                return Some(Err(format!(
+                    "`{spec}`: no command; write e.g. stdio:python3 examples/plugins/brightness_stdio.py"
+                )));
+            }
+            return Some(Ok(PluginTarget::Stdio(argv)));
+        }
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            return Some(Ok(PluginTarget::Http(spec.to_string())));
+        }
+        None
+    }
+}
+
+/// Engine-side settings of a plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginOptions {
+    /// Longest wait for one answer.
+    pub timeout: Duration,
+    /// Extra attempts of a failed request.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub backoff: Duration,
+    /// Policy for items that still fail.
+    pub on_error: OnError,
+    /// Requests in flight at once (child processes or connections).
+    pub concurrency: usize,
+    /// Items per request (default: the plugin's preferred batch size).
+    pub batch_size: Option<usize>,
+    /// Whether non-loopback HTTP hosts may be used.
+    pub allow_remote: bool,
+    /// Whether to answer repeated items from the cache.
+    pub cache: bool,
+}
+
+impl Default for PluginOptions {
+    fn default() -> Self {
+        PluginOptions {
+            timeout: Duration::from_secs(60),
+            retries: 2,
+            backoff: Duration::from_millis(100),
+            on_error: OnError::Abort,
+            concurrency: 1,
+            batch_size: None,
+            allow_remote: false,
+            cache: true,
+        }
+    }
+}
+
+/// A reward computed by a plugin (see the module docs).
+pub struct PluginReward {
+    description: Description,
+    encoding: Encoding,
+    options: PluginOptions,
+    workers: Vec<Mutex<Box<dyn Transport>>>,
+    target: String,
+    prompts: Vec<String>,
+    cache: Mutex<HashMap<[u8; 32], f64>>,
+    cached: AtomicU64,
+    requests: AtomicU64,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for PluginReward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginReward")
+            .field("target", &self.target)
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+/// One item to send: its id, condition, noise level and encoded bytes.
+struct Ask<'a> {
+    id: String,
+    cond: Condition,
+    sigma: f64,
+    bytes: &'a [u8],
+}
+
+/// The error of a plugin that failed in a way the run cannot go on from.
+fn fail(name: &str, message: String) -> steerdiff_guidance::Error {
+    steerdiff_guidance::Error::Reward {
+        name: name.into(),
+        message,
+    }
+}
+
+impl PluginReward {
+    /// Starts `concurrency` connections to `target` and checks each one's `describe`
+    /// handshake (protocol version, an encoding both sides know, matching descriptions).
+    pub fn connect(
+        target: &PluginTarget,
+        options: PluginOptions,
+    ) -> steerdiff_guidance::Result<PluginReward> {
+        let n = options.concurrency.max(1);
+        let label = match target {
+            PluginTarget::Stdio(argv) => format!("stdio:{}", argv.join(" ")),
+            PluginTarget::Http(url) => url.clone(),
+        };
+        let mut workers: Vec<Box<dyn Transport>> = Vec::with_capacity(n);
+        for _ in 0..n {
+            workers.push(match target {
+                PluginTarget::Stdio(argv) => Box::new(stdio::StdioTransport::new(argv.clone())),
+                PluginTarget::Http(url) => Box::new(
+                    http::HttpTransport::new(url, options.allow_remote)
+                        .map_err(|f| fail(&label, f.message))?,
+                ),
+            });
+        }
+        let mut description: Option<Description> = None;
+        for w in &mut workers {
+            let d = handshake(w.as_mut(), &options, &label)?;
+            if let Some(first) = &description {
+                if first != &d {
+                    return Err(fail(
+                        &label,
+                        "two instances describe themselves differently".into(),
+                    ));
+                }
+            }
+            description = Some(d);
+        }
+        let description = description.expect("at least one worker");
+        let encoding = protocol::ENCODING_PREFERENCE
+            .into_iter()
+            .find(|e| description.encodings.contains(e))
+            .ok_or_else(|| {
+                fail(
+                    &label,
+                    format!(
+                        "the plugin accepts encodings {:?}; steerdiff sends f32, rgb8 or png",
+                        description.encodings
+                    ),
+                )
+            })?;
+        Ok(PluginReward {
+            description,
+            encoding,
+            options,
+            workers: workers.into_iter().map(Mutex::new).collect(),
+            target: label,
+            prompts: vec![],
+            cache: Mutex::new(HashMap::new()),
+            cached: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Prompt texts, so that `Condition::Prompt(i)` items carry `prompts[i]`.
+    pub fn with_prompts(mut self, prompts: Vec<String>) -> PluginReward {
+        self.prompts = prompts;
+        self
+    }
+
+    /// What the plugin said about itself.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+
+    /// The encoding chosen for item pixels.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// `score` requests sent so far (retries included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn cacheable(&self) -> bool {
+        self.options.cache
+            && self.description.mode == Mode::Pointwise
+            && self.description.deterministic
+    }
+
+    fn key(&self, bytes: &[u8], cond: Condition, sigma: f64) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update([self.encoding as u8]);
+        h.update(bytes);
+        match cond {
+            Condition::Null => h.update(b"null"),
+            Condition::Class(k) => {
+                h.update(b"class");
+                h.update(k.to_le_bytes());
+            }
+            Condition::Prompt(i) => {
+                h.update(b"prompt");
+                h.update(self.prompt(cond).unwrap_or_default().as_bytes());
+                h.update(i.to_le_bytes());
+            }
+        }
+        if self.description.inputs.iter().any(|i| i == "sigma") {
+            h.update(sigma.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+
+    fn prompt(&self, cond: Condition) -> Option<String> {
+        match cond {
+            Condition::Prompt(i) => self.prompts.get(i as usize).cloned(),
+            _ => None,
+        }
+    }
+
+    /// Scores one request's worth of items on worker `w`, with retries; `Err` after the last.
+    fn request(
+        &self,
+        w: usize,
+        shape: [usize; 3],
+        items: &[Ask],
+    ) -> Result<Vec<Option<f64>>, String> {
+        let mut payload = Vec::new();
+        let mut header = Request::bare("score", 0);
+        header.encoding = Some(self.encoding);
+        header.shape = Some(shape.to_vec());
+        for a in items {
+            header.items.push(Item {
+                id: a.id.clone(),
+                class: match a.cond {
+                    Condition::Class(k) => Some(k),
+                    _ => None,
+                },
+                prompt: self.prompt(a.cond),
+                sigma: a.sigma,
+                offset: payload.len(),
+                bytes: a.bytes.len(),
+            });
+            payload.extend_from_slice(a.bytes);
+        }
+        let mut transport = self.workers[w].lock().expect("plugin worker");
+        let mut last = String::new();
+        for attempt in 0..=self.options.retries {
+            if attempt > 0 {
+                std::thread::sleep(self.options.backoff * 2u32.pow(attempt - 1));
+            }
+            header.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let answer = transport
+                .call(&header, &payload, self.options.timeout)
+                .map_err(|f| (f.message, f.retryable))
+                .and_then(|(v, _)| parse_scores(v, items).map_err(|m| (m, true)));
+            match answer {
+                Ok(scores) => return Ok(scores),
+                Err((message, retryable)) => {
+                    transport.reset();
+                    if retryable && attempt < self.options.retries {
+                        eprintln!(
+                            "steerdiff: warning: plugin {}: {message}; retrying ({} of {})",
+                            self.target,
+                            attempt + 1,
+                            self.options.retries
+                        );
+                    }
+                    last = message;
+                    if !retryable {
+                        break;
+                    }
+                }
+            }
+        }
+        let tries = self.options.retries + 1;
+        Err(format!(
+            "{last} (after {tries} attempt{})",
+            if tries == 1 { "" } else { "s" }
+        ))
+    }
+}
+
+/// The `describe` handshake on one transport.
+fn handshake(
+    t: &mut dyn Transport,
+    options: &PluginOptions,
+    label: &str,
+) -> steerdiff_guidance::Result<Description> {
+    let (v, _) = t
+        .call(&Request::bare("describe", 0), &[], options.timeout)
+        .map_err(|f| {
+            fail(
+                label,
+                format!("the describe handshake failed: {}", f.message),
+            )
+        })?;
+    let d: Description = serde_json::from_value(v.clone()).map_err(|e| {
+        fail(
+            label,
+            format!("the describe answer is not a valid description ({e}): {v}"),
+        )
+    })?;
+    if d.protocol != protocol::PROTOCOL {
+        return Err(fail(
+            label,
+            format!(
+                "the plugin speaks `{}`; this steerdiff speaks `{}`",
+                d.protocol,
+                protocol::PROTOCOL
+            ),
+        ));
+    }
+    if d.batch_size == 0 {
+        return Err(fail(label, "the plugin's batch_size is 0".into()));
+    }
+    Ok(d)
+}
+
+/// The scores of a `score` answer, in `items` order; any id mismatch is an error.
+fn parse_scores(v: serde_json::Value, items: &[Ask]) -> Result<Vec<Option<f64>>, String> {
+    let r: ScoreResponse = serde_json::from_value(v.clone())
+        .map_err(|e| format!("the answer is not a score response ({e}): {v}"))?;
+    if let Some(e) = r.error {
+        return Err(format!("the plugin reported an error: {e}"));
+    }
+    let Some(scores) = r.scores else {
+        return Err(format!("the answer has no `scores`: {v}"));
+    };
+    let asked: BTreeSet<&str> = items.iter().map(|a| a.id.as_str()).collect();
+    let got: BTreeSet<&str> = scores.keys().map(String::as_str).collect();
+    if asked != got {
+        let missing: Vec<&&str> = asked.difference(&got).take(3).collect();
+        let extra: Vec<&&str> = got.difference(&asked).take(3).collect();
+        return Err(format!(
+            "the answer has {} scores for {} items (missing ids {missing:?}, unexpected ids \
+             {extra:?}); a plugin must return exactly one score per requested id",
+            scores.len(),
+            items.len()
+        ));
+    }
+    Ok(items.iter().map(|a| scores[a.id.as_str()]).collect())
+}
+
+impl Reward for PluginReward {
+    fn name(&self) -> &str {
+        &self.description.name
+    }
+
+    fn score(&self, x0: &Tensor, cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
+        let dims = x0.dims().to_vec();
+        let shape: [usize; 3] = match dims.as_slice() {
+            [_, c, h, w] => [*c, *h, *w],
+            _ => {
+                return Err(fail(
+                    self.name(),
+                    format!("plugins score images [B, C, H, W]; got shape {dims:?}"),
+                ))
+            }
+        };
+        let b = dims[0];
+        let flat: Vec<f32> = x0.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let per = shape.iter().product::<usize>();
+        let sigma = cx.at.sigma_ve();
+        let encoded: Vec<Vec<u8>> = (0..b)
+            .map(|i| protocol::encode_item(&flat[i * per..(i + 1) * per], shape, self.encoding))
+            .collect();
+        let mut out = vec![f64::NAN; b];
+        // Items to ask for: (id, cond, σ, bytes) and the rows each answer fills.
+        let mut ask: Vec<Ask> = vec![];
+        let mut rows_of: Vec<Vec<usize>> = vec![];
+        let mut keys: Vec<[u8; 32]> = vec![];
+        let mut cached = 0u64;
+        if self.cacheable() {
+            let cache = self.cache.lock().expect("plugin cache");
+            let mut pending: HashMap<[u8; 32], usize> = HashMap::new();
+            for (i, bytes) in encoded.iter().enumerate() {
+                let key = self.key(bytes, cx.conds[i], sigma);
+                if let Some(&s) = cache.get(&key) {
+                    out[i] = s;
+                    cached += 1;
+                } else if let Some(&j) = pending.get(&key) {
+                    rows_of[j].push(i);
+                    cached += 1;
+                } else {
+                    pending.insert(key, ask.len());
+                    let id: String = key[..8].iter().map(|b| format!("{b:02x}")).collect();
+                    ask.push(Ask {
+                        id,
+                        cond: cx.conds[i],
+                        sigma,
+                        bytes,
+                    });
+                    rows_of.push(vec![i]);
+                    keys.push(key);
+                }
+            }
+        } else {
+            for (i, bytes) in encoded.iter().enumerate() {
+                ask.push(Ask {
+                    id: format!("item-{i}"),
+                    cond: cx.conds[i],
+                    sigma,
+                    bytes,
+                });
+                rows_of.push(vec![i]);
+            }
+        }
+        self.cached.fetch_add(cached, Ordering::Relaxed);
+        let chunk = match self.description.mode {
+            Mode::Groupwise => ask.len().max(1),
+            Mode::Pointwise => self
+                .options
+                .batch_size
+                .unwrap_or(self.description.batch_size)
+                .max(1),
+        };
+        let chunks: Vec<&[Ask]> = ask.chunks(chunk).collect();
+        let workers = self.workers.len();
+        let mut answers: Vec<Option<Result<Vec<Option<f64>>, String>>> = vec![None; chunks.len()];
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers.min(chunks.len()))
+                .map(|w| {
+                    let chunks = &chunks;
+                    s.spawn(move || {
+                        (w..chunks.len())
+                            .step_by(workers)
+                            .map(|c| (c, self.request(w, shape, chunks[c])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                for (c, r) in h.join().expect("plugin worker thread") {
+                    answers[c] = Some(r);
+                }
+            }
+        });
+        let sign = match self.description.direction {
+            Direction::Maximize => 1.0,
+            Direction::Minimize => -1.0,
+        };
+        let mut fresh = vec![];
+        let mut j = 0;
+        for (c, answer) in answers.into_iter().enumerate() {
+            let n = chunks[c].len();
+            let scores = match answer.expect("every chunk answered") {
+                Ok(s) => s.into_iter().map(|s| s.filter(|v| v.is_finite())).collect(),
+                Err(message) => match self.options.on_error {
+                    OnError::Abort => {
+                        return Err(fail(
+                            self.name(),
+                            format!(
+                                "plugin {}: {message}; pass --plugin-on-error skip to score \
+                                 such items −∞ and go on",
+                                self.target
+                            ),
+                        ))
+                    }
+                    OnError::Skip => {
+                        eprintln!(
+                            "steerdiff: warning: plugin {}: {message}; scoring {n} item(s) −∞",
+                            self.target
+                        );
+                        vec![None; n]
+                    }
+                },
+            };
+            for s in scores {
+                let value = match s {
+                    Some(v) => {
+                        if !keys.is_empty() {
+                            fresh.push((keys[j], sign * v));
+                        }
+                        sign * v
+                    }
+                    None => match self.options.on_error {
+                        OnError::Abort => {
+                            return Err(fail(
+                                self.name(),
+                                format!(
+                                    "plugin {} scored item {} as null or not finite; pass \
+                                     --plugin-on-error skip to score such items −∞ and go on",
+                                    self.target, ask[j].id
+                                ),
+                            ))
+                        }
+                        OnError::Skip => {
+                            eprintln!(
+                                "steerdiff: warning: plugin {} could not score item {}; \
+                                 scoring it −∞",
+                                self.target, ask[j].id
+                            );
+                            f64::NEG_INFINITY
+                        }
+                    },
+                };
+                for &row in &rows_of[j] {
+                    out[row] = value;
+                }
+                j += 1;
+            }
+        }
+        if !fresh.is_empty() {
+            self.cache.lock().expect("plugin cache").extend(fresh);
+        }
+        Ok(out)
+    }
+
+    fn take_cached(&self) -> u64 {
+        self.cached.swap(0, Ordering::Relaxed)
+    }
+}

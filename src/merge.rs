@@ -1,0 +1,180 @@
+//! `steerdiff merge`: the shards of a run (`generate --shard I/N`) joined into the whole.
+//!
+//! Every shard's parameters must agree except for the `shard` entry, and shards `0..N` must
+//! each appear once. The merged `samples.json` holds every sample in group order, the summed
+//! ledger and the parameters without `shard` — what the run in one piece records, except that
+//! batched-call counts (`model_calls`, `reward_calls`) count each shard's own batches. Sample
+//! PNGs are copied (they are byte-identical to the whole run's) and the grid is redrawn.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use serde_json::Value;
+
+use crate::error::input_error;
+use crate::output::Staged;
+
+/// Flags of `steerdiff merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' output directories (any order).
+    #[arg(required = true, value_name = "SHARD_DIR")]
+    pub shards: Vec<PathBuf>,
+    /// Where to write the merged output.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+}
+
+/// Adds the numbers of `b` into `a`, key by key (objects recursively).
+fn add_counts(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(x) => add_counts(x, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (a @ Value::Number(_), Value::Number(b)) => {
+            *a = match (a.as_u64(), b.as_u64()) {
+                (Some(x), Some(y)) => Value::from(x + y),
+                _ => Value::from(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs `steerdiff merge`.
+pub fn merge(args: &MergeArgs) -> Result<()> {
+    let mut shards = vec![];
+    for dir in &args.shards {
+        let path = dir.join("samples.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("cannot read `{}` (is it a shard's output?)", path.display())
+        })?;
+        let mut v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not JSON", path.display()))?;
+        let Some(shard) = v["parameters"]
+            .as_object_mut()
+            .and_then(|p| p.remove("shard"))
+        else {
+            input_error!(
+                "`{}` is not a shard: its parameters have no `shard` (run generate with --shard I/N)",
+                dir.display()
+            );
+        };
+        let index = shard["index"].as_u64().unwrap_or(u64::MAX) as usize;
+        let count = shard["count"].as_u64().unwrap_or(0) as usize;
+        shards.push((index, count, dir.clone(), v));
+    }
+    shards.sort_by_key(|s| s.0);
+    let count = shards[0].1;
+    let indices: Vec<usize> = shards.iter().map(|s| s.0).collect();
+    if shards.iter().any(|s| s.1 != count) || indices != (0..count).collect::<Vec<_>>() {
+        input_error!(
+            "the shards do not make one run: got shard indices {indices:?} of counts {:?}; \
+             pass every shard 0..N of the same --shard I/N split exactly once",
+            shards.iter().map(|s| s.1).collect::<Vec<_>>()
+        );
+    }
+    let params = shards[0].3["parameters"].clone();
+    for (i, _, dir, v) in &shards[1..] {
+        if v["parameters"] != params {
+            let differing: Vec<&String> = params
+                .as_object()
+                .map(|p| {
+                    p.keys()
+                        .filter(|k| v["parameters"][k.as_str()] != p[k.as_str()])
+                        .collect()
+                })
+                .unwrap_or_default();
+            input_error!(
+                "shard {i} (`{}`) was run with other parameters than shard 0 (differing: \
+                 {differing:?}); shards must come from one command",
+                dir.display()
+            );
+        }
+    }
+    let mut samples = vec![];
+    let mut ledger = Value::Object(Default::default());
+    for (_, _, _, v) in &shards {
+        samples.extend(v["samples"].as_array().cloned().unwrap_or_default());
+        add_counts(&mut ledger, &v["ledger"]);
+    }
+    crate::output::prepare_dir(&args.output)?;
+    let mut text = String::from("{\n  \"samples\": [");
+    for (i, s) in samples.iter().enumerate() {
+        text.push_str(if i == 0 { "\n    " } else { ",\n    " });
+        text.push_str(&serde_json::to_string(s)?);
+    }
+    text.push_str(if samples.is_empty() {
+        "],\n"
+    } else {
+        "\n  ],\n"
+    });
+    text.push_str(&format!(
+        "  \"ledger\": {},\n  \"parameters\": {}\n}}\n",
+        serde_json::to_string(&ledger)?,
+        serde_json::to_string(&params)?
+    ));
+    let mut staged = Staged::new();
+    staged.add(&args.output.join("samples.json"), text.as_bytes())?;
+    let mut timing = Value::Object(Default::default());
+    let mut cells = vec![];
+    for (_, _, dir, _) in &shards {
+        if let Ok(t) = std::fs::read_to_string(dir.join("timing.json")) {
+            if let Ok(t) = serde_json::from_str::<Value>(&t) {
+                add_counts(&mut timing, &t);
+            }
+        }
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("listing `{}`", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("sample-") && n.ends_with(".png"))
+            })
+            .collect();
+        names.sort();
+        for p in names {
+            let bytes = std::fs::read(&p).with_context(|| format!("reading `{}`", p.display()))?;
+            staged.add(&args.output.join(p.file_name().expect("a file")), &bytes)?;
+        }
+    }
+    staged.add(
+        &args.output.join("timing.json"),
+        format!("{}\n", serde_json::to_string_pretty(&timing)?).as_bytes(),
+    )?;
+    if params["model"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("toy"))
+    {
+        let name = params["class_name"]
+            .as_str()
+            .unwrap_or("uncond")
+            .to_string();
+        for s in &samples {
+            let x: Vec<f32> = serde_json::from_value(s["x"].clone()).context("a sample's x")?;
+            cells.push((x, format!("{name} {}", s["seed"])));
+        }
+        let cols = (cells.len() as f64).sqrt().ceil() as usize;
+        staged.add(
+            &args.output.join("grid.png"),
+            &crate::toy::grid(&cells, cols, 4).png()?,
+        )?;
+    }
+    staged.commit()?;
+    eprintln!(
+        "steerdiff: merged {} shards, {} samples → {}",
+        shards.len(),
+        samples.len(),
+        args.output.join("samples.json").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Command-line settings of reward plugins (`--reward stdio:…` or `--reward http://…`).
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use steerdiff_pipelines::reward::{OnError, PluginOptions};
+
+/// What to do with items a plugin cannot score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnErrorArg {
+    /// Stop the run with an error.
+    #[default]
+    Abort,
+    /// Score the items −∞ (zero weight), warn, and go on.
+    Skip,
+}
+
+/// Flags of reward plugins.
+#[derive(Debug, Clone, Args, PartialEq, Serialize)]
+pub struct PluginArgs {
+    /// Reward plugins: seconds to wait for one answer before the plugin is stopped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub plugin_timeout: f64,
+    /// Reward plugins: extra attempts of a failed request (a child is restarted first).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub plugin_retries: u32,
+    /// Reward plugins: what to do with items that still fail.
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Abort)]
+    pub plugin_on_error: OnErrorArg,
+    /// Reward plugins: requests in flight at once (child processes or HTTP connections).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub plugin_concurrency: usize,
+    /// Reward plugins: items per request (default: the plugin's preferred batch size).
+    #[arg(long, value_name = "N")]
+    pub plugin_batch: Option<usize>,
+    /// Reward plugins: allow HTTP plugins on other machines (they receive every image).
+    #[arg(long)]
+    pub plugin_allow_remote: bool,
+    /// Reward plugins: score repeated items again instead of answering from the cache.
+    #[arg(long)]
+    pub plugin_no_cache: bool,
+}
+
+impl Default for PluginArgs {
+    fn default() -> Self {
+        PluginArgs {
+            plugin_timeout: 60.0,
+            plugin_retries: 2,
+            plugin_on_error: OnErrorArg::Abort,
+            plugin_concurrency: 1,
+            plugin_batch: None,
+            plugin_allow_remote: false,
+            plugin_no_cache: false,
+        }
+    }
+}
+
+impl PluginArgs {
+    /// The engine-side options, checked.
+    pub fn options(&self) -> anyhow::Result<PluginOptions> {
+        if !(self.plugin_timeout.is_finite() && self.plugin_timeout > 0.0) {
+            crate::error::input_error!(
+                "--plugin-timeout must be a positive number of seconds, got {}",
+                self.plugin_timeout
+            );
+        }
+        if self.plugin_concurrency == 0 || self.plugin_batch == Some(0) {
+            crate::error::input_error!(
+                "--plugin-concurrency and --plugin-batch must be at least 1"
+            );
+        }
+        Ok(PluginOptions {
+            timeout: Duration::from_secs_f64(self.plugin_timeout),
+            retries: self.plugin_retries,
+            on_error: match self.plugin_on_error {
+                OnErrorArg::Abort => OnError::Abort,
+                OnErrorArg::Skip => OnError::Skip,
+            },
+            concurrency: self.plugin_concurrency,
+            batch_size: self.plugin_batch,
+            allow_remote: self.plugin_allow_remote,
+            cache: !self.plugin_no_cache,
+            ..PluginOptions::default()
+        })
+    }
+}
