@@ -2,9 +2,11 @@
 //!
 //! Each sample PNG carries an iTXt chunk `parameters` (the keyword A1111 and sd.cpp use) whose
 //! text is JSON: the steerdiff version, the `generate` arguments that reproduce exactly this
-//! image (the run's flags with `--seed` set to the image's group seed and `-n 1`), the file
-//! that run writes it to, and the resolved parameters of that one-image run. Re-running the
-//! arguments writes a byte-identical file, chunk included.
+//! image, the file that run writes it to, and the resolved parameters of that run. For the
+//! toy model the run is the one-image run (the flags with `--seed` set to the image's group
+//! seed and `-n 1`); for text-to-image models it is the whole run, because their
+//! convolutions round differently at other batch sizes. Re-running the arguments writes a
+//! byte-identical file, chunk included.
 
 use std::path::Path;
 

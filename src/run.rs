@@ -211,8 +211,11 @@ impl Default for Options {
 pub struct Parameters {
     /// The model as named (`gmm:PATH`).
     pub model: String,
-    /// The model's own configuration (the parsed mixture spec).
+    /// The model's own configuration (the parsed mixture spec; the toy's config and weights
+    /// sha256).
     pub model_config: serde_json::Value,
+    /// The steerdiff version that ran it.
+    pub steerdiff_version: String,
     /// `vp` or `flow`.
     pub path: PathKind,
     /// Class label, `null` when unconditional.
@@ -474,7 +477,14 @@ impl Job {
                     .with_context(|| format!("loading the toy model `{name}`"))?;
                 let denoiser = ToyFlow::load(&assets, entry, name)
                     .with_context(|| format!("loading the toy model `{name}`"))?;
-                let config = serde_json::to_value(&config).context("recording the toy config")?;
+                let mut config =
+                    serde_json::to_value(&config).context("recording the toy config")?;
+                // The weights' sha256 (checked at load), so a record names the exact model.
+                config["weights_sha256"] = toy::model::Manifest::load(&assets)?
+                    .entry(entry)?
+                    .sha256
+                    .clone()
+                    .into();
                 (Loaded::Toy(denoiser), config, cond, class_name)
             }
         };
@@ -594,6 +604,7 @@ impl Job {
         let parameters = Parameters {
             model: source,
             model_config,
+            steerdiff_version: env!("CARGO_PKG_VERSION").into(),
             path: path_kind,
             class: match cond {
                 Condition::Class(c) => Some(c),

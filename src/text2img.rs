@@ -149,6 +149,12 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     if args.num == 0 {
         input_error!("-n must be at least 1");
     }
+    if args.shard.is_some() {
+        input_error!(
+            "--shard splits the groups of class-conditional and mixture runs; for text-to-image \
+             models run one --seed/-n block per machine instead"
+        );
+    }
     let negative = args.negative.clone().unwrap_or_default();
     let dtype = match &args.dtype {
         Some(d) => WeightDType::parse(d)?,
@@ -293,11 +299,16 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         Some(path) => Some(JsonlTrace::create(path)?),
         None => None,
     };
-    let sink = trace.as_mut().map(|t| t as &mut dyn TraceSink);
+    let mut progress = crate::progress::Progress::new(
+        sampler.schedule.points.len().saturating_sub(1),
+        trace.as_mut().map(|t| t as &mut dyn TraceSink),
+    );
     let result = match &strategy {
-        Built::Search(search) => search.run(&engine, &groups, init, sink),
-        _ => engine.run(pop, sink),
+        Built::Search(search) => search.run(&engine, &groups, init, Some(&mut progress)),
+        _ => engine.run(pop, Some(&mut progress)),
     };
+    progress.finish();
+    drop(progress);
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
@@ -343,10 +354,26 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         let name = format!("image-{i:03}.png");
         let buf = image::RgbImage::from_raw(width as u32, height as u32, rgb)
             .context("image buffer size")?;
-        let mut png = std::io::Cursor::new(Vec::new());
-        buf.write_to(&mut png, image::ImageFormat::Png)
-            .context("encoding PNG")?;
-        staged.add(&args.output.join(&name), png.get_ref())?;
+        // The record of the run that reproduces it: the whole run (the UNet's convolutions
+        // round differently at other batch sizes, so a one-image re-run is not bit-exact).
+        let range = &outcome.population.groups()[p.group];
+        let mut argv = crate::invocation::to_argv(&args.flags);
+        argv.extend([
+            format!("--seed={}", args.seed),
+            format!("--num={}", args.num),
+        ]);
+        let image_record = crate::png_record::ImageRecord {
+            steerdiff: env!("CARGO_PKG_VERSION").into(),
+            argv,
+            file: name.clone(),
+            particle: i - range.start,
+            reward: p.reward,
+            log_weight: p.log_weight.is_finite().then_some(p.log_weight),
+            parameters: serde_json::to_value(&parameters)?,
+        };
+        let png =
+            crate::png_record::encode(buf.as_raw(), width as u32, height as u32, &image_record)?;
+        staged.add(&args.output.join(&name), &png)?;
         records.push(serde_json::json!({
             "group": p.group,
             "seed": p.seed,

@@ -299,3 +299,55 @@ fn remote_hosts_and_missing_programs_are_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot start `no-such-program-xyz`"), "{err}");
 }
+
+#[test]
+fn ensembles_of_plugins_steer_and_an_evaluation_reward_only_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fk = ["--guidance", "fk", "--particles", "4", "--lambda", "20"];
+    let ensemble = format!("ensemble:sum:0.5*brightness;0.5*{}", stdio_brightness());
+    let single = generate(
+        &tmp.path().join("single"),
+        &[&fk[..], &["--reward", "brightness"]].concat(),
+    );
+    let both = generate(
+        &tmp.path().join("ens"),
+        &[&fk[..], &["--reward", &ensemble]].concat(),
+    );
+    // 0.5·b + 0.5·b = b: the same particles as brightness alone.
+    assert_eq!(chosen(&single), chosen(&both));
+    let name = both["ledger"]["reward_calls"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert!(
+        name.contains("brightness-plugin") && name.contains("brightness"),
+        "{name}"
+    );
+    let judged = generate(
+        &tmp.path().join("judged"),
+        &[
+            &fk[..],
+            &["--reward", "brightness", "--eval-reward", "classifier"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        chosen(&single),
+        chosen(&judged),
+        "the evaluation reward changed the samples"
+    );
+    let scores: Vec<f64> = judged["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["eval_reward"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.iter().all(|s| *s <= 0.0),
+        "log-probabilities: {scores:?}"
+    );
+    assert!(single["samples"][0].get("eval_reward").is_none());
+}

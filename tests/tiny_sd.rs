@@ -329,6 +329,30 @@ fn fk_steering_with_an_image_reward_runs_on_the_tiny_pipeline() {
         let img = image::open(out.join(format!("image-{i:03}.png"))).unwrap();
         assert_eq!((img.width(), img.height()), (16, 16));
     }
+    // Image 4 (group 1, particle 1) carries the arguments that reproduce it byte for byte (the
+    // whole run: convolutions round differently at other batch sizes).
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(["info", "--json"])
+        .arg(out.join("image-004.png"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["file"], "image-004.png");
+    assert_eq!(info["parameters"], record["parameters"]);
+    let argv: Vec<String> = serde_json::from_value(info["argv"].clone()).unwrap();
+    let again = dir.path().join("again");
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(&argv)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(out.join("image-004.png")).unwrap(),
+        std::fs::read(again.join("image-004.png")).unwrap()
+    );
 }
 
 #[test]
