@@ -107,21 +107,7 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         add_counts(&mut ledger, &v["ledger"]);
     }
     crate::output::prepare_dir(&args.output)?;
-    let mut text = String::from("{\n  \"samples\": [");
-    for (i, s) in samples.iter().enumerate() {
-        text.push_str(if i == 0 { "\n    " } else { ",\n    " });
-        text.push_str(&serde_json::to_string(s)?);
-    }
-    text.push_str(if samples.is_empty() {
-        "],\n"
-    } else {
-        "\n  ],\n"
-    });
-    text.push_str(&format!(
-        "  \"ledger\": {},\n  \"parameters\": {}\n}}\n",
-        serde_json::to_string(&ledger)?,
-        serde_json::to_string(&params)?
-    ));
+    let text = crate::output::samples_text(&samples, &ledger, &params)?;
     let mut staged = Staged::new();
     staged.add(&args.output.join("samples.json"), text.as_bytes())?;
     let mut timing = Value::Object(Default::default());

@@ -173,6 +173,16 @@ pub fn samples_json(
     ledger: &Ledger,
     parameters: &Parameters,
 ) -> Result<String> {
+    samples_text(samples, ledger, parameters)
+}
+
+/// The `samples.json` layout for any serialisable samples, ledger and parameters (also used
+/// by `steerdiff merge` on records read back as JSON).
+pub fn samples_text(
+    samples: &[impl Serialize],
+    ledger: &impl Serialize,
+    parameters: &impl Serialize,
+) -> Result<String> {
     let mut s = String::from("{\n  \"samples\": [");
     for (i, r) in samples.iter().enumerate() {
         s.push_str(if i == 0 { "\n    " } else { ",\n    " });
