@@ -112,6 +112,7 @@ pub mod shard;
 pub mod strategy;
 pub mod text2img;
 pub mod toy;
+pub mod toy_diagnose;
 pub mod toy_eval;
 pub mod toy_grad;
 

@@ -39,6 +39,8 @@ pub enum ToyCommand {
     Eval(EvalArgs),
     /// FlowChef inpainting of a centre box on dataset images vs inpainting by replacement.
     Inpaint(crate::inpaint_demo::InpaintArgs),
+    /// Per-noise-level denoising error and label use of a flow model on dataset images.
+    Diagnose(crate::toy_diagnose::DiagnoseArgs),
     /// Write a grid of every class at two CFG scales (the picture in assets/toy-samples.png).
     Samples {
         /// Output PNG.
@@ -160,6 +162,7 @@ pub fn execute(args: &ToyArgs) -> Result<()> {
         ToyCommand::Package(p) => package(p),
         ToyCommand::Eval(e) => crate::toy_eval::eval(e),
         ToyCommand::Inpaint(a) => crate::inpaint_demo::run(a),
+        ToyCommand::Diagnose(a) => crate::toy_diagnose::diagnose(a),
         ToyCommand::Samples {
             output,
             per_class,

@@ -131,3 +131,23 @@ fn generate_defaults_to_the_toy_and_writes_images() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("circle, square"));
 }
+
+#[test]
+fn diagnose_reports_every_noise_level_and_denoises_low_noise_well() {
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(["toy", "diagnose", "--images", "20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let rows: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(rows.len(), steerdiff::toy_diagnose::TIMES.len(), "{text}");
+    // At t = 0.1 the clean estimate is close and the evaluation classifier reads it.
+    let cells: Vec<&str> = rows[0].split('|').map(str::trim).collect();
+    let err: f64 = cells[4].parse().unwrap();
+    assert!(err < 0.02, "x̂0 error at t = 0.1: {err}");
+    assert!(
+        cells[6].trim_end_matches(" %").parse::<f64>().unwrap() >= 90.0,
+        "{text}"
+    );
+}
