@@ -438,6 +438,116 @@ fn parse_scores(v: serde_json::Value, items: &[Ask]) -> Result<Vec<Option<f64>>,
     Ok(items.iter().map(|a| scores[a.id.as_str()]).collect())
 }
 
+/// What one `score` call must ask for: the distinct uncached items, the rows each answer
+/// fills, their cache keys (empty when not caching), and the rows already answered.
+struct Plan<'a> {
+    ask: Vec<Ask<'a>>,
+    rows_of: Vec<Vec<usize>>,
+    keys: Vec<[u8; 32]>,
+    out: Vec<f64>,
+    cached: u64,
+}
+
+impl PluginReward {
+    /// Splits rows into cache hits, repeats of an earlier row, and items to send.
+    fn plan<'a>(&self, encoded: &'a [Vec<u8>], conds: &[Condition], sigma: f64) -> Plan<'a> {
+        let mut plan = Plan {
+            ask: vec![],
+            rows_of: vec![],
+            keys: vec![],
+            out: vec![f64::NAN; encoded.len()],
+            cached: 0,
+        };
+        if !self.cacheable() {
+            for (i, bytes) in encoded.iter().enumerate() {
+                plan.ask.push(Ask {
+                    id: format!("item-{i}"),
+                    cond: conds[i],
+                    sigma,
+                    bytes,
+                });
+                plan.rows_of.push(vec![i]);
+            }
+            return plan;
+        }
+        let cache = self.cache.lock().expect("plugin cache");
+        let mut pending: HashMap<[u8; 32], usize> = HashMap::new();
+        for (i, bytes) in encoded.iter().enumerate() {
+            let key = self.key(bytes, conds[i], sigma);
+            if let Some(&s) = cache.get(&key) {
+                plan.out[i] = s;
+                plan.cached += 1;
+            } else if let Some(&j) = pending.get(&key) {
+                plan.rows_of[j].push(i);
+                plan.cached += 1;
+            } else {
+                pending.insert(key, plan.ask.len());
+                plan.ask.push(Ask {
+                    id: key[..8].iter().map(|b| format!("{b:02x}")).collect(),
+                    cond: conds[i],
+                    sigma,
+                    bytes,
+                });
+                plan.rows_of.push(vec![i]);
+                plan.keys.push(key);
+            }
+        }
+        plan
+    }
+
+    /// Sends every chunk, worker `w` taking chunks `w, w + W, …`; answers in chunk order.
+    fn ask_all(
+        &self,
+        chunks: &[&[Ask]],
+        shape: [usize; 3],
+    ) -> Vec<Result<Vec<Option<f64>>, String>> {
+        let workers = self.workers.len();
+        let mut answers: Vec<Option<Result<Vec<Option<f64>>, String>>> = vec![None; chunks.len()];
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers.min(chunks.len()))
+                .map(|w| {
+                    s.spawn(move || {
+                        (w..chunks.len())
+                            .step_by(workers)
+                            .map(|c| (c, self.request(w, shape, chunks[c])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                for (c, r) in h.join().expect("plugin worker thread") {
+                    answers[c] = Some(r);
+                }
+            }
+        });
+        answers
+            .into_iter()
+            .map(|a| a.expect("every chunk answered"))
+            .collect()
+    }
+
+    /// The [`OnError`] policy for `n` items that failed because of `what`: an error, or −∞.
+    fn failed(&self, what: &str, n: usize) -> steerdiff_guidance::Result<f64> {
+        match self.options.on_error {
+            OnError::Abort => Err(fail(
+                self.name(),
+                format!(
+                    "plugin {}: {what}; pass --plugin-on-error skip to score such items −∞ and \
+                     go on",
+                    self.target
+                ),
+            )),
+            OnError::Skip => {
+                eprintln!(
+                    "steerdiff: warning: plugin {}: {what}; scoring {n} item(s) −∞",
+                    self.target
+                );
+                Ok(f64::NEG_INFINITY)
+            }
+        }
+    }
+}
+
 impl Reward for PluginReward {
     fn name(&self) -> &str {
         &self.description.name
@@ -454,145 +564,52 @@ impl Reward for PluginReward {
                 ))
             }
         };
-        let b = dims[0];
         let flat: Vec<f32> = x0.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let per = shape.iter().product::<usize>();
-        let sigma = cx.at.sigma_ve();
-        let encoded: Vec<Vec<u8>> = (0..b)
-            .map(|i| protocol::encode_item(&flat[i * per..(i + 1) * per], shape, self.encoding))
+        let encoded: Vec<Vec<u8>> = flat
+            .chunks(per.max(1))
+            .map(|row| protocol::encode_item(row, shape, self.encoding))
             .collect();
-        let mut out = vec![f64::NAN; b];
-        // Items to ask for: (id, cond, σ, bytes) and the rows each answer fills.
-        let mut ask: Vec<Ask> = vec![];
-        let mut rows_of: Vec<Vec<usize>> = vec![];
-        let mut keys: Vec<[u8; 32]> = vec![];
-        let mut cached = 0u64;
-        if self.cacheable() {
-            let cache = self.cache.lock().expect("plugin cache");
-            let mut pending: HashMap<[u8; 32], usize> = HashMap::new();
-            for (i, bytes) in encoded.iter().enumerate() {
-                let key = self.key(bytes, cx.conds[i], sigma);
-                if let Some(&s) = cache.get(&key) {
-                    out[i] = s;
-                    cached += 1;
-                } else if let Some(&j) = pending.get(&key) {
-                    rows_of[j].push(i);
-                    cached += 1;
-                } else {
-                    pending.insert(key, ask.len());
-                    let id: String = key[..8].iter().map(|b| format!("{b:02x}")).collect();
-                    ask.push(Ask {
-                        id,
-                        cond: cx.conds[i],
-                        sigma,
-                        bytes,
-                    });
-                    rows_of.push(vec![i]);
-                    keys.push(key);
-                }
-            }
-        } else {
-            for (i, bytes) in encoded.iter().enumerate() {
-                ask.push(Ask {
-                    id: format!("item-{i}"),
-                    cond: cx.conds[i],
-                    sigma,
-                    bytes,
-                });
-                rows_of.push(vec![i]);
-            }
-        }
-        self.cached.fetch_add(cached, Ordering::Relaxed);
+        let plan = self.plan(&encoded, cx.conds, cx.at.sigma_ve());
+        self.cached.fetch_add(plan.cached, Ordering::Relaxed);
         let chunk = match self.description.mode {
-            Mode::Groupwise => ask.len().max(1),
+            Mode::Groupwise => plan.ask.len().max(1),
             Mode::Pointwise => self
                 .options
                 .batch_size
                 .unwrap_or(self.description.batch_size)
                 .max(1),
         };
-        let chunks: Vec<&[Ask]> = ask.chunks(chunk).collect();
-        let workers = self.workers.len();
-        let mut answers: Vec<Option<Result<Vec<Option<f64>>, String>>> = vec![None; chunks.len()];
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers.min(chunks.len()))
-                .map(|w| {
-                    let chunks = &chunks;
-                    s.spawn(move || {
-                        (w..chunks.len())
-                            .step_by(workers)
-                            .map(|c| (c, self.request(w, shape, chunks[c])))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            for h in handles {
-                for (c, r) in h.join().expect("plugin worker thread") {
-                    answers[c] = Some(r);
-                }
-            }
-        });
+        let chunks: Vec<&[Ask]> = plan.ask.chunks(chunk).collect();
+        let answers = self.ask_all(&chunks, shape);
         let sign = match self.description.direction {
             Direction::Maximize => 1.0,
             Direction::Minimize => -1.0,
         };
+        let mut out = plan.out;
         let mut fresh = vec![];
         let mut j = 0;
-        for (c, answer) in answers.into_iter().enumerate() {
-            let n = chunks[c].len();
-            let scores = match answer.expect("every chunk answered") {
-                Ok(s) => s.into_iter().map(|s| s.filter(|v| v.is_finite())).collect(),
-                Err(message) => match self.options.on_error {
-                    OnError::Abort => {
-                        return Err(fail(
-                            self.name(),
-                            format!(
-                                "plugin {}: {message}; pass --plugin-on-error skip to score \
-                                 such items −∞ and go on",
-                                self.target
-                            ),
-                        ))
-                    }
-                    OnError::Skip => {
-                        eprintln!(
-                            "steerdiff: warning: plugin {}: {message}; scoring {n} item(s) −∞",
-                            self.target
-                        );
-                        vec![None; n]
-                    }
-                },
+        for (items, answer) in chunks.iter().zip(answers) {
+            let values: Vec<f64> = match answer {
+                Ok(scores) => scores
+                    .into_iter()
+                    .zip(items.iter())
+                    .map(|(s, item)| match s.filter(|v| v.is_finite()) {
+                        Some(v) => Ok(sign * v),
+                        None => self.failed(
+                            &format!("it scored item {} as null or not finite", item.id),
+                            1,
+                        ),
+                    })
+                    .collect::<steerdiff_guidance::Result<_>>()?,
+                Err(message) => vec![self.failed(&message, items.len())?; items.len()],
             };
-            for s in scores {
-                let value = match s {
-                    Some(v) => {
-                        if !keys.is_empty() {
-                            fresh.push((keys[j], sign * v));
-                        }
-                        sign * v
-                    }
-                    None => match self.options.on_error {
-                        OnError::Abort => {
-                            return Err(fail(
-                                self.name(),
-                                format!(
-                                    "plugin {} scored item {} as null or not finite; pass \
-                                     --plugin-on-error skip to score such items −∞ and go on",
-                                    self.target, ask[j].id
-                                ),
-                            ))
-                        }
-                        OnError::Skip => {
-                            eprintln!(
-                                "steerdiff: warning: plugin {} could not score item {}; \
-                                 scoring it −∞",
-                                self.target, ask[j].id
-                            );
-                            f64::NEG_INFINITY
-                        }
-                    },
-                };
-                for &row in &rows_of[j] {
-                    out[row] = value;
+            for v in values {
+                if v.is_finite() && !plan.keys.is_empty() {
+                    fresh.push((plan.keys[j], v));
+                }
+                for &row in &plan.rows_of[j] {
+                    out[row] = v;
                 }
                 j += 1;
             }
