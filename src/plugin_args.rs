@@ -23,6 +23,9 @@ pub struct PluginArgs {
     /// Reward plugins: seconds to wait for one answer before the plugin is stopped.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub plugin_timeout: f64,
+    /// Reward plugins: seconds to wait for the describe handshake (start-up, model loading).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub plugin_startup_timeout: f64,
     /// Reward plugins: extra attempts of a failed request (a child is restarted first).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub plugin_retries: u32,
@@ -47,6 +50,7 @@ impl Default for PluginArgs {
     fn default() -> Self {
         PluginArgs {
             plugin_timeout: 60.0,
+            plugin_startup_timeout: 120.0,
             plugin_retries: 2,
             plugin_on_error: OnErrorArg::Abort,
             plugin_concurrency: 1,
@@ -60,11 +64,13 @@ impl Default for PluginArgs {
 impl PluginArgs {
     /// The engine-side options, checked.
     pub fn options(&self) -> anyhow::Result<PluginOptions> {
-        if !(self.plugin_timeout.is_finite() && self.plugin_timeout > 0.0) {
-            crate::error::input_error!(
-                "--plugin-timeout must be a positive number of seconds, got {}",
-                self.plugin_timeout
-            );
+        for (flag, v) in [
+            ("--plugin-timeout", self.plugin_timeout),
+            ("--plugin-startup-timeout", self.plugin_startup_timeout),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                crate::error::input_error!("{flag} must be a positive number of seconds, got {v}");
+            }
         }
         if self.plugin_concurrency == 0 || self.plugin_batch == Some(0) {
             crate::error::input_error!(
@@ -73,6 +79,7 @@ impl PluginArgs {
         }
         Ok(PluginOptions {
             timeout: Duration::from_secs_f64(self.plugin_timeout),
+            startup_timeout: Duration::from_secs_f64(self.plugin_startup_timeout),
             retries: self.plugin_retries,
             on_error: match self.plugin_on_error {
                 OnErrorArg::Abort => OnError::Abort,

@@ -8,7 +8,7 @@
 //! Without `--shard`, job-array environments choose it: Slurm's `SLURM_ARRAY_TASK_ID` (less
 //! `SLURM_ARRAY_TASK_MIN`) of `SLURM_ARRAY_TASK_COUNT`, or a Kubernetes Indexed Job's
 //! `JOB_COMPLETION_INDEX` of `STEERDIFF_SHARD_COUNT` (Kubernetes does not tell a pod the
-//! number of completions; set it in the manifest).
+//! number of completions; set it in the manifest — without it the index is ignored).
 
 use serde::{Deserialize, Serialize};
 
@@ -57,12 +57,11 @@ impl Shard {
             })?;
             return Ok(Some((Shard { index, count }, "SLURM_ARRAY_TASK_ID".into())));
         }
-        if let Some(index) = num("JOB_COMPLETION_INDEX")? {
-            let count = num("STEERDIFF_SHARD_COUNT")?.ok_or_else(|| {
-                "JOB_COMPLETION_INDEX is set but STEERDIFF_SHARD_COUNT is not: set it to the \
-                 Job's completions, or pass --shard I/N"
-                    .to_string()
-            })?;
+        // An Indexed Job's index alone says nothing about the split (and is set for every
+        // Indexed Job, sharded or not): it counts only with STEERDIFF_SHARD_COUNT.
+        if let (Some(index), Some(count)) =
+            (num("JOB_COMPLETION_INDEX")?, num("STEERDIFF_SHARD_COUNT")?)
+        {
             if index >= count {
                 return Err(format!(
                     "JOB_COMPLETION_INDEX={index} is not below STEERDIFF_SHARD_COUNT={count}"
@@ -128,7 +127,15 @@ mod tests {
             Shard::from_env(k8s).unwrap().unwrap().0,
             Shard { index: 1, count: 3 }
         );
-        assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "1")])).is_err());
+        assert_eq!(
+            Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "1")])).unwrap(),
+            None
+        );
+        assert!(Shard::from_env(env(&[
+            ("SLURM_ARRAY_TASK_ID", "x"),
+            ("SLURM_ARRAY_TASK_COUNT", "2")
+        ]))
+        .is_err());
         assert_eq!(Shard::from_env(env(&[])).unwrap(), None);
     }
 }

@@ -53,7 +53,7 @@ impl DitConfig {
             mlp_ratio: 4,
             num_classes: super::data::NUM_CLASSES,
             frequency_size: 128,
-            class_in_tokens: true,
+            class_in_tokens: false,
         }
     }
 

@@ -433,7 +433,8 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
         noise_seed: 21,
         checkpoint_every: 100,
         export_at: vec![steps / 8],
-        time_sampling: TimeSampling::Uniform,
+        // The shipped model's recipe; the other choices are flags of `toy train`.
+        time_sampling: TimeSampling::LogitNormal,
         data_rotation: data::Rotation::Full,
     };
     Ok(match what {

@@ -125,6 +125,8 @@ impl PluginTarget {
 pub struct PluginOptions {
     /// Longest wait for one answer.
     pub timeout: Duration,
+    /// Longest wait for the `describe` answer (plugins often load models at start).
+    pub startup_timeout: Duration,
     /// Extra attempts of a failed request.
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
@@ -145,6 +147,7 @@ impl Default for PluginOptions {
     fn default() -> Self {
         PluginOptions {
             timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(120),
             retries: 2,
             backoff: Duration::from_millis(100),
             on_error: OnError::Abort,
@@ -384,7 +387,7 @@ fn handshake(
     label: &str,
 ) -> steerdiff_guidance::Result<Description> {
     let (v, _) = t
-        .call(&Request::bare("describe", 0), &[], options.timeout)
+        .call(&Request::bare("describe", 0), &[], options.startup_timeout)
         .map_err(|f| {
             fail(
                 label,
