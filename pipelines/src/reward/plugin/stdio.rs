@@ -73,7 +73,12 @@ impl StdioTransport {
         });
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
-        let name = program.clone();
+        // `[plugin python3 brightness_stdio.py]`: the program and its script, without paths.
+        let base = |s: &String| s.rsplit('/').next().unwrap_or(s).to_string();
+        let name = std::iter::once(base(program))
+            .chain(args.first().filter(|a| !a.starts_with('-')).map(base))
+            .collect::<Vec<_>>()
+            .join(" ");
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
