@@ -226,9 +226,32 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         None
     };
     let vae = sd.vae.clone();
-    let strategy = args.strategy.build(args.steps, |spec| {
-        Ok(parse_image_reward(spec, Some(vae.clone()))?)
-    })?;
+    let reward_for = |spec: &str| -> Result<std::sync::Arc<dyn steerdiff_guidance::Reward>> {
+        use steerdiff_pipelines::reward::{PluginReward, PluginTarget};
+        use steerdiff_pipelines::sd::rewards::{OnPixels, Pixels};
+        match PluginTarget::parse(spec) {
+            // A plugin scores the VAE decode of x̂0 (and is told the prompt).
+            Some(target) => {
+                let target = match target {
+                    Ok(t) => t,
+                    Err(e) => input_error!("--reward {e}"),
+                };
+                let plugin = PluginReward::connect(&target, args.strategy.plugin.options()?)
+                    .map_err(|e| anyhow::Error::new(crate::error::InputError(e.to_string())))?
+                    .with_prompts(vec![prompt.clone()]);
+                Ok(std::sync::Arc::new(OnPixels::new(
+                    Pixels::Decode(vae.clone()),
+                    std::sync::Arc::new(plugin),
+                )))
+            }
+            None => Ok(parse_image_reward(spec, Some(vae.clone()))?),
+        }
+    };
+    let strategy = args.strategy.build(args.steps, reward_for)?;
+    let eval_reward = match &args.strategy.eval_reward {
+        Some(spec) => Some(reward_for(spec).context("--eval-reward")?),
+        None => None,
+    };
     let particles = args.strategy.particles_per_group();
     if args.init_latents.is_some() && !matches!(strategy, Built::None) {
         input_error!("--init-latents starts plain sampling; it cannot be combined with --guidance");
@@ -340,6 +363,21 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         strategy: args.strategy.clone(),
     };
     let latents = &outcome.population.x;
+    // The evaluation reward, on the final latents (never steered by).
+    let eval_scores: Vec<Option<f64>> = match &eval_reward {
+        Some(r) => {
+            let conds = outcome.population.conds();
+            let cx = steerdiff_guidance::RewardContext {
+                conds: &conds,
+                at: steerdiff_guidance::StepPoint::CLEAN,
+            };
+            r.score(latents, &cx)?
+                .into_iter()
+                .map(|s| Some(s).filter(|s| s.is_finite()))
+                .collect()
+        }
+        None => vec![None; outcome.population.len()],
+    };
     let images = sd.decode(latents)?;
     let mut staged = Staged::new();
     let mut records = Vec::new();
@@ -382,6 +420,9 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             "reward": p.reward,
             "latents": outcome.population.row(i)?,
         }));
+        if let Some(e) = eval_scores[i] {
+            records.last_mut().expect("just pushed")["eval_reward"] = e.into();
+        }
     }
     let record = serde_json::json!({
         "samples": records,

@@ -467,3 +467,53 @@ fn img2img_encodes_deterministically_and_runs_the_last_steps() {
         .sum();
     assert_eq!(rows, 3 * 2, "⌊10·0.3⌋ = 3 steps, 2 rows each (CFG)");
 }
+
+#[test]
+fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let plugin = format!(
+        "stdio:python3 {}/examples/plugins/brightness_stdio.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(["generate", "--model"])
+        .arg(fixture_dir().join("pipeline"))
+        .args([
+            "--prompt",
+            "a red cat",
+            "--steps",
+            "4",
+            "--scheduler",
+            "ddim",
+            "--eta",
+            "1",
+        ])
+        .args([
+            "--guidance",
+            "fk",
+            "--particles",
+            "3",
+            "-n",
+            "2",
+            "--reward",
+            &plugin,
+        ])
+        .args(["--eval-reward", "jpeg", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("samples.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["ledger"]["reward_items"]["brightness-plugin(Decode)"],
+        18
+    );
+    for s in record["samples"].as_array().unwrap() {
+        // Brightness of decoded pixels in [-1, 1]; minus kB of JPEG.
+        let r = s["reward"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&r), "{s}");
+        assert!(s["eval_reward"].as_f64().unwrap() < 0.0, "{s}");
+    }
+}

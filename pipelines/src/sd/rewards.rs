@@ -50,6 +50,47 @@ impl Pixels {
     }
 }
 
+/// Any pixel reward (a plugin, say) applied to latents: they are turned into images by
+/// `pixels` and handed to `inner` in the toy's pixel convention, `[-1, 1]`.
+pub struct OnPixels {
+    pixels: Pixels,
+    inner: Arc<dyn Reward>,
+    name: String,
+}
+
+impl OnPixels {
+    /// `inner` scored on the images `pixels` makes of the latents.
+    pub fn new(pixels: Pixels, inner: Arc<dyn Reward>) -> Self {
+        let name = format!("{}({:?})", inner.name(), pixels);
+        OnPixels {
+            pixels,
+            inner,
+            name,
+        }
+    }
+}
+
+impl Reward for OnPixels {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn score(&self, x0: &Tensor, cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
+        let images = self
+            .pixels
+            .images(x0)
+            .map_err(|e| steerdiff_guidance::Error::Reward {
+                name: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        self.inner.score(&images.affine(2.0, -1.0)?, cx)
+    }
+
+    fn take_cached(&self) -> u64 {
+        self.inner.take_cached()
+    }
+}
+
 /// Encodes one `[3, H, W]` image in `[0, 1]` as 8-bit RGB bytes.
 pub fn to_rgb8(image: &Tensor) -> Result<(Vec<u8>, u32, u32)> {
     let (c, h, w) = image.dims3()?;
