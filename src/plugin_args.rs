@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use steerdiff_pipelines::reward::{OnError, PluginOptions};
+use steerdiff_pipelines::reward::{OnError, PluginOptions, PluginReward, PluginTarget};
 
 /// What to do with items a plugin cannot score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ValueEnum)]
@@ -91,5 +91,19 @@ impl PluginArgs {
             cache: !self.plugin_no_cache,
             ..PluginOptions::default()
         })
+    }
+
+    /// The plugin `spec` names (`stdio:…`, `http://…`), connected and handshaken; `None` when
+    /// `spec` is not a plugin. Errors are input errors (the plugin cannot be used as given).
+    pub fn connect(&self, spec: &str) -> Option<anyhow::Result<PluginReward>> {
+        let target = PluginTarget::parse(spec)?;
+        Some((|| {
+            let target = match target {
+                Ok(t) => t,
+                Err(e) => crate::error::input_error!("--reward {e}"),
+            };
+            PluginReward::connect(&target, self.options()?)
+                .map_err(|e| anyhow::Error::new(crate::error::InputError(e.to_string())))
+        })())
     }
 }

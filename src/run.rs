@@ -282,17 +282,11 @@ pub fn score_final(
 /// posterior draws around x̂0, for a data prior of standard deviation `C` (default 0.5, the
 /// spread of the toy's pixels in `[-1, 1]`).
 fn reward_for(model: &Loaded, spec: &str, plugin: &PluginArgs) -> Result<Arc<dyn Reward>> {
-    if let Some(target) = steerdiff_pipelines::reward::PluginTarget::parse(spec) {
-        let target = match target {
-            Ok(t) => t,
-            Err(e) => input_error!("--reward {e}"),
-        };
-        let reward = steerdiff_pipelines::reward::PluginReward::connect(&target, plugin.options()?)
-            .map_err(|e| anyhow::Error::new(crate::error::InputError(e.to_string())))?;
-        return Ok(Arc::new(reward));
+    if let Some(reward) = plugin.connect(spec) {
+        return Ok(Arc::new(reward?));
     }
     if let Some(rest) = spec.strip_prefix("ensemble:") {
-        return ensemble_for(model, spec, rest, plugin);
+        return ensemble_for(spec, rest, &|member| reward_for(model, member, plugin));
     }
     if let Some(rest) = spec.strip_prefix("many:") {
         let bad = || {
@@ -342,12 +336,12 @@ fn reward_for(model: &Loaded, spec: &str, plugin: &PluginArgs) -> Result<Arc<dyn
 
 /// `ensemble:MODE:W1*SPEC1;W2*SPEC2;…` with MODE `sum` (weighted sum), `z` (weighted sum of
 /// batch z-scores) or `rank` (weighted mean rank); members are any reward specs, plugins
-/// included (`;` separates them, so commands may contain spaces and colons).
-fn ensemble_for(
-    model: &Loaded,
+/// included (`;` separates them, so commands may contain spaces and colons). `rest` is what
+/// follows `ensemble:`; `member` parses one member's spec.
+pub fn ensemble_for(
     spec: &str,
     rest: &str,
-    plugin: &PluginArgs,
+    member: &dyn Fn(&str) -> Result<Arc<dyn Reward>>,
 ) -> Result<Arc<dyn Reward>> {
     use steerdiff_pipelines::reward::{Ensemble, EnsembleMode};
     let bad = |why: &str| {
@@ -374,7 +368,7 @@ fn ensemble_for(
         if !w.is_finite() {
             return Err(bad(&format!("weight of `{inner}` is not finite")));
         }
-        list.push((reward_for(model, inner, plugin)?, w));
+        list.push((member(inner)?, w));
     }
     if list.is_empty() {
         return Err(bad("no members"));

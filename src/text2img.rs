@@ -134,6 +134,27 @@ fn read_latents(path: &Path) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// A reward for a latent model: `ensemble:…` of members, a plugin (scored on the VAE decode
+/// of x̂0 and told the prompt), or an image reward (`jpeg[:Q]`, `jpeg-preview[:Q]`).
+fn image_reward_for(
+    spec: &str,
+    vae: &std::sync::Arc<steerdiff_pipelines::sd::vae::Vae>,
+    prompt: &str,
+    args: &GenerateArgs,
+) -> Result<std::sync::Arc<dyn steerdiff_guidance::Reward>> {
+    use steerdiff_pipelines::sd::rewards::{OnPixels, Pixels};
+    if let Some(rest) = spec.strip_prefix("ensemble:") {
+        return crate::run::ensemble_for(spec, rest, &|m| image_reward_for(m, vae, prompt, args));
+    }
+    match args.strategy.plugin.connect(spec) {
+        Some(plugin) => Ok(std::sync::Arc::new(OnPixels::new(
+            Pixels::Decode(vae.clone()),
+            std::sync::Arc::new(plugin?.with_prompts(vec![prompt.to_string()])),
+        ))),
+        None => Ok(parse_image_reward(spec, Some(vae.clone()))?),
+    }
+}
+
 /// Runs a text-to-image `generate`.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
     let model = args.model.clone().unwrap_or_default();
@@ -226,30 +247,11 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         None
     };
     let vae = sd.vae.clone();
-    let reward_for = |spec: &str| -> Result<std::sync::Arc<dyn steerdiff_guidance::Reward>> {
-        use steerdiff_pipelines::reward::{PluginReward, PluginTarget};
-        use steerdiff_pipelines::sd::rewards::{OnPixels, Pixels};
-        match PluginTarget::parse(spec) {
-            // A plugin scores the VAE decode of x̂0 (and is told the prompt).
-            Some(target) => {
-                let target = match target {
-                    Ok(t) => t,
-                    Err(e) => input_error!("--reward {e}"),
-                };
-                let plugin = PluginReward::connect(&target, args.strategy.plugin.options()?)
-                    .map_err(|e| anyhow::Error::new(crate::error::InputError(e.to_string())))?
-                    .with_prompts(vec![prompt.clone()]);
-                Ok(std::sync::Arc::new(OnPixels::new(
-                    Pixels::Decode(vae.clone()),
-                    std::sync::Arc::new(plugin),
-                )))
-            }
-            None => Ok(parse_image_reward(spec, Some(vae.clone()))?),
-        }
-    };
-    let strategy = args.strategy.build(args.steps, reward_for)?;
+    let strategy = args.strategy.build(args.steps, |spec| {
+        image_reward_for(spec, &vae, &prompt, args)
+    })?;
     let eval_reward = match &args.strategy.eval_reward {
-        Some(spec) => Some(reward_for(spec).context("--eval-reward")?),
+        Some(spec) => Some(image_reward_for(spec, &vae, &prompt, args).context("--eval-reward")?),
         None => None,
     };
     let particles = args.strategy.particles_per_group();

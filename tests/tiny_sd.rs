@@ -516,4 +516,39 @@ fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_report
         assert!((-1.0..=1.0).contains(&r), "{s}");
         assert!(s["eval_reward"].as_f64().unwrap() < 0.0, "{s}");
     }
+    // Ensembles take plugins and image rewards alike.
+    let ens = dir.path().join("ens");
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(["generate", "--model"])
+        .arg(fixture_dir().join("pipeline"))
+        .args([
+            "--prompt",
+            "a red cat",
+            "--steps",
+            "4",
+            "--scheduler",
+            "ddim",
+            "--eta",
+            "1",
+        ])
+        .args(["--guidance", "fk", "--particles", "3", "--reward"])
+        .arg(format!("ensemble:z:1*jpeg;0.5*{plugin}"))
+        .arg("-o")
+        .arg(&ens)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(ens.join("samples.json")).unwrap()).unwrap();
+    let name = record["ledger"]["reward_calls"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert!(
+        name.contains("jpeg") && name.contains("brightness-plugin"),
+        "{name}"
+    );
 }
