@@ -138,15 +138,57 @@ pub fn expand_config(argv: Vec<OsString>) -> Result<Vec<OsString>> {
             .and_then(|a| a.get_long().map(String::from))
     };
     let given: Vec<String> = text[2..].iter().filter_map(|t| long_of(t)).collect();
-    let extra = config_flags(Path::new(&file), &cmd, &given)?;
+    let extra = config_flags(Path::new(&file), &given)?;
     let mut out: Vec<OsString> = argv[..2].to_vec();
     out.extend(extra.into_iter().map(OsString::from));
     out.extend(argv[2..].iter().cloned());
     Ok(out)
 }
 
+/// The flag a key of a config file or prompt-file line sets, and its values: a string,
+/// number or boolean is one value and an array several; for a switch, `true` sets it (no
+/// values) and `false` leaves it off (`None`). Keys are long flags of `generate`, `_` allowed
+/// for `-`. The error says what is wrong with the key, for the caller to place.
+pub fn flag_for(
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<Option<(String, Vec<String>)>, String> {
+    use serde_json::Value;
+    let long = key.replace('_', "-");
+    let cmd = generate_command();
+    let Some(arg) = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long.as_str()))
+    else {
+        return Err(format!(
+            "unknown key `{key}` (keys are the long flags of `steerdiff generate`, e.g. class, \
+             cfg, guidance, reward; see `steerdiff generate --help`)"
+        ));
+    };
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Bool(b) => Ok(b.to_string()),
+        // Whole numbers without a fraction part, whether written 3 or 3.0.
+        Value::Number(x) => Ok(x
+            .as_i64()
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| x.as_f64().unwrap_or(f64::NAN).to_string())),
+        _ => Err(format!(
+            "`{key}` must be a string, number, boolean or a list of them"
+        )),
+    };
+    let values = match (value, arg.get_action().takes_values()) {
+        (Value::Bool(true), false) => vec![],
+        (Value::Bool(false), false) => return Ok(None),
+        (_, false) => return Err(format!("`{key}` is a switch; write true or false")),
+        (Value::Array(items), true) => items.iter().map(scalar).collect::<Result<_, _>>()?,
+        (v, true) => vec![scalar(v)?],
+    };
+    Ok(Some((long, values)))
+}
+
 /// The `--name=value` arguments of a config file, skipping the long names in `given`.
-fn config_flags(path: &Path, cmd: &clap::Command, given: &[String]) -> Result<Vec<String>> {
+fn config_flags(path: &Path, given: &[String]) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file `{}`", path.display()))?;
     let table: toml::Table = match text.parse() {
@@ -155,48 +197,18 @@ fn config_flags(path: &Path, cmd: &clap::Command, given: &[String]) -> Result<Ve
     };
     let mut out = vec![];
     for (key, value) in table {
-        let long = key.replace('_', "-");
-        let Some(arg) = cmd
-            .get_arguments()
-            .find(|a| a.get_long() == Some(long.as_str()))
-        else {
-            input_error!(
-                "config file `{}`: unknown key `{key}` (keys are the long flags of `steerdiff \
-                 generate`, e.g. class, cfg, guidance, reward; see `steerdiff generate --help`)",
-                path.display()
-            );
+        let flag = serde_json::to_value(&value)
+            .map_err(|e| e.to_string())
+            .and_then(|v| flag_for(&key, &v));
+        let (long, values) = match flag {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(e) => input_error!("config file `{}`: {e}", path.display()),
         };
         if long == "config" || given.contains(&long) {
             continue;
         }
-        let scalar = |v: &toml::Value| -> Result<String> {
-            Ok(match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => input_error!(
-                    "config file `{}`: key `{key}` has a {} value; use a string, number, \
-                     boolean or a list of them",
-                    path.display(),
-                    other.type_str()
-                ),
-            })
-        };
-        match (&value, arg.get_action().takes_values()) {
-            (toml::Value::Boolean(true), false) => out.push(format!("--{long}")),
-            (toml::Value::Boolean(false), false) => {}
-            (_, false) => input_error!(
-                "config file `{}`: `{key}` is a switch; write {key} = true or false",
-                path.display()
-            ),
-            (toml::Value::Array(items), true) => {
-                for v in items {
-                    out.push(format!("--{long}={}", scalar(v)?));
-                }
-            }
-            (v, true) => out.push(format!("--{long}={}", scalar(v)?)),
-        }
+        out.extend(to_argv(&vec![(long, values)]).into_iter().skip(1));
     }
     Ok(out)
 }

@@ -96,14 +96,10 @@ impl PluginArgs {
     /// The plugin `spec` names (`stdio:…`, `http://…`), connected and handshaken; `None` when
     /// `spec` is not a plugin. Errors are input errors (the plugin cannot be used as given).
     pub fn connect(&self, spec: &str) -> Option<anyhow::Result<PluginReward>> {
-        let target = PluginTarget::parse(spec)?;
-        Some((|| {
-            let target = match target {
-                Ok(t) => t,
-                Err(e) => crate::error::input_error!("--reward {e}"),
-            };
-            PluginReward::connect(&target, self.options()?)
-                .map_err(|e| anyhow::Error::new(crate::error::InputError(e.to_string())))
-        })())
+        let input = |m: String| anyhow::Error::new(crate::error::InputError(m));
+        PluginTarget::parse(spec).map(|target| {
+            let target = target.map_err(|e| input(format!("--reward {e}")))?;
+            PluginReward::connect(&target, self.options()?).map_err(|e| input(e.to_string()))
+        })
     }
 }

@@ -37,28 +37,15 @@ pub fn read(path: &Path, condition: &str) -> Result<Vec<Flags>> {
         };
         let mut flags = Flags::new();
         for (key, value) in obj {
-            let key = key.replace('_', "-");
-            if matches!(key.as_str(), "output" | "prompt-file" | "config" | "shard") {
+            let (long, values) = match crate::invocation::flag_for(&key, &value) {
+                Ok(Some(f)) => f,
+                Ok(None) => continue,
+                Err(e) => input_error!("{}: {e}", where_()),
+            };
+            if matches!(long.as_str(), "output" | "prompt-file" | "config" | "shard") {
                 input_error!("{}: `{key}` cannot be set per line", where_());
             }
-            let scalar = |v: &serde_json::Value| -> Result<String> {
-                Ok(match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Number(x) => x.to_string(),
-                    serde_json::Value::Bool(b) => b.to_string(),
-                    _ => input_error!(
-                        "{}: `{key}` must be a string, number, boolean or a list of them",
-                        where_()
-                    ),
-                })
-            };
-            let values = match &value {
-                serde_json::Value::Array(a) => a.iter().map(scalar).collect::<Result<_>>()?,
-                serde_json::Value::Bool(true) => vec![],
-                serde_json::Value::Bool(false) => continue,
-                v => vec![scalar(v)?],
-            };
-            flags.push((key, values));
+            flags.push((long, values));
         }
         out.push(flags);
     }

@@ -280,30 +280,26 @@ fn plugin_faults_are_reported_and_leave_no_processes() {
 fn remote_hosts_and_missing_programs_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o");
-    let o = steerdiff(&[
-        "generate",
-        "--guidance",
-        "fk",
-        "--reward",
-        "http://10.1.2.3:80",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("--plugin-allow-remote"), "{err}");
-    let o = steerdiff(&[
-        "generate",
-        "--guidance",
-        "fk",
-        "--reward",
-        "stdio:no-such-program-xyz",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot start `no-such-program-xyz`"), "{err}");
+    for (reward, expect) in [
+        ("http://10.1.2.3:80", "--plugin-allow-remote"),
+        (
+            "stdio:no-such-program-xyz",
+            "cannot start `no-such-program-xyz`",
+        ),
+    ] {
+        let o = steerdiff(&[
+            "generate",
+            "--guidance",
+            "fk",
+            "--reward",
+            reward,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(expect), "{err}");
+    }
 }
 
 #[test]

@@ -468,14 +468,9 @@ fn img2img_encodes_deterministically_and_runs_the_last_steps() {
     assert_eq!(rows, 3 * 2, "⌊10·0.3⌋ = 3 steps, 2 rows each (CFG)");
 }
 
-#[test]
-fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let plugin = format!(
-        "stdio:python3 {}/examples/plugins/brightness_stdio.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
+/// `generate` on the tiny pipeline (prompt "a red cat", 4 stochastic DDIM steps) with
+/// `extra` flags into `out`; returns its samples.json.
+fn generate_tiny(out: &Path, extra: &[&str]) -> Value {
     let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
         .args(["generate", "--model"])
         .arg(fixture_dir().join("pipeline"))
@@ -489,23 +484,31 @@ fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_report
             "--eta",
             "1",
         ])
-        .args([
-            "--guidance",
-            "fk",
-            "--particles",
-            "3",
-            "-n",
-            "2",
-            "--reward",
-            &plugin,
-        ])
-        .args(["--eval-reward", "jpeg", "-o"])
-        .arg(&out)
+        .args(extra)
+        .arg("-o")
+        .arg(out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let record: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("samples.json")).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(out.join("samples.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = format!(
+        "stdio:python3 {}/examples/plugins/brightness_stdio.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let fk = ["--guidance", "fk", "--particles", "3"];
+    let record = generate_tiny(
+        &dir.path().join("out"),
+        &[
+            &fk[..],
+            &["-n", "2", "--reward", &plugin, "--eval-reward", "jpeg"],
+        ]
+        .concat(),
+    );
     assert_eq!(
         record["ledger"]["reward_items"]["brightness-plugin(Decode)"],
         18
@@ -517,29 +520,11 @@ fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_report
         assert!(s["eval_reward"].as_f64().unwrap() < 0.0, "{s}");
     }
     // Ensembles take plugins and image rewards alike.
-    let ens = dir.path().join("ens");
-    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(["generate", "--model"])
-        .arg(fixture_dir().join("pipeline"))
-        .args([
-            "--prompt",
-            "a red cat",
-            "--steps",
-            "4",
-            "--scheduler",
-            "ddim",
-            "--eta",
-            "1",
-        ])
-        .args(["--guidance", "fk", "--particles", "3", "--reward"])
-        .arg(format!("ensemble:z:1*jpeg;0.5*{plugin}"))
-        .arg("-o")
-        .arg(&ens)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let record: Value =
-        serde_json::from_str(&std::fs::read_to_string(ens.join("samples.json")).unwrap()).unwrap();
+    let ensemble = format!("ensemble:z:1*jpeg;0.5*{plugin}");
+    let record = generate_tiny(
+        &dir.path().join("ens"),
+        &[&fk[..], &["--reward", &ensemble]].concat(),
+    );
     let name = record["ledger"]["reward_calls"]
         .as_object()
         .unwrap()

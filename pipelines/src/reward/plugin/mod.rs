@@ -169,7 +169,6 @@ pub struct PluginReward {
     prompts: Vec<String>,
     cache: Mutex<HashMap<[u8; 32], f64>>,
     cached: AtomicU64,
-    requests: AtomicU64,
     next_id: AtomicU64,
 }
 
@@ -255,7 +254,6 @@ impl PluginReward {
             prompts: vec![],
             cache: Mutex::new(HashMap::new()),
             cached: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
         })
     }
@@ -274,11 +272,6 @@ impl PluginReward {
     /// The encoding chosen for item pixels.
     pub fn encoding(&self) -> Encoding {
         self.encoding
-    }
-
-    /// `score` requests sent so far (retries included).
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
     }
 
     fn cacheable(&self) -> bool {
@@ -348,7 +341,6 @@ impl PluginReward {
                 std::thread::sleep(self.options.backoff * 2u32.pow(attempt - 1));
             }
             header.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            self.requests.fetch_add(1, Ordering::Relaxed);
             let answer = transport
                 .call(&header, &payload, self.options.timeout)
                 .map_err(|f| (f.message, f.retryable))
