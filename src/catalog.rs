@@ -22,15 +22,15 @@ pub const MODELS: &[(&str, &str)] = &[
      {\"dim\": D, \"components\": [{\"weight\", \"mean\", \"std\", \"class\"}], \"class_names\"?}",
     ),
     (
-        "sd15 | sd21 | sd21-base | sd-turbo",
-        "Stable Diffusion presets (Hub repos, cached as hf-hub does; HF_HOME, HF_HUB_OFFLINE, \
-         HF_TOKEN): --prompt \"…\" --negative \"…\" --cfg S --scheduler NAME; sdxl, sdxl-turbo, \
+        "sd15 | sd21 | sd21-base | sd-turbo | sdxl | sdxl-turbo",
+        "Stable Diffusion 1.x/2.x/XL presets (Hub repos, cached as hf-hub does; HF_HOME, \
+         HF_HUB_OFFLINE, HF_TOKEN): --prompt \"…\" --negative \"…\" --cfg S --scheduler NAME; \
          sd3-medium, sd3.5-*, flux-schnell, flux-dev are named but cannot run from a prompt yet \
-         (SDXL unsupported; SD3/FLUX transformers load through the library API only)",
+         (their transformers load through the library API only)",
     ),
     (
         "ORG/NAME[@REV] | FOLDER",
-        "any diffusers-format Stable Diffusion 1.x/2.x repo or local folder (model_index.json), \
+        "any diffusers-format Stable Diffusion 1.x/2.x/XL repo or local folder (model_index.json), \
          safetensors only; --dtype f32|f16|bf16, --height/--width, --init-latents FILE.json",
     ),
 ];
@@ -61,7 +61,7 @@ pub const GUIDANCE: &[(&str, &str)] = &[
     (
         "dsearch",
         "--guidance dsearch: dynamic beam search (Li et al. 2025): --particles (initial beams) \
-         --beams b --children M --width w --replace ρ",
+         --beams b --children M --dsearch-width w --replace ρ",
     ),
     (
         "random-search",

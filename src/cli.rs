@@ -287,3 +287,32 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// No two flags of one subcommand share a long name or an id. clap checks this only in
+    /// debug builds; in release a clash lets one flag silently swallow the other's values
+    /// (DSearch's `--width` once took the image width's).
+    #[test]
+    fn no_two_flags_share_a_name() {
+        use clap::CommandFactory;
+        fn check(cmd: &clap::Command, path: &str) {
+            let mut longs = std::collections::BTreeSet::new();
+            let mut ids = std::collections::BTreeSet::new();
+            for arg in cmd.get_arguments() {
+                assert!(
+                    ids.insert(arg.get_id().as_str().to_string()),
+                    "{path}: two arguments with id `{}`",
+                    arg.get_id()
+                );
+                if let Some(long) = arg.get_long() {
+                    assert!(longs.insert(long.to_string()), "{path}: two --{long} flags");
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&super::Cli::command(), "steerdiff");
+    }
+}

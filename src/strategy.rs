@@ -140,7 +140,7 @@ pub struct StrategyArgs {
     #[arg(long, default_value_t = 2)]
     pub children: usize,
     /// DSearch: width multiplier of a wide expansion (w).
-    #[arg(long, default_value_t = 2)]
+    #[arg(id = "dsearch_width", long = "dsearch-width", default_value_t = 2)]
     pub width: usize,
     /// DSearch-R replace rate ρ (0 = off).
     #[arg(long, default_value_t = 0.0)]

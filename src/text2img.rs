@@ -2,7 +2,7 @@
 //! diffusers-format folders and Hub repos.
 //!
 //! ```text
-//! steerdiff generate --model sd15|sd21|sd-turbo|ORG/NAME|FOLDER --prompt "…" [--negative "…"]
+//! steerdiff generate --model sd15|sd21|sd-turbo|sdxl|sdxl-turbo|ORG/NAME|FOLDER --prompt "…" [--negative "…"]
 //!                    [--steps N] [--cfg S] [--scheduler NAME|CLASS|FILE.json] [--eta E]
 //!                    [--height H --width W] [--dtype f32|f16|bf16] [-n N] [--seed S]
 //!                    [--init-latents FILE.json | --init-image IMG [--strength S]]
@@ -61,8 +61,9 @@ pub struct TextParameters {
     pub model: String,
     /// The prompt.
     pub prompt: String,
-    /// The negative prompt (the unconditional row of CFG).
-    pub negative: String,
+    /// The negative prompt (the unconditional row of CFG); `None`: none given (the empty
+    /// prompt, or SDXL's all-zero row).
+    pub negative: Option<String>,
     /// The scheduler as named (`default` = the model's own).
     pub scheduler: String,
     /// The diffusers scheduler class used.
@@ -176,7 +177,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
              models run one --seed/-n block per machine instead"
         );
     }
-    let negative = args.negative.clone().unwrap_or_default();
+    let negative = args.negative.clone();
     let dtype = match &args.dtype {
         Some(d) => WeightDType::parse(d)?,
         None => WeightDType::F32,
@@ -218,7 +219,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         }
     }
     sd.set_image_size(height, width)?;
-    sd.set_prompts(&[prompt.as_str()], &negative)?;
+    sd.set_prompts(&[prompt.as_str()], negative.as_deref())?;
     let scheduler_name = args.scheduler.clone().or_else(|| args.sampler.clone());
     // Particle strategies need a stochastic scheduler: where η is free and not given, use 1
     // (as for every other model); a fixed-η scheduler keeps its own and is refused later.

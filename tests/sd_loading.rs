@@ -264,14 +264,24 @@ fn bad_configs_give_clear_errors() {
         e.contains("hidden_size") && e.contains("text_encoder"),
         "{e}"
     );
+    // SDXL's added conditioning needs its sizes; an SDXL pipeline needs both encoders.
     let e = edit("unet/config.json", &|v| {
         v["addition_embed_type"] = "text_time".into()
     });
-    assert!(e.contains("SDXL"), "{e}");
+    assert!(
+        e.contains("addition_time_embed_dim") && e.contains("missing"),
+        "{e}"
+    );
+    let e = edit("unet/config.json", &|v| {
+        v["addition_embed_type"] = "image_hint".into()
+    });
+    assert!(e.contains("image_hint") && e.contains("text_time"), "{e}");
+    let e = edit("unet/config.json", &|v| v["norm_num_groups"] = 16.into());
+    assert!(e.contains("norm_num_groups"), "{e}");
     let e = edit("model_index.json", &|v| {
         v["_class_name"] = "StableDiffusionXLPipeline".into()
     });
-    assert!(e.contains("SDXL"), "{e}");
+    assert!(e.contains("tokenizer_2"), "{e}");
     let e = edit("unet/config.json", &|v| {
         v["block_out_channels"] = "wide".into()
     });

@@ -1,10 +1,15 @@
-//! Conformance of the Stable Diffusion code path with diffusers on the tiny fixture
-//! (`tests/fixtures/tiny-sd`, or `$STEERDIFF_FIXTURES/tiny-sd`): every case file is a case.
+//! Conformance of the Stable Diffusion code path with diffusers on the tiny fixtures
+//! (`tests/fixtures/tiny-sd` and `tests/fixtures/tiny-sdxl`, or the same names under
+//! `$STEERDIFF_FIXTURES`): every case file is a case.
 //!
 //! The pipeline folder is loaded through the same loader as a Hub model. Per case: token ids
-//! exactly; prompt and negative-prompt embeddings ≤ 1e-4; the latents after every step
-//! ≤ 1e-3·max(1, |x|) (in diffusers' coordinates: Euler's are `x/α`); the VAE decode and the
-//! output image ≤ 2/255. Then the same run through the `steerdiff` binary.
+//! exactly (both tokenizers for SDXL); prompt and negative-prompt embeddings (and SDXL's pooled
+//! embeddings) ≤ 1e-4; the latents after every step ≤ 1e-3·max(1, |x|) (in diffusers'
+//! coordinates: Euler's are `x/α`); the VAE decode and the output image ≤ 2/255. Then the same
+//! run through the `steerdiff` binary.
+//!
+//! `tiny-sdxl` is written by `tests/fixtures/tiny-sdxl/make_fixture.py` (diffusers' own
+//! StableDiffusionXLPipeline on random weights).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,15 +24,24 @@ use steerdiff::guidance::{
 };
 use steerdiff::pipelines::sd::{LoadOptions, ModelFiles, Source, StableDiffusion};
 
-fn fixture_dir() -> PathBuf {
+const SD: &str = "tiny-sd";
+const SDXL: &str = "tiny-sdxl";
+
+fn fixture_dir_of(name: &str) -> PathBuf {
     match std::env::var_os("STEERDIFF_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("tiny-sd"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd"),
+        Some(d) => PathBuf::from(d).join(name),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
     }
 }
 
-fn cases() -> Vec<(String, Value)> {
-    let dir = fixture_dir();
+fn fixture_dir() -> PathBuf {
+    fixture_dir_of(SD)
+}
+
+fn cases(fixture: &str) -> Vec<(String, Value)> {
+    let dir = fixture_dir_of(fixture);
     let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("fixture folder {}: {e}", dir.display()))
         .filter_map(|e| e.ok())
@@ -105,41 +119,69 @@ impl Guidance for Recorder {
     }
 }
 
+fn load_fixture(fixture: &str) -> StableDiffusion {
+    let files = ModelFiles::new(Source::Folder(fixture_dir_of(fixture).join("pipeline")));
+    StableDiffusion::from_files(&files, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("load {fixture}: {e}"))
+}
+
 fn load() -> StableDiffusion {
-    let files = ModelFiles::new(Source::Folder(fixture_dir().join("pipeline")));
-    StableDiffusion::from_files(&files, &LoadOptions::default()).expect("load tiny-sd")
+    load_fixture(SD)
+}
+
+/// The token ids a case expects from each tokenizer (`KEY`, then `KEY_2` for SDXL's second).
+fn case_ids(case: &Value, key: &str) -> Vec<Vec<u32>> {
+    let mut out = vec![ids(&case[key])];
+    if let Some(v) = case.get(format!("{key}_2")) {
+        out.push(ids(v));
+    }
+    out
 }
 
 /// Worst errors of one case: (embeddings, per-step latents relative, decoded, image).
 fn run_case(sd: &mut StableDiffusion, name: &str, case: &Value) -> (f32, Vec<f32>, f32, f32) {
     let prompt = case["prompt"].as_str().unwrap();
-    let negative = case["negative_prompt"].as_str().unwrap_or("");
+    // `null`: no negative prompt (SDXL then uses an all-zero unconditional row).
+    let negative = case["negative_prompt"].as_str();
     assert_eq!(
-        sd.tokenize(prompt).unwrap(),
-        ids(&case["input_ids"]),
+        sd.tokenize_all(prompt).unwrap(),
+        case_ids(case, "input_ids"),
         "{name}: input_ids"
     );
     assert_eq!(
-        sd.tokenize(negative).unwrap(),
-        ids(&case["negative_input_ids"]),
+        sd.tokenize_all(negative.unwrap_or("")).unwrap(),
+        case_ids(case, "negative_input_ids"),
         "{name}: negative_input_ids"
     );
-    let emb = sd.encode_text(&[prompt, negative]).unwrap();
-    let (e1, _) = diff(&flat(&emb.get(0).unwrap()), &floats(&case["prompt_embeds"]));
-    let (e2, _) = diff(
-        &flat(&emb.get(1).unwrap()),
-        &floats(&case["negative_prompt_embeds"]),
-    );
-    let emb_err = e1.max(e2);
+    let h = case["height"].as_u64().unwrap() as usize;
+    let w = case["width"].as_u64().unwrap() as usize;
+    sd.set_image_size(h, w).unwrap();
+    sd.set_prompts(&[prompt], negative).unwrap();
+    let table = sd.prompt_table().unwrap();
+    let mut emb_err = 0.0f32;
+    for (row, key) in [(1, "prompt_embeds"), (0, "negative_prompt_embeds")] {
+        let (e, _) = diff(&flat(&table.context.get(row).unwrap()), &floats(&case[key]));
+        emb_err = emb_err.max(e);
+    }
+    match &table.pooled {
+        Some(pooled) => {
+            for (row, key) in [
+                (1, "pooled_prompt_embeds"),
+                (0, "negative_pooled_prompt_embeds"),
+            ] {
+                let (e, _) = diff(&flat(&pooled.get(row).unwrap()), &floats(&case[key]));
+                emb_err = emb_err.max(e);
+            }
+            let want: Vec<f32> = floats(&case["add_time_ids"]);
+            assert_eq!(sd.time_ids().to_vec(), want, "{name}: add_time_ids");
+        }
+        None => assert!(case.get("pooled_prompt_embeds").is_none(), "{name}"),
+    }
     assert!(
         emb_err <= 1e-4,
         "{name}: prompt embeddings differ by {emb_err}"
     );
 
-    let h = case["height"].as_u64().unwrap() as usize;
-    let w = case["width"].as_u64().unwrap() as usize;
-    sd.set_image_size(h, w).unwrap();
-    sd.set_prompts(&[prompt], negative).unwrap();
     let sched =
         SchedulerConfig::from_value(case["scheduler"].as_str(), &case["scheduler_config"]).unwrap();
     let ve = sched.class().unwrap().ve_coordinates();
@@ -221,8 +263,19 @@ fn run_case(sd: &mut StableDiffusion, name: &str, case: &Value) -> (f32, Vec<f32
 
 #[test]
 fn every_case_matches_diffusers_through_the_api() {
-    let mut sd = load();
-    for (name, case) in cases() {
+    api_cases(SD);
+}
+
+#[test]
+fn every_sdxl_case_matches_diffusers_through_the_api() {
+    let sd = load_fixture(SDXL);
+    assert!(sd.is_sdxl() && sd.force_zeros_for_empty_prompt);
+    api_cases(SDXL);
+}
+
+fn api_cases(fixture: &str) {
+    let mut sd = load_fixture(fixture);
+    for (name, case) in cases(fixture) {
         let (emb, steps, dec, img) = run_case(&mut sd, &name, &case);
         eprintln!(
             "{name}: ids exact; embeddings {emb:.2e}; step latents (rel) {}; decoded {dec:.2e}; \
@@ -242,10 +295,19 @@ fn every_case_matches_diffusers_through_the_api() {
 /// rounding) must match the case's image within 2/255.
 #[test]
 fn every_case_matches_diffusers_through_the_cli() {
-    let pipeline = fixture_dir().join("pipeline");
-    for (name, case) in cases() {
+    cli_cases(SD);
+}
+
+#[test]
+fn every_sdxl_case_matches_diffusers_through_the_cli() {
+    cli_cases(SDXL);
+}
+
+fn cli_cases(fixture: &str) {
+    let pipeline = fixture_dir_of(fixture).join("pipeline");
+    for (name, case) in cases(fixture) {
         let dir = tempfile::tempdir().unwrap();
-        let case_path = fixture_dir().join(format!("{name}.json"));
+        let case_path = fixture_dir_of(fixture).join(format!("{name}.json"));
         let steps = case["num_inference_steps"].to_string();
         let cfg = case["guidance_scale"].to_string();
         let h = case["height"].to_string();
@@ -255,11 +317,15 @@ fn every_case_matches_diffusers_through_the_cli() {
         sched["_class_name"] = case["scheduler"].clone();
         std::fs::write(&scheduler_file, sched.to_string()).unwrap();
         let out = dir.path().join("out");
+        let negative: Vec<&str> = match case["negative_prompt"].as_str() {
+            Some(n) => vec!["--negative", n],
+            None => vec![],
+        };
         let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
             .args(["generate", "--model"])
             .arg(&pipeline)
             .args(["--prompt", case["prompt"].as_str().unwrap()])
-            .args(["--negative", case["negative_prompt"].as_str().unwrap()])
+            .args(&negative)
             .args([
                 "--steps", &steps, "--cfg", &cfg, "--height", &h, "--width", &w,
             ])
@@ -365,7 +431,7 @@ fn dtypes_previews_and_v_prediction() {
         ..LoadOptions::default()
     };
     let mut sd = StableDiffusion::from_files(&files, &opts).unwrap();
-    sd.set_prompts(&["a red cat"], "").unwrap();
+    sd.set_prompts(&["a red cat"], None).unwrap();
     let (sampler, _) = sd.sampler(Some("dpmpp-2m-karras"), 3, None).unwrap();
     let engine = Engine {
         models: vec![&sd],

@@ -212,11 +212,18 @@ pub struct ClipTextEncoder {
 
 impl ClipTextEncoder {
     /// Builds the encoder from `text_model.*` (and `text_projection.weight` when the config has
-    /// a projection and the weights hold one).
+    /// a projection and the weights hold one). A `CLIPTextModel` saved by transformers 5 has
+    /// no `text_model.` prefix; both layouts load.
     pub fn new(vb: VarBuilder, config: ClipTextConfig) -> candle_core::Result<ClipTextEncoder> {
         let c = &config;
         let d = c.hidden_size;
-        let tm = vb.pp("text_model");
+        let tm = if !vb.contains_tensor("text_model.embeddings.token_embedding.weight")
+            && vb.contains_tensor("embeddings.token_embedding.weight")
+        {
+            vb.clone()
+        } else {
+            vb.pp("text_model")
+        };
         let emb = tm.pp("embeddings");
         let token_embedding = emb.pp("token_embedding").get((c.vocab_size, d), "weight")?;
         let position_embedding = emb

@@ -6,7 +6,7 @@
 //!   missing one is refused, naming the file and the field;
 //! * fields with a harmless default take diffusers' default when absent;
 //! * fields steerdiff knows but does not implement are refused when set to anything but their
-//!   default, with what they are (e.g. SDXL's `addition_embed_type = "text_time"`);
+//!   default, with what they are (e.g. LCM's `time_cond_proj_dim`);
 //! * **unknown fields** are refused unless `null`/`false` (the value of every feature's "off"),
 //!   since an unknown switch may change the numbers;
 //! * bookkeeping fields (`_class_name`, `_diffusers_version`, `sample_size`, transformers'
@@ -239,6 +239,23 @@ impl ConfigReader {
     }
 }
 
+/// SDXL's added conditioning (`addition_embed_type = "text_time"`): the pooled text embedding
+/// and six size/crop ids, each embedded in `time_embed_dim` sinusoid channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddedConditioning {
+    /// `addition_time_embed_dim`: sinusoid channels per id.
+    pub time_embed_dim: usize,
+    /// `projection_class_embeddings_input_dim`: pooled width + 6 · `time_embed_dim`.
+    pub input_dim: usize,
+}
+
+impl AddedConditioning {
+    /// The pooled text width this conditioning expects.
+    pub fn pooled_dim(&self) -> usize {
+        self.input_dim - 6 * self.time_embed_dim
+    }
+}
+
 /// A diffusers `UNet2DConditionModel` config, as candle needs it.
 #[derive(Debug, Clone)]
 pub struct UNetConfig {
@@ -250,6 +267,8 @@ pub struct UNetConfig {
     pub candle: UNet2DConditionModelConfig,
     /// `sample_size` (latent side), when given.
     pub sample_size: Option<usize>,
+    /// SDXL's added conditioning, when the UNet has it.
+    pub added: Option<AddedConditioning>,
 }
 
 impl UNetConfig {
@@ -263,13 +282,32 @@ impl UNetConfig {
                 )));
             }
         }
-        if let Some(kind) = c.str_opt("addition_embed_type")? {
-            return Err(Error::Spec(format!(
-                "{}: addition_embed_type = \"{kind}\" (SDXL-style added conditioning) is not \
-                 supported yet; SD 1.x/2.x UNets are",
-                c.file
-            )));
-        }
+        let added = match c.str_opt("addition_embed_type")?.as_deref() {
+            None => None,
+            Some("text_time") => {
+                let time_embed_dim = c.usize("addition_time_embed_dim")?;
+                let input_dim = c.usize("projection_class_embeddings_input_dim")?;
+                if time_embed_dim == 0 || input_dim <= 6 * time_embed_dim {
+                    return Err(Error::Spec(format!(
+                        "{}: projection_class_embeddings_input_dim {input_dim} must exceed 6 × \
+                         addition_time_embed_dim ({time_embed_dim}): it is the pooled text width \
+                         plus six embedded size/crop ids",
+                        c.file
+                    )));
+                }
+                Some(AddedConditioning {
+                    time_embed_dim,
+                    input_dim,
+                })
+            }
+            Some(kind) => {
+                return Err(Error::Spec(format!(
+                    "{}: addition_embed_type = \"{kind}\" is not supported (only SDXL's \
+                     \"text_time\")",
+                    c.file
+                )))
+            }
+        };
         let in_channels = c.usize("in_channels")?;
         let out_channels = c.usize("out_channels")?;
         let channels = c.usizes("block_out_channels")?;
@@ -342,6 +380,15 @@ impl UNetConfig {
             }
         }
         let norm_num_groups = c.usize_or("norm_num_groups", 32)?;
+        if norm_num_groups != 32 {
+            // candle's plain DownBlock2D / UpBlock2D build their resnets with 32 groups
+            // whatever the config says, so another count would load with wrong numbers.
+            return Err(Error::Spec(format!(
+                "{}: norm_num_groups = {norm_num_groups} is not supported (candle's UNet blocks \
+                 use 32, as every released Stable Diffusion UNet does)",
+                c.file
+            )));
+        }
         if let Some(&bad) = channels
             .iter()
             .find(|&&ch| ch % norm_num_groups.max(1) != 0)
@@ -405,11 +452,6 @@ impl UNetConfig {
             ),
             ("encoder_hid_dim", "encoder projection"),
             ("encoder_hid_dim_type", "encoder projection"),
-            ("addition_time_embed_dim", "SDXL time ids"),
-            (
-                "projection_class_embeddings_input_dim",
-                "SDXL added conditioning",
-            ),
             ("timestep_post_act", "timestep activation"),
             ("time_embedding_dim", "timestep embedding size"),
             ("time_embedding_act_fn", "timestep activation"),
@@ -434,6 +476,7 @@ impl UNetConfig {
             out_channels,
             candle,
             sample_size: sample_size.map(|s| s as usize),
+            added,
         })
     }
 }

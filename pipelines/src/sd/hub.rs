@@ -95,7 +95,7 @@ pub const PRESETS: &[Preset] = &[
         steps: 30,
         cfg: 5.0,
         size: 1024,
-        about: "Stable Diffusion XL base 1.0 (not loadable yet)",
+        about: "Stable Diffusion XL base 1.0 (two CLIP encoders, size/crop micro-conditioning)",
     },
     Preset {
         name: "sdxl-turbo",
@@ -104,7 +104,7 @@ pub const PRESETS: &[Preset] = &[
         steps: 1,
         cfg: 1.0,
         size: 512,
-        about: "SDXL-Turbo (not loadable yet)",
+        about: "SDXL-Turbo (adversarially distilled SDXL, 1–4 steps, no CFG)",
     },
     Preset {
         name: "sd3-medium",

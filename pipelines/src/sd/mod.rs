@@ -1,12 +1,13 @@
 //! Pretrained text-to-image pipelines through candle-transformers, loaded from diffusers-format
-//! folders or the Hugging Face Hub (Stable Diffusion 1.x/2.x), and SD3 / FLUX transformers from
-//! their original single files.
+//! folders or the Hugging Face Hub (Stable Diffusion 1.x/2.x/XL), and SD3 / FLUX transformers
+//! from their original single files.
 //!
 //! * [`hub`] — presets, sources (folder, Hub repo, single file), the hub cache and
 //!   `HF_HUB_OFFLINE`, bounded network waits;
 //! * [`weights`] — safetensors only, checked (truncation, dtypes, pickles refused);
 //! * [`config`] — diffusers/transformers `config.json` read strictly into candle configs;
 //! * [`clip`] — the CLIP tokenizer and text encoder;
+//! * [`unet`] — diffusers' conditional UNet from candle's blocks, with SDXL's added conditioning;
 //! * [`vae`] — the KL autoencoder and a linear latent preview;
 //! * [`rewards`] — rewards on decoded (or previewed) images: JPEG compressibility;
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
@@ -14,8 +15,8 @@
 //! * [`pipeline`] — [`StableDiffusion`], a [`steerdiff_guidance::Denoiser`] over encoded
 //!   prompts, with decode, scheduler selection and img2img helpers.
 //!
-//! Proven equal to diffusers on the tiny fixture `tests/fixtures/tiny-sd` (see
-//! `tests/tiny_sd.rs`).
+//! Proven equal to diffusers on the tiny fixtures `tests/fixtures/tiny-sd` and
+//! `tests/fixtures/tiny-sdxl` (see `tests/tiny_sd.rs`).
 
 pub mod clip;
 pub mod config;
@@ -24,11 +25,12 @@ pub mod hub;
 pub mod pipeline;
 pub mod rewards;
 pub mod sd3;
+pub mod unet;
 pub mod vae;
 pub mod weights;
 
 pub use hub::{preset, Family, HubSettings, ModelFiles, Preset, Source, PRESETS};
-pub use pipeline::{LoadOptions, StableDiffusion, SCHEDULER_NAMES};
+pub use pipeline::{Encoded, LoadOptions, StableDiffusion, TextBranch, SCHEDULER_NAMES};
 pub use weights::WeightDType;
 
 /// Row indices into a table of text embeddings laid out as `[negative, prompt 0, prompt 1, …]`

@@ -1,6 +1,14 @@
-//! The Stable Diffusion 1.x/2.x pipeline: a diffusers-format folder or Hub repo loaded into
-//! tokenizer, CLIP text encoder, UNet, VAE and scheduler config, and a [`Denoiser`] over the
-//! encoded prompts.
+//! The Stable Diffusion 1.x/2.x/XL pipeline: a diffusers-format folder or Hub repo loaded into
+//! tokenizer(s), CLIP text encoder(s), UNet, VAE and scheduler config, and a [`Denoiser`] over
+//! the encoded prompts.
+//!
+//! Text conditioning follows diffusers' `encode_prompt`:
+//! * SD 1.x/2.x: one encoder's `last_hidden_state`;
+//! * SDXL: both encoders' penultimate hidden states (`hidden_states[-2]`) concatenated along
+//!   the feature axis, plus the second encoder's projected pooled output and the size/crop ids
+//!   `[h, w, 0, 0, h, w]` as the UNet's added conditioning ([`super::unet`]). With no negative
+//!   prompt and `force_zeros_for_empty_prompt` (SDXL base's default), the unconditional row is
+//!   all zeros, as in diffusers.
 //!
 //! Coordinates: the engine's state is the UNet's input `x = α·x0 + σ·ε` (diffusers' latents
 //! for DDIM/DDPM/DPM-Solver; `x_ve·α` for Euler, whose latents are `x/α`), and the UNet is
@@ -13,16 +21,16 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use steerdiff_guidance::sampler::Sampler;
 use steerdiff_guidance::{
     Condition, Denoiser, NoisePath, Parameterization, Schedule, SchedulerClass, SchedulerConfig,
     SetTimesteps, StepPoint,
 };
 
-use super::clip::{ClipTextEncoder, ClipTokenizer};
+use super::clip::{ClipTextEncoder, ClipTokenizer, TextOutput};
 use super::config::{ClipTextConfig, ConfigReader, UNetConfig};
 use super::hub::{Family, ModelFiles, Source};
+use super::unet::{AddedInputs, UNet};
 use super::vae::Vae;
 use super::weights::{component_weights, load_error, var_builder, WeightDType};
 use crate::{Error, Result};
@@ -64,17 +72,69 @@ pub const SCHEDULER_NAMES: &[(&str, &str)] = &[
     ("dpmpp-2m-karras", "DPMSolverMultistepScheduler with Karras sigmas"),
 ];
 
-/// A loaded Stable Diffusion 1.x/2.x pipeline.
-pub struct StableDiffusion {
-    name: String,
-    source: Source,
+/// One tokenizer + text encoder pair (SDXL has two).
+#[derive(Debug, Clone)]
+pub struct TextBranch {
     /// The tokenizer.
     pub tokenizer: ClipTokenizer,
     /// The text encoder.
-    pub text_encoder: ClipTextEncoder,
-    unet: UNet2DConditionModel,
+    pub encoder: ClipTextEncoder,
+}
+
+/// Encoded texts, as the UNet reads them.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Cross-attention context `[N, L, D]`.
+    pub context: Tensor,
+    /// SDXL's pooled text embedding `[N, P]` (`None` for SD 1.x/2.x).
+    pub pooled: Option<Tensor>,
+}
+
+impl Encoded {
+    fn zeros_like(&self, rows: usize) -> Result<Encoded> {
+        let zeros = |t: &Tensor| -> Result<Tensor> {
+            let mut dims = t.dims().to_vec();
+            dims[0] = rows;
+            Ok(Tensor::zeros(dims, t.dtype(), t.device())?)
+        };
+        Ok(Encoded {
+            context: zeros(&self.context)?,
+            pooled: self.pooled.as_ref().map(zeros).transpose()?,
+        })
+    }
+
+    fn cat(parts: &[Encoded]) -> Result<Encoded> {
+        let ctx: Vec<&Tensor> = parts.iter().map(|p| &p.context).collect();
+        let pooled: Option<Vec<&Tensor>> = parts.iter().map(|p| p.pooled.as_ref()).collect();
+        Ok(Encoded {
+            context: Tensor::cat(&ctx, 0)?,
+            pooled: pooled.map(|p| Tensor::cat(&p, 0)).transpose()?,
+        })
+    }
+
+    fn to_dtype(&self, dtype: DType) -> Result<Encoded> {
+        Ok(Encoded {
+            context: self.context.to_dtype(dtype)?,
+            pooled: self
+                .pooled
+                .as_ref()
+                .map(|p| p.to_dtype(dtype))
+                .transpose()?,
+        })
+    }
+}
+
+/// A loaded Stable Diffusion 1.x/2.x/XL pipeline.
+pub struct StableDiffusion {
+    name: String,
+    source: Source,
+    /// The tokenizer(s) and text encoder(s): one for SD 1.x/2.x, two for SDXL.
+    pub text: Vec<TextBranch>,
+    unet: UNet,
     /// The UNet's configuration.
     pub unet_config: UNetConfig,
+    /// `force_zeros_for_empty_prompt` (SDXL): no negative prompt → a zero unconditional row.
+    pub force_zeros_for_empty_prompt: bool,
     /// The VAE (shared with image rewards).
     pub vae: Arc<Vae>,
     /// The model's own `scheduler/scheduler_config.json`.
@@ -85,8 +145,8 @@ pub struct StableDiffusion {
     device: Device,
     max_batch: usize,
     latent_hw: (usize, usize),
-    /// `[1 + P, L, D]`: row 0 the negative prompt, row `i + 1` prompt `i`.
-    embeddings: Option<Tensor>,
+    /// `[1 + P, …]`: row 0 the negative prompt, row `i + 1` prompt `i`.
+    embeddings: Option<Encoded>,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -96,6 +156,7 @@ impl std::fmt::Debug for StableDiffusion {
             .field("source", &self.source)
             .field("dtype", &self.dtype)
             .field("latent_hw", &self.latent_hw)
+            .field("sdxl", &self.is_sdxl())
             .finish_non_exhaustive()
     }
 }
@@ -114,11 +175,7 @@ impl StableDiffusion {
     pub fn load(model: &str, opts: &LoadOptions) -> Result<StableDiffusion> {
         if let Some(p) = super::hub::preset(model) {
             let why = match p.family {
-                Family::StableDiffusion => None,
-                Family::StableDiffusionXl => Some(
-                    "SDXL (two text encoders and added time/size conditioning) is not supported \
-                     yet",
-                ),
+                Family::StableDiffusion | Family::StableDiffusionXl => None,
                 Family::StableDiffusion3 | Family::Flux => Some(
                     "its transformer and autoencoder load from the original single files through \
                      the library (steerdiff_pipelines::sd::{sd3::Sd3, flux::Flux}), but its T5 / \
@@ -150,35 +207,49 @@ impl StableDiffusion {
             .get("_class_name")
             .and_then(|v| v.as_str())
             .unwrap_or("");
-        match class {
-            "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" => {}
+        let has = |component: &str| {
+            index
+                .get(component)
+                .and_then(|v| v.as_array())
+                .is_some_and(|a| a.len() == 2 && !a[1].is_null())
+        };
+        let xl = match class {
+            "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" => false,
             "StableDiffusionXLPipeline" | "StableDiffusionXLImg2ImgPipeline" => {
-                return Err(Error::Spec(format!(
-                    "{} is an SDXL pipeline ({class}); SDXL (two text encoders, added \
-                     conditioning) is not supported yet",
-                    files.source().describe()
-                )))
+                if !has("text_encoder") {
+                    return Err(Error::Spec(format!(
+                        "{} is an SDXL refiner (no first text encoder; aesthetic-score ids); \
+                         steerdiff runs SDXL base-style pipelines",
+                        files.source().describe()
+                    )));
+                }
+                true
             }
             other => {
                 return Err(Error::Spec(format!(
                     "{}: model_index.json names pipeline class `{other}`; steerdiff loads \
-                     StableDiffusionPipeline here",
+                     StableDiffusionPipeline and StableDiffusionXLPipeline here",
                     files.source().describe()
                 )))
             }
+        };
+        let mut components = vec!["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
+        if xl {
+            components.extend(["tokenizer_2", "text_encoder_2"]);
         }
-        for component in ["tokenizer", "text_encoder", "unet", "vae", "scheduler"] {
-            let ok = index
-                .get(component)
-                .and_then(|v| v.as_array())
-                .is_some_and(|a| a.len() == 2 && !a[1].is_null());
-            if !ok {
+        for component in components {
+            if !has(component) {
                 return Err(Error::Spec(format!(
                     "model_index.json of {} has no `{component}` component",
                     files.source().describe()
                 )));
             }
         }
+        let force_zeros_for_empty_prompt = xl
+            && index
+                .get("force_zeros_for_empty_prompt")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true);
         let dtype = opts.dtype.dtype();
         let device = &opts.device;
         if dtype == DType::BF16 && device.is_cpu() {
@@ -189,33 +260,72 @@ impl StableDiffusion {
             ));
         }
 
-        let text_cfg = ClipTextConfig::read(ConfigReader::open(
-            &files.get("text_encoder/config.json")?,
-            "text_encoder/config.json",
-        )?)?;
-        let tokenizer = ClipTokenizer::load(files, "tokenizer", text_cfg.max_position_embeddings)?;
-        let text_weights = component_weights(files, "text_encoder", "model")?;
-        let text_encoder =
-            ClipTextEncoder::new(var_builder(&text_weights, dtype, device)?, text_cfg)
-                .map_err(|e| load_error("the text encoder", &text_weights, e))?;
+        let branches: &[(&str, &str)] = if xl {
+            &[
+                ("tokenizer", "text_encoder"),
+                ("tokenizer_2", "text_encoder_2"),
+            ]
+        } else {
+            &[("tokenizer", "text_encoder")]
+        };
+        let mut text = Vec::with_capacity(branches.len());
+        for (tok_dir, enc_dir) in branches {
+            let config_path = format!("{enc_dir}/config.json");
+            let cfg =
+                ClipTextConfig::read(ConfigReader::open(&files.get(&config_path)?, &config_path)?)?;
+            let tokenizer = ClipTokenizer::load(files, tok_dir, cfg.max_position_embeddings)?;
+            let weights = component_weights(files, enc_dir, "model")?;
+            let encoder = ClipTextEncoder::new(var_builder(&weights, dtype, device)?, cfg)
+                .map_err(|e| load_error(&format!("the text encoder ({enc_dir})"), &weights, e))?;
+            text.push(TextBranch { tokenizer, encoder });
+        }
 
         let unet_config = UNetConfig::read(ConfigReader::open(
             &files.get("unet/config.json")?,
             "unet/config.json",
         )?)?;
-        if unet_config.candle.cross_attention_dim != text_encoder.config.hidden_size {
+        let context_dim: usize = text.iter().map(|t| t.encoder.config.hidden_size).sum();
+        if unet_config.candle.cross_attention_dim != context_dim {
             return Err(Error::Spec(format!(
-                "unet cross_attention_dim {} ≠ text encoder hidden_size {}",
-                unet_config.candle.cross_attention_dim, text_encoder.config.hidden_size
+                "unet cross_attention_dim {} ≠ text encoder width {context_dim}",
+                unet_config.candle.cross_attention_dim
             )));
         }
+        match (xl, unet_config.added) {
+            (false, None) => {}
+            (true, Some(added)) => {
+                let last = &text[text.len() - 1].encoder.config;
+                let pooled = last.projection_dim.unwrap_or(last.hidden_size);
+                if added.pooled_dim() != pooled {
+                    return Err(Error::Spec(format!(
+                        "unet/config.json: projection_class_embeddings_input_dim {} = pooled \
+                         width + 6 × {} leaves {} for the pooled text embedding, but \
+                         text_encoder_2 gives {pooled}",
+                        added.input_dim,
+                        added.time_embed_dim,
+                        added.pooled_dim()
+                    )));
+                }
+            }
+            (false, Some(_)) => {
+                return Err(Error::Spec(
+                    "unet/config.json has SDXL added conditioning but model_index.json names a \
+                     StableDiffusionPipeline (one text encoder)"
+                        .into(),
+                ))
+            }
+            (true, None) => {
+                return Err(Error::Spec(
+                    "an SDXL pipeline whose unet/config.json has no `addition_embed_type = \
+                     \"text_time\"`"
+                        .into(),
+                ))
+            }
+        }
         let unet_weights = component_weights(files, "unet", "diffusion_pytorch_model")?;
-        let unet = UNet2DConditionModel::new(
+        let unet = UNet::new(
             var_builder(&unet_weights, dtype, device)?,
-            unet_config.in_channels,
-            unet_config.out_channels,
-            false,
-            unet_config.candle.clone(),
+            unet_config.clone(),
         )
         .map_err(|e| load_error("the UNet", &unet_weights, e))?;
 
@@ -240,10 +350,10 @@ impl StableDiffusion {
         Ok(StableDiffusion {
             name: files.source().describe(),
             source: files.source().clone(),
-            tokenizer,
-            text_encoder,
+            text,
             unet,
             unet_config,
+            force_zeros_for_empty_prompt,
             vae,
             scheduler,
             path,
@@ -254,6 +364,11 @@ impl StableDiffusion {
             latent_hw: (side, side),
             embeddings: None,
         })
+    }
+
+    /// Whether this is an SDXL pipeline (two text encoders, added conditioning).
+    pub fn is_sdxl(&self) -> bool {
+        self.unet_config.added.is_some()
     }
 
     /// Where the model came from.
@@ -285,36 +400,89 @@ impl StableDiffusion {
         Ok(())
     }
 
-    /// Token ids of `text`, padded to the tokenizer's length.
+    /// Token ids of `text` under the first tokenizer, padded to its length.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer.encode(text)
+        self.text[0].tokenizer.encode(text)
     }
 
-    /// The text encoder's last hidden state for each text, `[N, L, D]` in f32.
-    pub fn encode_text(&self, texts: &[&str]) -> Result<Tensor> {
-        let ids = texts
+    /// Token ids of `text` under each tokenizer (one row for SD 1.x/2.x, two for SDXL).
+    pub fn tokenize_all(&self, text: &str) -> Result<Vec<Vec<u32>>> {
+        self.text.iter().map(|t| t.tokenizer.encode(text)).collect()
+    }
+
+    /// Every encoder's output for `texts`, in the order of [`StableDiffusion::text`].
+    pub fn encoder_outputs(&self, texts: &[&str]) -> Result<Vec<TextOutput>> {
+        self.text
             .iter()
-            .map(|t| self.tokenize(t))
-            .collect::<Result<Vec<_>>>()?;
-        let out = self.text_encoder.encode_ids(&ids, &self.device)?;
-        Ok(out.last_hidden.to_dtype(DType::F32)?)
+            .map(|branch| {
+                let ids = texts
+                    .iter()
+                    .map(|t| branch.tokenizer.encode(t))
+                    .collect::<Result<Vec<_>>>()?;
+                branch.encoder.encode_ids(&ids, &self.device)
+            })
+            .collect()
+    }
+
+    /// `texts` encoded as the UNet reads them (f32): the context (SD: last hidden state; SDXL:
+    /// both penultimate states concatenated) and, for SDXL, the pooled embedding.
+    pub fn encode(&self, texts: &[&str]) -> Result<Encoded> {
+        let outs = self.encoder_outputs(texts)?;
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        if !self.is_sdxl() {
+            return Ok(Encoded {
+                context: f32(&outs[0].last_hidden)?,
+                pooled: None,
+            });
+        }
+        let states = outs
+            .iter()
+            .map(|o| f32(&o.penultimate))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Encoded {
+            context: Tensor::cat(&states, 2)?,
+            pooled: Some(f32(&outs[outs.len() - 1].pooled)?),
+        })
+    }
+
+    /// The cross-attention context for each text, `[N, L, D]` in f32 (see
+    /// [`StableDiffusion::encode`]).
+    pub fn encode_text(&self, texts: &[&str]) -> Result<Tensor> {
+        Ok(self.encode(texts)?.context)
     }
 
     /// Encodes the prompts of a run: [`Condition::Prompt`]`(i)` → `prompts[i]`,
-    /// [`Condition::Null`] → `negative` (`""` for plain CFG).
-    pub fn set_prompts(&mut self, prompts: &[&str], negative: &str) -> Result<()> {
-        let mut all = vec![negative];
-        all.extend_from_slice(prompts);
-        let emb = self.encode_text(&all)?.to_dtype(self.dtype)?;
-        self.embeddings = Some(emb);
+    /// [`Condition::Null`] → `negative`. No negative prompt means the empty prompt, or (SDXL
+    /// with `force_zeros_for_empty_prompt`) an all-zero row, as in diffusers.
+    pub fn set_prompts(&mut self, prompts: &[&str], negative: Option<&str>) -> Result<()> {
+        let cond = self.encode(prompts)?;
+        let uncond = match negative {
+            None if self.force_zeros_for_empty_prompt => cond.zeros_like(1)?,
+            _ => self.encode(&[negative.unwrap_or("")])?,
+        };
+        self.embeddings = Some(Encoded::cat(&[uncond, cond])?.to_dtype(self.dtype)?);
         Ok(())
+    }
+
+    /// The prompt table set by [`StableDiffusion::set_prompts`]: row 0 the negative prompt,
+    /// row `i + 1` prompt `i`.
+    pub fn prompt_table(&self) -> Option<&Encoded> {
+        self.embeddings.as_ref()
+    }
+
+    /// SDXL's size/crop ids for the current image size: `[h, w, 0, 0, h, w]` (original size =
+    /// target size, no crop — diffusers' defaults).
+    pub fn time_ids(&self) -> [f32; 6] {
+        let (h, w) = self.image_size();
+        let (h, w) = (h as f32, w as f32);
+        [h, w, 0.0, 0.0, h, w]
     }
 
     /// Number of prompts set.
     pub fn prompt_count(&self) -> usize {
         self.embeddings
             .as_ref()
-            .map(|e| e.dim(0).unwrap_or(1) - 1)
+            .map(|e| e.context.dim(0).unwrap_or(1) - 1)
             .unwrap_or(0)
     }
 
@@ -461,10 +629,23 @@ impl Denoiser for StableDiffusion {
                 "no prompts set: call StableDiffusion::set_prompts before sampling".into(),
             )
         })?;
-        let idx = super::embedding_rows(conds, emb.dim(0)?, "Stable Diffusion", &self.device)?;
-        let ctx = emb.index_select(&idx, 0)?;
+        let rows = emb.context.dim(0)?;
+        let idx = super::embedding_rows(conds, rows, "Stable Diffusion", &self.device)?;
+        let ctx = emb.context.index_select(&idx, 0)?;
         let input = x.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let out = self.unet.forward(&input, at.timestep, &ctx)?;
+        let out = match &emb.pooled {
+            None => self.unet.forward(&input, at.timestep, &ctx, None)?,
+            Some(pooled) => {
+                let text_embeds = pooled.index_select(&idx, 0)?;
+                let ids = self.time_ids().repeat(conds.len());
+                let time_ids = Tensor::from_vec(ids, (conds.len(), 6), &self.device)?;
+                let added = AddedInputs {
+                    text_embeds: &text_embeds,
+                    time_ids: &time_ids,
+                };
+                self.unet.forward(&input, at.timestep, &ctx, Some(&added))?
+            }
+        };
         Ok(out.to_dtype(x.dtype())?.to_device(x.device())?)
     }
 }
