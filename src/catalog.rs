@@ -126,6 +126,16 @@ pub const REWARDS: &[(&str, &str)] = &[
         "text-to-image models: the same on the linear latent→RGB preview (no decoder pass)",
     ),
     (
+        "clip",
+        "text-to-image models: CLIP score 100·cos(image, prompt) of the VAE decode of x̂0, on \
+         --clip-model (default openai/clip-vit-large-patch14)",
+    ),
+    (
+        "aesthetic:MLP.safetensors",
+        "text-to-image models: a LAION-style aesthetic MLP (layers.K.weight/bias) on the unit \
+         CLIP image embedding of the VAE decode of x̂0",
+    ),
+    (
         "many:N[:C]:SPEC",
         "toy model and mixtures: FK's many-sample estimate of SPEC, log-mean-exp over N \
          Gaussian posterior draws around x̂0 (spread of a data prior with std C, default 0.5); \

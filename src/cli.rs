@@ -116,6 +116,10 @@ pub struct GenerateArgs {
     /// Text-to-image models: weight dtype f32 (default), f16 or bf16.
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<String>,
+    /// Text-to-image models: the CLIP model of the `clip` and `aesthetic:MLP` rewards (a
+    /// transformers-format folder or Hub repo).
+    #[arg(long, value_name = "SOURCE", default_value = steerdiff_pipelines::sd::clip_model::DEFAULT_CLIP)]
+    pub clip_model: String,
     /// Text-to-image models: start from these latents (JSON list, or an object with
     /// `initial_latents`), as handed to diffusers' pipeline as `latents=`.
     #[arg(long, value_name = "FILE.json")]

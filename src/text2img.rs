@@ -135,21 +135,54 @@ fn read_latents(path: &Path) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// The CLIP model of a run's rewards, loaded on first use.
+type ClipCache =
+    std::cell::OnceCell<std::sync::Arc<steerdiff_pipelines::sd::clip_model::ClipModel>>;
+
 /// A reward for a latent model: `ensemble:…` of members, a plugin (scored on the VAE decode
-/// of x̂0 and told the prompt), or an image reward (`jpeg[:Q]`, `jpeg-preview[:Q]`).
+/// of x̂0 and told the prompt), a CLIP reward (`clip`, `aesthetic:MLP.safetensors`, on
+/// `--clip-model`), or an image reward (`jpeg[:Q]`, `jpeg-preview[:Q]`).
 fn image_reward_for(
     spec: &str,
     vae: &std::sync::Arc<steerdiff_pipelines::sd::vae::Vae>,
     prompt: &str,
     args: &GenerateArgs,
+    clip: &ClipCache,
 ) -> Result<std::sync::Arc<dyn steerdiff_guidance::Reward>> {
+    use steerdiff_pipelines::sd::clip_model::ClipModel;
+    use steerdiff_pipelines::sd::clip_rewards::{Aesthetic, ClipScore};
     use steerdiff_pipelines::sd::rewards::{OnPixels, Pixels};
     if let Some(rest) = spec.strip_prefix("ensemble:") {
-        return crate::run::ensemble_for(spec, rest, &|m| image_reward_for(m, vae, prompt, args));
+        return crate::run::ensemble_for(spec, rest, &|m| {
+            image_reward_for(m, vae, prompt, args, clip)
+        });
+    }
+    let clip_model = || -> Result<std::sync::Arc<ClipModel>> {
+        if let Some(m) = clip.get() {
+            return Ok(m.clone());
+        }
+        let m = ClipModel::load(&args.clip_model, &Device::Cpu)
+            .with_context(|| format!("loading --clip-model `{}`", args.clip_model))?;
+        Ok(clip.get_or_init(|| std::sync::Arc::new(m)).clone())
+    };
+    let pixels = Pixels::Decode(vae.clone());
+    if spec == "clip" {
+        return Ok(std::sync::Arc::new(ClipScore::new(
+            clip_model()?,
+            pixels,
+            &[prompt],
+        )?));
+    }
+    if let Some(path) = spec.strip_prefix("aesthetic:") {
+        return Ok(std::sync::Arc::new(Aesthetic::new(
+            clip_model()?,
+            std::path::Path::new(path),
+            pixels,
+        )?));
     }
     match args.strategy.plugin.connect(spec) {
         Some(plugin) => Ok(std::sync::Arc::new(OnPixels::new(
-            Pixels::Decode(vae.clone()),
+            pixels,
             std::sync::Arc::new(plugin?.with_prompts(vec![prompt.to_string()])),
         ))),
         None => Ok(parse_image_reward(spec, Some(vae.clone()))?),
@@ -248,11 +281,14 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         None
     };
     let vae = sd.vae.clone();
+    let clip = ClipCache::new();
     let strategy = args.strategy.build(args.steps, |spec| {
-        image_reward_for(spec, &vae, &prompt, args)
+        image_reward_for(spec, &vae, &prompt, args, &clip)
     })?;
     let eval_reward = match &args.strategy.eval_reward {
-        Some(spec) => Some(image_reward_for(spec, &vae, &prompt, args).context("--eval-reward")?),
+        Some(spec) => {
+            Some(image_reward_for(spec, &vae, &prompt, args, &clip).context("--eval-reward")?)
+        }
         None => None,
     };
     let particles = args.strategy.particles_per_group();

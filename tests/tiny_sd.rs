@@ -603,3 +603,70 @@ fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_report
         "{name}"
     );
 }
+
+/// CLIP rewards on the tiny pipeline through the CLI (`tests/fixtures/tiny-clip` as
+/// `--clip-model`): FK steers by the aesthetic MLP, and the CLIP score reported as the
+/// evaluation reward equals the library's CLIP score of the decoded final latents.
+#[test]
+fn clip_and_aesthetic_rewards_run_through_the_cli() {
+    use steerdiff::pipelines::sd::clip_model::ClipModel;
+    use steerdiff::pipelines::sd::clip_rewards::ClipScore;
+    use steerdiff::pipelines::sd::rewards::Pixels;
+    let clip_dir = fixture_dir_of("tiny-clip");
+    let aesthetic = format!(
+        "aesthetic:{}",
+        clip_dir.join("aesthetic.safetensors").display()
+    );
+    let model = clip_dir.join("model").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let record = generate_tiny(
+        &dir.path().join("out"),
+        &[
+            "--guidance",
+            "fk",
+            "--particles",
+            "2",
+            "--reward",
+            &aesthetic,
+            "--eval-reward",
+            "clip",
+            "--clip-model",
+            &model,
+        ],
+    );
+    let sd = load();
+    let clip = std::sync::Arc::new(ClipModel::load(&model, &Device::Cpu).unwrap());
+    let score = ClipScore::new(clip, Pixels::Decode(sd.vae.clone()), &["a red cat"]).unwrap();
+    let samples = record["samples"].as_array().unwrap();
+    // One batch, as the run decodes it (convolutions round differently at other batch sizes,
+    // and the CLIP processor sees 8-bit pixels).
+    let latents: Vec<f32> = samples.iter().flat_map(|s| floats(&s["latents"])).collect();
+    let latents = Tensor::from_vec(latents, (samples.len(), 4, 8, 8), &Device::Cpu).unwrap();
+    let images = sd.decode(&latents).unwrap();
+    let want = score
+        .score_images(&images, &vec![Some(0); samples.len()])
+        .unwrap();
+    for (s, want) in samples.iter().zip(want) {
+        assert!(s["reward"].as_f64().unwrap().is_finite(), "{s}");
+        let got = s["eval_reward"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-3, "CLI {got} vs library {want}");
+        assert!((-100.0..=100.0).contains(&got), "{got}");
+    }
+    // A missing CLIP model is named.
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(["generate", "--model"])
+        .arg(fixture_dir().join("pipeline"))
+        .args(["--prompt", "a red cat", "--steps", "2", "--guidance", "fk"])
+        .args(["--reward", "clip", "--clip-model"])
+        .arg(dir.path().join("no-such-clip"))
+        .arg("-o")
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("--clip-model") && e.contains("no-such-clip"),
+        "{e}"
+    );
+}

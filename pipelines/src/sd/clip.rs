@@ -45,14 +45,15 @@ impl ClipTokenizer {
     /// `merges.txt`, as hub SD repos ship it) with `folder/tokenizer_config.json`.
     /// `max_positions` caps `model_max_length` (the text encoder's position count).
     pub fn load(files: &ModelFiles, folder: &str, max_positions: usize) -> Result<ClipTokenizer> {
-        let config = files.get(&format!("{folder}/tokenizer_config.json"))?;
-        let inner = match files.find(&format!("{folder}/tokenizer.json"))? {
+        let at = |file: &str| super::hub::in_folder(folder, file);
+        let config = files.get(&at("tokenizer_config.json"))?;
+        let inner = match files.find(&at("tokenizer.json"))? {
             Some(p) => tokenizers::Tokenizer::from_file(&p).map_err(|e| {
                 Error::Spec(format!("cannot load tokenizer `{}`: {e}", p.display()))
             })?,
             None => {
-                let vocab = files.get(&format!("{folder}/vocab.json"))?;
-                let merges = files.get(&format!("{folder}/merges.txt"))?;
+                let vocab = files.get(&at("vocab.json"))?;
+                let merges = files.get(&at("merges.txt"))?;
                 clip_bpe(&vocab, &merges)?
             }
         };
@@ -174,8 +175,10 @@ pub fn clip_bpe(vocab: &Path, merges: &Path) -> Result<tokenizers::Tokenizer> {
         })
 }
 
+/// One pre-LayerNorm transformer layer of CLIP (text and vision towers alike):
+/// `x += attn(ln1(x)); x += fc2(act(fc1(ln2(x))))`.
 #[derive(Debug, Clone)]
-struct Layer {
+pub(crate) struct Layer {
     ln1: LayerNorm,
     q: Linear,
     k: Linear,
@@ -184,6 +187,62 @@ struct Layer {
     ln2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
+}
+
+impl Layer {
+    /// `vb` = `…encoder.layers.{i}`.
+    pub(crate) fn new(
+        vb: VarBuilder,
+        d: usize,
+        inner: usize,
+        eps: f64,
+    ) -> candle_core::Result<Layer> {
+        let ln = |vb: VarBuilder| candle_nn::layer_norm(d, eps, vb);
+        let a = vb.pp("self_attn");
+        Ok(Layer {
+            ln1: ln(vb.pp("layer_norm1"))?,
+            q: candle_nn::linear(d, d, a.pp("q_proj"))?,
+            k: candle_nn::linear(d, d, a.pp("k_proj"))?,
+            v: candle_nn::linear(d, d, a.pp("v_proj"))?,
+            out: candle_nn::linear(d, d, a.pp("out_proj"))?,
+            ln2: ln(vb.pp("layer_norm2"))?,
+            fc1: candle_nn::linear(d, inner, vb.pp("mlp").pp("fc1"))?,
+            fc2: candle_nn::linear(inner, d, vb.pp("mlp").pp("fc2"))?,
+        })
+    }
+
+    /// `x` `[B, L, D]`; `mask` an additive `[L, L]` attention mask (causal for text).
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        heads: usize,
+        activation: ClipActivation,
+    ) -> candle_core::Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let dh = d / heads;
+        let h = self.ln1.forward(x)?;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split((self.q.forward(&h)? * (dh as f64).powf(-0.5))?)?;
+        let k = split(self.k.forward(&h)?)?;
+        let v = split(self.v.forward(&h)?)?;
+        let att = q.matmul(&k.t()?)?;
+        let att = match mask {
+            Some(m) => att.broadcast_add(m)?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let o = att.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
+        let x = (x + self.out.forward(&o)?)?;
+        let h = self.fc1.forward(&self.ln2.forward(&x)?)?;
+        let h = match activation {
+            ClipActivation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
+            ClipActivation::Gelu => h.gelu_erf()?,
+        };
+        x + self.fc2.forward(&h)?
+    }
 }
 
 /// What the text encoder returns for a batch of token ids.
@@ -229,23 +288,12 @@ impl ClipTextEncoder {
         let position_embedding = emb
             .pp("position_embedding")
             .get((c.max_position_embeddings, d), "weight")?;
-        let ln = |vb: VarBuilder| candle_nn::layer_norm(d, c.layer_norm_eps, vb);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let l = tm.pp("encoder").pp("layers").pp(i);
-            let a = l.pp("self_attn");
-            layers.push(Layer {
-                ln1: ln(l.pp("layer_norm1"))?,
-                q: candle_nn::linear(d, d, a.pp("q_proj"))?,
-                k: candle_nn::linear(d, d, a.pp("k_proj"))?,
-                v: candle_nn::linear(d, d, a.pp("v_proj"))?,
-                out: candle_nn::linear(d, d, a.pp("out_proj"))?,
-                ln2: ln(l.pp("layer_norm2"))?,
-                fc1: candle_nn::linear(d, c.intermediate_size, l.pp("mlp").pp("fc1"))?,
-                fc2: candle_nn::linear(c.intermediate_size, d, l.pp("mlp").pp("fc2"))?,
-            });
+            layers.push(Layer::new(l, d, c.intermediate_size, c.layer_norm_eps)?);
         }
-        let final_ln = ln(tm.pp("final_layer_norm"))?;
+        let final_ln = candle_nn::layer_norm(d, c.layer_norm_eps, tm.pp("final_layer_norm"))?;
         let projection = match c.projection_dim {
             Some(p) if vb.contains_tensor("text_projection.weight") => {
                 Some(candle_nn::linear_no_bias(d, p, vb.pp("text_projection"))?)
@@ -284,34 +332,12 @@ impl ClipTextEncoder {
             .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
         let mask = Tensor::from_vec(mask, (l, l), device)?.to_dtype(dtype)?;
-        let heads = c.num_attention_heads;
-        let dh = c.hidden_size / heads;
-        let scale = (dh as f64).powf(-0.5);
         let mut penultimate = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             if i + 1 == self.layers.len() {
                 penultimate = x.clone();
             }
-            let h = layer.ln1.forward(&x)?;
-            let split = |t: Tensor| -> candle_core::Result<Tensor> {
-                t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous()
-            };
-            let q = split((layer.q.forward(&h)? * scale)?)?;
-            let k = split(layer.k.forward(&h)?)?;
-            let v = split(layer.v.forward(&h)?)?;
-            let att = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let o = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, l, c.hidden_size))?;
-            x = (x + layer.out.forward(&o)?)?;
-            let h = layer.fc1.forward(&layer.ln2.forward(&x)?)?;
-            let h = match c.activation {
-                ClipActivation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
-                ClipActivation::Gelu => h.gelu_erf()?,
-            };
-            x = (x + layer.fc2.forward(&h)?)?;
+            x = layer.forward(&x, Some(&mask), c.num_attention_heads, c.activation)?;
         }
         let last_hidden = self.final_ln.forward(&x)?;
         let id_rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;

@@ -44,6 +44,11 @@ impl ConfigReader {
     pub fn parse(text: &str, name: &str) -> Result<ConfigReader> {
         let v = steerdiff_guidance::schedule::diffusers::parse_python_json(text)
             .map_err(|e| Error::Spec(format!("{name}: {e}")))?;
+        ConfigReader::from_value(v, name)
+    }
+
+    /// Reads an already-parsed JSON object (e.g. a nested `text_config`).
+    pub fn from_value(v: Value, name: &str) -> Result<ConfigReader> {
         match v {
             Value::Object(map) => Ok(ConfigReader {
                 file: name.into(),
@@ -203,6 +208,17 @@ impl ConfigReader {
                     default.to_string()
                 }
             ))),
+        }
+    }
+
+    /// A required nested object (e.g. CLIP's `vision_config`), as a reader of its own.
+    pub fn object(&mut self, key: &str) -> Result<ConfigReader> {
+        match self.raw(key).cloned() {
+            None => Err(self.missing(key)),
+            Some(v @ Value::Object(_)) => {
+                ConfigReader::from_value(v, &format!("{}: {key}", self.file))
+            }
+            Some(_) => Err(self.bad(key, "an object")),
         }
     }
 
@@ -564,6 +580,20 @@ pub enum ClipActivation {
     Gelu,
 }
 
+impl ClipActivation {
+    /// `hidden_act` of a CLIP config (default `quick_gelu`).
+    pub fn read(c: &mut ConfigReader) -> Result<ClipActivation> {
+        match c.str_opt("hidden_act")?.as_deref() {
+            None | Some("quick_gelu") => Ok(ClipActivation::QuickGelu),
+            Some("gelu") => Ok(ClipActivation::Gelu),
+            Some(other) => Err(Error::Spec(format!(
+                "{}: hidden_act = {other} is not supported (quick_gelu, gelu)",
+                c.file
+            ))),
+        }
+    }
+}
+
 /// A transformers `CLIPTextConfig`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipTextConfig {
@@ -590,7 +620,7 @@ pub struct ClipTextConfig {
 }
 
 /// transformers' generic `PretrainedConfig` fields that do not affect a text encoder.
-const TRANSFORMERS_GENERIC: &[&str] = &[
+pub(crate) const TRANSFORMERS_GENERIC: &[&str] = &[
     "architectures",
     "model_type",
     "transformers_version",
@@ -663,16 +693,7 @@ impl ClipTextConfig {
                 )));
             }
         }
-        let activation = match c.str_opt("hidden_act")?.as_deref() {
-            None | Some("quick_gelu") => ClipActivation::QuickGelu,
-            Some("gelu") => ClipActivation::Gelu,
-            Some(other) => {
-                return Err(Error::Spec(format!(
-                    "{}: hidden_act = {other} is not supported (quick_gelu, gelu)",
-                    c.file
-                )))
-            }
-        };
+        let activation = ClipActivation::read(&mut c)?;
         let cfg = ClipTextConfig {
             vocab_size: c.usize("vocab_size")?,
             hidden_size: c.usize("hidden_size")?,

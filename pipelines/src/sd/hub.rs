@@ -18,6 +18,15 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+/// `folder/file` inside a model repo (`file` alone at the repo's root, `folder = ""`).
+pub fn in_folder(folder: &str, file: &str) -> String {
+    if folder.is_empty() {
+        file.to_string()
+    } else {
+        format!("{folder}/{file}")
+    }
+}
+
 /// The model families steerdiff loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

@@ -7,6 +7,8 @@
 //! * [`weights`] — safetensors only, checked (truncation, dtypes, pickles refused);
 //! * [`config`] — diffusers/transformers `config.json` read strictly into candle configs;
 //! * [`clip`] — the CLIP tokenizer and text encoder;
+//! * [`clip_model`] — CLIP's image–text model (vision tower, projections, preprocessing);
+//! * [`clip_rewards`] — CLIP score, a LAION-style aesthetic MLP, zero-shot classification;
 //! * [`unet`] — diffusers' conditional UNet from candle's blocks, with SDXL's added conditioning;
 //! * [`vae`] — the KL autoencoder and a linear latent preview;
 //! * [`rewards`] — rewards on decoded (or previewed) images: JPEG compressibility;
@@ -19,6 +21,8 @@
 //! `tests/fixtures/tiny-sdxl` (see `tests/tiny_sd.rs`).
 
 pub mod clip;
+pub mod clip_model;
+pub mod clip_rewards;
 pub mod config;
 pub mod flux;
 pub mod hub;

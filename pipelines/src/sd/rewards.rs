@@ -4,8 +4,7 @@
 //! * [`JpegCompressibility`] — the classic weight-free reward (Black et al. 2024, DDPO):
 //!   minus the JPEG size of the image in kB at a fixed quality; higher = simpler image.
 //!
-//! Not here yet: CLIP score, the LAION aesthetic MLP and zero-shot CLIP classification (they
-//! need CLIP vision weights).
+//! CLIP score, the aesthetic MLP and zero-shot classification are in [`super::clip_rewards`].
 
 use std::sync::Arc;
 
@@ -193,7 +192,8 @@ pub fn parse_image_reward(spec: &str, vae: Option<Arc<Vae>>) -> Result<Arc<dyn R
             quality,
         )?)),
         other => Err(Error::Spec(format!(
-            "unknown image reward `{other}` (valid: jpeg[:Q], jpeg-preview[:Q])"
+            "unknown image reward `{other}` (valid: jpeg[:Q], jpeg-preview[:Q], clip, \
+             aesthetic:MLP.safetensors)"
         ))),
     }
 }

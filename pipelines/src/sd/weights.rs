@@ -143,11 +143,12 @@ pub fn var_builder(
 /// `<stem>.safetensors`, else the shards of `<stem>.safetensors.index.json`, else the
 /// `fp16` variant. A folder holding only pickle weights is refused by name.
 pub fn component_weights(files: &ModelFiles, folder: &str, stem: &str) -> Result<Vec<PathBuf>> {
-    let single = format!("{folder}/{stem}.safetensors");
+    let at = |file: String| super::hub::in_folder(folder, &file);
+    let single = at(format!("{stem}.safetensors"));
     if let Some(p) = files.find(&single)? {
         return Ok(vec![p]);
     }
-    let index = format!("{folder}/{stem}.safetensors.index.json");
+    let index = at(format!("{stem}.safetensors.index.json"));
     if let Some(p) = files.find(&index)? {
         let text = std::fs::read_to_string(&p)
             .map_err(|e| Error::Spec(format!("cannot read `{}`: {e}", p.display())))?;
@@ -163,17 +164,14 @@ pub fn component_weights(files: &ModelFiles, folder: &str, stem: &str) -> Result
             .collect();
         shards.sort();
         shards.dedup();
-        return shards
-            .iter()
-            .map(|s| files.get(&format!("{folder}/{s}")))
-            .collect();
+        return shards.iter().map(|s| files.get(&at(s.clone()))).collect();
     }
-    let fp16 = format!("{folder}/{stem}.fp16.safetensors");
+    let fp16 = at(format!("{stem}.fp16.safetensors"));
     if let Some(p) = files.find(&fp16)? {
         return Ok(vec![p]);
     }
     for ext in ["bin", "ckpt", "pt"] {
-        let pickle = format!("{folder}/{stem}.{ext}");
+        let pickle = at(format!("{stem}.{ext}"));
         if let Some(p) = files.find(&pickle)? {
             refuse_pickle(&p)?;
         }
