@@ -139,15 +139,15 @@ fn clip_rewards_and_zero_shot_classes() {
     let logits = floats(&case["logits_per_image"]);
     let scale = clip.logit_scale as f32;
     let at = StepPoint::CLEAN;
-    for k in 0..3 {
+    for (k, logit) in logits.iter().enumerate() {
         let conds = [Condition::Prompt(k as u32)];
         let cx = RewardContext { conds: &conds, at };
         let r = score.score(&img, &cx).unwrap()[0] as f32;
         // 100·cos = 100 · logit / scale.
         assert!(
-            (r - 100.0 * logits[k] / scale).abs() < 1e-3,
+            (r - 100.0 * logit / scale).abs() < 1e-3,
             "prompt {k}: {r} vs {}",
-            100.0 * logits[k] / scale
+            100.0 * logit / scale
         );
     }
     let conds = [Condition::Null];
@@ -157,8 +157,8 @@ fn clip_rewards_and_zero_shot_classes() {
     let zs = ClipZeroShot::new(clip.clone(), identity, &prompts).unwrap();
     let lp = zs.log_probs(&img).unwrap();
     let z: f32 = logits.iter().map(|l| l.exp()).sum();
-    for k in 0..3 {
-        let want = logits[k] - z.ln();
+    for (k, logit) in logits.iter().enumerate() {
+        let want = logit - z.ln();
         assert!((lp[0][k] as f32 - want).abs() < 1e-3, "{lp:?}");
     }
 }
