@@ -70,7 +70,9 @@ pub const GUIDANCE: &[(&str, &str)] = &[
     ),
     (
         "gfcg",
-        "--guidance gfcg: gradient-free classifier guidance (Shenoy et al. 2024), needs --class: \
+        "--guidance gfcg: gradient-free classifier guidance (Shenoy et al. 2024), needs --class \
+         (or, on text-to-image models, --zero-shot \"TEXT;TEXT\": competitors of the prompt under a \
+         zero-shot CLIP classifier): \
          --gfcg-scale W --gfcg-reference competitor|top-if-wrong --gfcg-scale-rule \
          confusion|ratio|constant --gfcg-interval LO,HI --gfcg-guide main|weak; stacks with --cfg",
     ),
@@ -82,7 +84,8 @@ pub const GUIDANCE: &[(&str, &str)] = &[
     (
         "dynamic-cfg",
         "--guidance dynamic-cfg: per-step greedy CFG scale (Papalampidi et al. 2025), needs \
-         --class: --cfg-candidates 1,2,3,5 scored by ln p(class | x̂0) (or --reward); CFG's rows",
+         --class (or --zero-shot on text-to-image models): --cfg-candidates 1,2,3,5 scored by \
+         ln p(class | x̂0) (or --reward); CFG's rows",
     ),
     (
         "flowchef",

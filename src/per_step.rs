@@ -101,6 +101,10 @@ pub struct PerStepArgs {
     /// GFCG: the model giving the reference-class prediction (weak = GFCG + autoguidance).
     #[arg(long, value_enum, default_value_t = GuideArg::Main)]
     pub gfcg_guide: GuideArg,
+    /// Text-to-image GFCG / dynamic CFG: the competing prompts of the zero-shot CLIP
+    /// classifier (`;`-separated, e.g. "a dog;a fox"); the prompt itself is class 0.
+    #[arg(long, value_name = "TEXT;TEXT…", value_delimiter = ';')]
+    pub zero_shot: Vec<String>,
     /// Autoguidance weight w (1 = none): D = D_weak + w·(D − D_weak), D_weak = toy-weak.
     #[arg(
         long,
@@ -158,6 +162,7 @@ impl Default for PerStepArgs {
     fn default() -> Self {
         PerStepArgs {
             gfcg_scale: 3.0,
+            zero_shot: Vec::new(),
             gfcg_reference: ReferenceArg::Competitor,
             gfcg_scale_rule: ScaleRuleArg::Confusion,
             gfcg_interval: None,
@@ -196,6 +201,9 @@ pub struct Target<'a> {
     pub cond: Condition,
     /// The CFG scale of the run (1 = none).
     pub cfg: f64,
+    /// The model's own guidance classifier, when the caller has one (a zero-shot CLIP
+    /// classifier over prompts for text-to-image models); else the toy's or the mixture's.
+    pub classifier: Option<Arc<dyn Classifier>>,
 }
 
 /// A built per-step strategy.
@@ -221,6 +229,9 @@ fn toy_classifier() -> Result<ToyClassifier> {
 /// The guidance classifier of the model: the toy's `toy-classifier`, or a mixture's exact
 /// Bayes classifier.
 fn classifier(kind: StrategyKind, t: &Target) -> Result<Arc<dyn Classifier>> {
+    if let Some(c) = &t.classifier {
+        return Ok(c.clone());
+    }
     if t.toy {
         return Ok(Arc::new(toy_classifier()?));
     }
@@ -237,6 +248,7 @@ fn classifier(kind: StrategyKind, t: &Target) -> Result<Arc<dyn Classifier>> {
 fn class_of(kind: StrategyKind, t: &Target) -> Result<u32> {
     match t.cond {
         Condition::Class(c) => Ok(c),
+        Condition::Prompt(i) if t.classifier.is_some() => Ok(i),
         _ => input_error!(
             "--guidance {} needs --class NAME: it steers towards a class",
             kind.cli_name()
@@ -450,6 +462,13 @@ pub fn build(
         input_error!(
             "--reward is not used by --guidance {} (only dynamic-cfg takes an evaluator reward)",
             kind.cli_name()
+        );
+    }
+    if !a.zero_shot.is_empty() && t.classifier.is_none() {
+        input_error!(
+            "--zero-shot names the competing prompts of a text-to-image model's zero-shot CLIP \
+             classifier; `{}` has its own classes",
+            t.model
         );
     }
     let mut needs_weak = false;

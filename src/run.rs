@@ -548,6 +548,7 @@ impl Job {
                 sample_shape: main.sample_shape(),
                 cond,
                 cfg: opts.cfg,
+                classifier: None,
             };
             let built = per_step::build(
                 opts.strategy.kind,

@@ -256,8 +256,8 @@ impl StrategyArgs {
     ) -> Result<Built> {
         if self.kind.is_per_step() {
             input_error!(
-                "--guidance {} runs on the toy model and Gaussian mixtures only (not yet on \
-                 text-to-image models); use --model toy",
+                "--guidance {} is a per-step strategy: it is built against the loaded model \
+                 (crate::per_step::build), not from a reward",
                 self.kind.cli_name()
             );
         }

@@ -35,14 +35,15 @@ use serde::Serialize;
 use serde_json::Value;
 use steerdiff_guidance::strategy::ClassifierFree;
 use steerdiff_guidance::{Condition, Denoiser, Engine, GroupSpec, Guidance, Population, TraceSink};
+use steerdiff_pipelines::sd::clip_rewards::ClipZeroShot;
 use steerdiff_pipelines::sd::pipeline::{img2img_schedule, noised};
-use steerdiff_pipelines::sd::rewards::parse_image_reward;
+use steerdiff_pipelines::sd::rewards::{parse_image_reward, OnPixels, Pixels};
 use steerdiff_pipelines::sd::{LoadOptions, Source, StableDiffusion, WeightDType};
 
 use crate::cli::GenerateArgs;
 use crate::error::input_error;
 use crate::output::{self, JsonlTrace, Staged};
-use crate::strategy::Built;
+use crate::strategy::{Built, StrategyKind};
 
 /// Whether `--model` names a text-to-image model (a preset, a diffusers folder, a Hub repo).
 pub fn is_text_model(args: &GenerateArgs) -> bool {
@@ -139,6 +140,19 @@ fn read_latents(path: &Path) -> Result<Vec<f32>> {
 type ClipCache =
     std::cell::OnceCell<std::sync::Arc<steerdiff_pipelines::sd::clip_model::ClipModel>>;
 
+/// The run's CLIP model (`--clip-model`), loaded once.
+fn clip_for(
+    args: &GenerateArgs,
+    clip: &ClipCache,
+) -> Result<std::sync::Arc<steerdiff_pipelines::sd::clip_model::ClipModel>> {
+    if let Some(m) = clip.get() {
+        return Ok(m.clone());
+    }
+    let m = steerdiff_pipelines::sd::clip_model::ClipModel::load(&args.clip_model, &Device::Cpu)
+        .with_context(|| format!("loading --clip-model `{}`", args.clip_model))?;
+    Ok(clip.get_or_init(|| std::sync::Arc::new(m)).clone())
+}
+
 /// A reward for a latent model: `ensemble:…` of members, a plugin (scored on the VAE decode
 /// of x̂0 and told the prompt), a CLIP reward (`clip`, `aesthetic:MLP.safetensors`, on
 /// `--clip-model`), or an image reward (`jpeg[:Q]`, `jpeg-preview[:Q]`).
@@ -149,22 +163,13 @@ fn image_reward_for(
     args: &GenerateArgs,
     clip: &ClipCache,
 ) -> Result<std::sync::Arc<dyn steerdiff_guidance::Reward>> {
-    use steerdiff_pipelines::sd::clip_model::ClipModel;
     use steerdiff_pipelines::sd::clip_rewards::{Aesthetic, ClipScore};
-    use steerdiff_pipelines::sd::rewards::{OnPixels, Pixels};
     if let Some(rest) = spec.strip_prefix("ensemble:") {
         return crate::run::ensemble_for(spec, rest, &|m| {
             image_reward_for(m, vae, prompt, args, clip)
         });
     }
-    let clip_model = || -> Result<std::sync::Arc<ClipModel>> {
-        if let Some(m) = clip.get() {
-            return Ok(m.clone());
-        }
-        let m = ClipModel::load(&args.clip_model, &Device::Cpu)
-            .with_context(|| format!("loading --clip-model `{}`", args.clip_model))?;
-        Ok(clip.get_or_init(|| std::sync::Arc::new(m)).clone())
-    };
+    let clip_model = || clip_for(args, clip);
     let pixels = Pixels::Decode(vae.clone());
     if spec == "clip" {
         return Ok(std::sync::Arc::new(ClipScore::new(
@@ -252,7 +257,11 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         }
     }
     sd.set_image_size(height, width)?;
-    sd.set_prompts(&[prompt.as_str()], negative.as_deref())?;
+    // Prompt 0 is the prompt; GFCG's zero-shot competitors follow it (classes 1, 2, …).
+    let zero_shot = &args.strategy.per_step.zero_shot;
+    let mut texts = vec![prompt.as_str()];
+    texts.extend(zero_shot.iter().map(String::as_str));
+    sd.set_prompts(&texts, negative.as_deref())?;
     let scheduler_name = args.scheduler.clone().or_else(|| args.sampler.clone());
     // Particle strategies need a stochastic scheduler: where η is free and not given, use 1
     // (as for every other model); a fixed-η scheduler keeps its own and is refused later.
@@ -282,9 +291,49 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     };
     let vae = sd.vae.clone();
     let clip = ClipCache::new();
-    let strategy = args.strategy.build(args.steps, |spec| {
-        image_reward_for(spec, &vae, &prompt, args, &clip)
-    })?;
+    let reward = |spec: &str| image_reward_for(spec, &vae, &prompt, args, &clip);
+    let strategy = if args.strategy.kind.is_per_step() {
+        let classifier: Option<std::sync::Arc<dyn steerdiff_guidance::Classifier>> =
+            if zero_shot.is_empty() {
+                None
+            } else {
+                let model = clip_for(args, &clip)?;
+                Some(std::sync::Arc::new(ClipZeroShot::new(
+                    model,
+                    Pixels::Decode(vae.clone()),
+                    &texts,
+                )?))
+            };
+        if classifier.is_none() && args.strategy.kind != StrategyKind::Autoguidance {
+            input_error!(
+                "--guidance {} on a text-to-image model reads a zero-shot CLIP classifier: \
+                 name the competing prompts with --zero-shot \"TEXT;TEXT\" (the prompt is class \
+                 0; the CLIP model is --clip-model)",
+                args.strategy.kind.cli_name()
+            );
+        }
+        let target = crate::per_step::Target {
+            model: &model,
+            gmm: None,
+            toy: false,
+            flow: sd.path().is_flow(),
+            sample_shape: sd.sample_shape(),
+            cond: Condition::Prompt(0),
+            cfg: args.cfg,
+            classifier,
+        };
+        let built = crate::per_step::build(
+            args.strategy.kind,
+            &args.strategy.per_step,
+            args.strategy.reward.as_deref(),
+            &target,
+            None,
+            &reward,
+        )?;
+        Built::Step(built.guidance)
+    } else {
+        args.strategy.build(args.steps, reward)?
+    };
     let eval_reward = match &args.strategy.eval_reward {
         Some(spec) => {
             Some(image_reward_for(spec, &vae, &prompt, args, &clip).context("--eval-reward")?)

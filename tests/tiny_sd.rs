@@ -670,3 +670,57 @@ fn clip_and_aesthetic_rewards_run_through_the_cli() {
         "{e}"
     );
 }
+
+/// GFCG on a text-to-image model: the zero-shot CLIP classifier over the prompt and its
+/// `--zero-shot` competitors picks a reference prompt every step (3 rows per step with CFG),
+/// and the trace shows the reference and the scale; dynamic CFG reads the same classifier at
+/// no extra rows.
+#[test]
+fn gfcg_and_dynamic_cfg_run_on_prompts_with_a_zero_shot_clip_classifier() {
+    let clip = fixture_dir_of("tiny-clip").join("model");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| -> (Value, Vec<Value>) {
+        let trace = dir.path().join(format!("{name}.jsonl"));
+        let mut flags = vec!["--clip-model", clip.to_str().unwrap()];
+        flags.extend_from_slice(&["--trace", trace.to_str().unwrap()]);
+        flags.extend_from_slice(extra);
+        let record = generate_tiny(&dir.path().join(name), &flags);
+        let lines = std::fs::read_to_string(&trace)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (record, lines)
+    };
+    let rows = |r: &Value| -> u64 {
+        r["ledger"]["model_rows"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    let zs = ["--zero-shot", "blue;a quick fox"];
+    let (plain, _) = run("cfg", &["--cfg", "3"]);
+    let (gfcg, trace) = run(
+        "gfcg",
+        &[&["--cfg", "3", "--guidance", "gfcg"], &zs[..]].concat(),
+    );
+    assert_eq!(rows(&plain), 4 * 2);
+    assert_eq!(rows(&gfcg), 4 * 3, "cond + uncond + reference per step");
+    for line in &trace {
+        let r = line["gfcg"]["reference"][0].as_u64().unwrap();
+        let w = line["gfcg"]["scale"][0].as_f64().unwrap();
+        assert!(r == 1 || r == 2, "the reference is a competitor: {line}");
+        assert!(
+            (1.0..=3.0).contains(&w),
+            "confusion scale in [1, w]: {line}"
+        );
+    }
+    assert_ne!(
+        plain["samples"][0]["latents"], gfcg["samples"][0]["latents"],
+        "GFCG changed the sample"
+    );
+    let (dynamic, _) = run("dyn", &[&["--guidance", "dynamic-cfg"], &zs[..]].concat());
+    assert_eq!(rows(&dynamic), 4 * 2, "dynamic CFG adds no model rows");
+}

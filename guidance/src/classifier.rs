@@ -2,7 +2,6 @@
 
 use candle_core::Tensor;
 
-use crate::condition::Condition;
 use crate::reward::{Reward, RewardContext};
 use crate::Result;
 
@@ -15,7 +14,8 @@ pub trait Classifier: Send + Sync {
     fn log_probs(&self, x0: &Tensor) -> Result<Vec<Vec<f64>>>;
 }
 
-/// The reward `ln p(c | x̂0)` of each particle's own class `c` (NaN for unconditional rows).
+/// The reward `ln p(c | x̂0)` of each particle's own class `c` (its class label, or its prompt
+/// index for a zero-shot classifier over prompts; NaN for unconditional rows).
 pub struct ClassLogProb<C: Classifier + ?Sized> {
     name: String,
     /// The classifier.
@@ -42,9 +42,9 @@ impl<C: Classifier + ?Sized> Reward for ClassLogProb<C> {
         Ok(lp
             .iter()
             .zip(cx.conds)
-            .map(|(row, c)| match c {
-                Condition::Class(k) => row.get(*k as usize).copied().unwrap_or(f64::NAN),
-                _ => f64::NAN,
+            .map(|(row, c)| match c.class_index() {
+                Some(k) => row.get(k as usize).copied().unwrap_or(f64::NAN),
+                None => f64::NAN,
             })
             .collect())
     }

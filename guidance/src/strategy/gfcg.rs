@@ -19,6 +19,9 @@
 //! * the model giving the reference row: the main model (1 extra row) or a weaker twin
 //!   (GFCG + autoguidance at 2 rows per step: `x̂0 = D_bad(c_ref) + w·(D_good(c*) − D_bad(c_ref))`).
 //!
+//! On text-to-image models the classes are the run's prompts (a zero-shot classifier over
+//! prompt variants): a particle on `Prompt(i)` is class `i`, its reference row `Prompt(ref)`.
+//!
 //! The reference class depends on this step's conditional prediction, so the engine
 //! evaluates the conditional rows first and the reference rows in a second batch; the
 //! classifier is run again in `combine` on the same input (deterministic) rather than
@@ -104,7 +107,7 @@ impl Gfcg {
             .iter()
             .zip(lp)
             .map(|(p, row)| {
-                let Condition::Class(target) = p.cond else {
+                let Some(target) = p.cond.class_index() else {
                     return Ok((0, 0.0));
                 };
                 let t = target as usize;
@@ -186,10 +189,7 @@ impl Guidance for Gfcg {
             conds: chosen
                 .iter()
                 .zip(&pop.particles)
-                .map(|((r, _), p)| match p.cond {
-                    Condition::Class(_) => Condition::Class(*r),
-                    other => other,
-                })
+                .map(|((r, _), p)| p.cond.with_index(*r))
                 .collect(),
         }])
     }
