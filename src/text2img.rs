@@ -28,6 +28,7 @@
 //! strategies need a stochastic scheduler (`--scheduler ddim --eta 1`, `ddpm`, `euler-a`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use candle_core::{Device, Tensor};
@@ -35,9 +36,12 @@ use serde::Serialize;
 use serde_json::Value;
 use steerdiff_guidance::strategy::ClassifierFree;
 use steerdiff_guidance::{Condition, Denoiser, Engine, GroupSpec, Guidance, Population, TraceSink};
-use steerdiff_pipelines::sd::clip_rewards::ClipZeroShot;
+use steerdiff_pipelines::sd::clip_model::ClipModel;
+use steerdiff_pipelines::sd::clip_rewards::{Aesthetic, ClipScore, ClipZeroShot};
 use steerdiff_pipelines::sd::pipeline::{img2img_schedule, noised};
+use steerdiff_pipelines::sd::preview::LatentPreview;
 use steerdiff_pipelines::sd::rewards::{parse_image_reward, OnPixels, Pixels};
+use steerdiff_pipelines::sd::vae::Vae;
 use steerdiff_pipelines::sd::{LoadOptions, Source, StableDiffusion, WeightDType};
 
 use crate::cli::GenerateArgs;
@@ -136,61 +140,62 @@ fn read_latents(path: &Path) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// The CLIP model of a run's rewards, loaded on first use.
-type ClipCache =
-    std::cell::OnceCell<std::sync::Arc<steerdiff_pipelines::sd::clip_model::ClipModel>>;
-
-/// The run's CLIP model (`--clip-model`), loaded once.
-fn clip_for(
-    args: &GenerateArgs,
-    clip: &ClipCache,
-) -> Result<std::sync::Arc<steerdiff_pipelines::sd::clip_model::ClipModel>> {
-    if let Some(m) = clip.get() {
-        return Ok(m.clone());
-    }
-    let m = steerdiff_pipelines::sd::clip_model::ClipModel::load(&args.clip_model, &Device::Cpu)
-        .with_context(|| format!("loading --clip-model `{}`", args.clip_model))?;
-    Ok(clip.get_or_init(|| std::sync::Arc::new(m)).clone())
+/// What a text-to-image run's rewards are built from: `--reward`, `--eval-reward` and
+/// ensemble members alike.
+struct ImageRewards<'a> {
+    args: &'a GenerateArgs,
+    prompt: &'a str,
+    vae: Arc<Vae>,
+    preview: &'static LatentPreview,
+    /// The CLIP model (`--clip-model`), loaded on first use and shared.
+    clip: std::cell::OnceCell<Arc<ClipModel>>,
 }
 
-/// A reward for a latent model: `ensemble:…` of members, a plugin (scored on the VAE decode
-/// of x̂0 and told the prompt), a CLIP reward (`clip`, `aesthetic:MLP.safetensors`, on
-/// `--clip-model`), or an image reward (`jpeg[:Q]`, `jpeg-preview[:Q]`).
-fn image_reward_for(
-    spec: &str,
-    vae: &std::sync::Arc<steerdiff_pipelines::sd::vae::Vae>,
-    prompt: &str,
-    args: &GenerateArgs,
-    clip: &ClipCache,
-) -> Result<std::sync::Arc<dyn steerdiff_guidance::Reward>> {
-    use steerdiff_pipelines::sd::clip_rewards::{Aesthetic, ClipScore};
-    if let Some(rest) = spec.strip_prefix("ensemble:") {
-        return crate::run::ensemble_for(spec, rest, &|m| {
-            image_reward_for(m, vae, prompt, args, clip)
-        });
+impl ImageRewards<'_> {
+    /// The run's CLIP model.
+    fn clip(&self) -> Result<Arc<ClipModel>> {
+        if let Some(m) = self.clip.get() {
+            return Ok(m.clone());
+        }
+        let spec = &self.args.clip_model;
+        let m = ClipModel::load(spec, &Device::Cpu)
+            .with_context(|| format!("loading --clip-model `{spec}`"))?;
+        Ok(self.clip.get_or_init(|| Arc::new(m)).clone())
     }
-    let clip_model = || clip_for(args, clip);
-    let pixels = Pixels::Decode(vae.clone());
-    if spec == "clip" {
-        return Ok(std::sync::Arc::new(ClipScore::new(
-            clip_model()?,
-            pixels,
-            &[prompt],
-        )?));
-    }
-    if let Some(path) = spec.strip_prefix("aesthetic:") {
-        return Ok(std::sync::Arc::new(Aesthetic::new(
-            clip_model()?,
-            std::path::Path::new(path),
-            pixels,
-        )?));
-    }
-    match args.strategy.plugin.connect(spec) {
-        Some(plugin) => Ok(std::sync::Arc::new(OnPixels::new(
-            pixels,
-            std::sync::Arc::new(plugin?.with_prompts(vec![prompt.to_string()])),
-        ))),
-        None => Ok(parse_image_reward(spec, Some(vae.clone()))?),
+
+    /// A reward for a latent model: `ensemble:…` of members, a plugin (scored on the VAE
+    /// decode of x̂0 and told the prompt), a CLIP reward (`clip`, `aesthetic:MLP.safetensors`,
+    /// on `--clip-model`), or an image reward (`jpeg[:Q]`, `jpeg-preview[:Q]`).
+    fn build(&self, spec: &str) -> Result<Arc<dyn steerdiff_guidance::Reward>> {
+        if let Some(rest) = spec.strip_prefix("ensemble:") {
+            return crate::run::ensemble_for(spec, rest, &|m| self.build(m));
+        }
+        let pixels = Pixels::Decode(self.vae.clone());
+        if spec == "clip" {
+            return Ok(Arc::new(ClipScore::new(
+                self.clip()?,
+                pixels,
+                &[self.prompt],
+            )?));
+        }
+        if let Some(path) = spec.strip_prefix("aesthetic:") {
+            return Ok(Arc::new(Aesthetic::new(
+                self.clip()?,
+                Path::new(path),
+                pixels,
+            )?));
+        }
+        match self.args.strategy.plugin.connect(spec) {
+            Some(plugin) => Ok(Arc::new(OnPixels::new(
+                pixels,
+                Arc::new(plugin?.with_prompts(vec![self.prompt.to_string()])),
+            ))),
+            None => Ok(parse_image_reward(
+                spec,
+                Some(self.vae.clone()),
+                self.preview,
+            )?),
+        }
     }
 }
 
@@ -289,18 +294,22 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     } else {
         None
     };
-    let vae = sd.vae.clone();
-    let clip = ClipCache::new();
-    let reward = |spec: &str| image_reward_for(spec, &vae, &prompt, args, &clip);
+    let rewards = ImageRewards {
+        args,
+        prompt: &prompt,
+        vae: sd.vae.clone(),
+        preview: sd.latent_preview(),
+        clip: std::cell::OnceCell::new(),
+    };
+    let reward = |spec: &str| rewards.build(spec);
     let strategy = if args.strategy.kind.is_per_step() {
         let classifier: Option<std::sync::Arc<dyn steerdiff_guidance::Classifier>> =
             if zero_shot.is_empty() {
                 None
             } else {
-                let model = clip_for(args, &clip)?;
-                Some(std::sync::Arc::new(ClipZeroShot::new(
-                    model,
-                    Pixels::Decode(vae.clone()),
+                Some(Arc::new(ClipZeroShot::new(
+                    rewards.clip()?,
+                    Pixels::Decode(sd.vae.clone()),
                     &texts,
                 )?))
             };
@@ -335,9 +344,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         args.strategy.build(args.steps, reward)?
     };
     let eval_reward = match &args.strategy.eval_reward {
-        Some(spec) => {
-            Some(image_reward_for(spec, &vae, &prompt, args, &clip).context("--eval-reward")?)
-        }
+        Some(spec) => Some(rewards.build(spec).context("--eval-reward")?),
         None => None,
     };
     let particles = args.strategy.particles_per_group();

@@ -286,6 +286,11 @@ impl Flux {
         Ok(cfg.sampler(steps, &opts, eta)?)
     }
 
+    /// The family's linear latent → RGB preview (no decoder pass).
+    pub fn latent_preview(&self) -> &'static super::preview::LatentPreview {
+        &super::preview::FLUX
+    }
+
     /// Decodes latents `[B, C, h, w]` to images `[B, 3, H, W]` in `[0, 1]`.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let x = self

@@ -10,7 +10,8 @@
 //! * [`clip_model`] — CLIP's image–text model (vision tower, projections, preprocessing);
 //! * [`clip_rewards`] — CLIP score, a LAION-style aesthetic MLP, zero-shot classification;
 //! * [`unet`] — diffusers' conditional UNet from candle's blocks, with SDXL's added conditioning;
-//! * [`vae`] — the KL autoencoder and a linear latent preview;
+//! * [`vae`] — the KL autoencoder;
+//! * [`preview`] — linear latent → RGB previews per family (SD, SDXL, SD3, FLUX);
 //! * [`rewards`] — rewards on decoded (or previewed) images: JPEG compressibility;
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
 //! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod flux;
 pub mod hub;
 pub mod pipeline;
+pub mod preview;
 pub mod rewards;
 pub mod sd3;
 pub mod unet;

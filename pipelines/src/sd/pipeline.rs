@@ -371,6 +371,15 @@ impl StableDiffusion {
         self.unet_config.added.is_some()
     }
 
+    /// The family's linear latent → RGB preview.
+    pub fn latent_preview(&self) -> &'static super::preview::LatentPreview {
+        if self.is_sdxl() {
+            &super::preview::SDXL
+        } else {
+            &super::preview::SD15
+        }
+    }
+
     /// Where the model came from.
     pub fn source(&self) -> &Source {
         &self.source

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 use steerdiff_guidance::{Reward, RewardContext};
 
-use super::vae::{preview, Vae};
+use super::preview::LatentPreview;
+use super::vae::Vae;
 use crate::{Error, Result};
 
 /// A latents → images `[B, 3, H, W]` in `[0, 1]` map (e.g. another family's decoder).
@@ -22,8 +23,8 @@ pub type ImageFn = Arc<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
 pub enum Pixels {
     /// The full VAE decode (accurate, costs a decoder pass per item).
     Decode(Arc<Vae>),
-    /// The linear latent → RGB preview at latent resolution (SD 4-channel latents; nearly free).
-    Preview,
+    /// The family's linear latent → RGB preview at latent resolution (nearly free).
+    Preview(&'static LatentPreview),
     /// Any decoder (FLUX's autoencoder, …).
     Custom(ImageFn),
 }
@@ -32,7 +33,7 @@ impl std::fmt::Debug for Pixels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Pixels::Decode(_) => write!(f, "Decode"),
-            Pixels::Preview => write!(f, "Preview"),
+            Pixels::Preview(p) => write!(f, "Preview({})", p.name),
             Pixels::Custom(_) => write!(f, "Custom"),
         }
     }
@@ -43,7 +44,7 @@ impl Pixels {
     pub fn images(&self, latents: &Tensor) -> Result<Tensor> {
         match self {
             Pixels::Decode(vae) => vae.decode(latents),
-            Pixels::Preview => preview(latents),
+            Pixels::Preview(p) => p.apply(latents),
             Pixels::Custom(f) => f(latents),
         }
     }
@@ -126,7 +127,7 @@ impl JpegCompressibility {
         }
         let name = match pixels {
             Pixels::Decode(_) | Pixels::Custom(_) => format!("jpeg:{quality}"),
-            Pixels::Preview => format!("jpeg-preview:{quality}"),
+            Pixels::Preview(_) => format!("jpeg-preview:{quality}"),
         };
         Ok(JpegCompressibility {
             pixels,
@@ -165,9 +166,13 @@ impl Reward for JpegCompressibility {
     }
 }
 
-/// Parses an image reward: `jpeg[:Q]` (full decode) or `jpeg-preview[:Q]` (linear preview);
-/// `Q` defaults to 95. `vae` is needed for the full decode.
-pub fn parse_image_reward(spec: &str, vae: Option<Arc<Vae>>) -> Result<Arc<dyn Reward>> {
+/// Parses an image reward: `jpeg[:Q]` (full decode) or `jpeg-preview[:Q]` (the family's
+/// linear `preview`); `Q` defaults to 95. `vae` is needed for the full decode.
+pub fn parse_image_reward(
+    spec: &str,
+    vae: Option<Arc<Vae>>,
+    preview: &'static LatentPreview,
+) -> Result<Arc<dyn Reward>> {
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     let quality = if arg.is_empty() {
         95
@@ -188,7 +193,7 @@ pub fn parse_image_reward(spec: &str, vae: Option<Arc<Vae>>) -> Result<Arc<dyn R
             )?))
         }
         "jpeg-preview" => Ok(Arc::new(JpegCompressibility::new(
-            Pixels::Preview,
+            Pixels::Preview(preview),
             quality,
         )?)),
         other => Err(Error::Spec(format!(
@@ -205,7 +210,8 @@ mod tests {
 
     #[test]
     fn flat_images_compress_better_than_noise() {
-        let r = JpegCompressibility::new(Pixels::Preview, 95).unwrap();
+        let sd15 = &super::super::preview::SD15;
+        let r = JpegCompressibility::new(Pixels::Preview(sd15), 95).unwrap();
         let flat = Tensor::full(0.5f32, (3, 32, 32), &Device::Cpu).unwrap();
         let noise: Vec<f32> = (0..3 * 32 * 32)
             .map(|i| ((i * 7919) % 255) as f32 / 255.0)
@@ -214,8 +220,8 @@ mod tests {
         let a = r.score_image(&flat).unwrap();
         let b = r.score_image(&noise).unwrap();
         assert!(a > b, "flat {a} vs noise {b}");
-        assert!(parse_image_reward("jpeg:0", None).is_err());
-        assert!(parse_image_reward("jpeg", None).is_err());
-        assert!(parse_image_reward("jpeg-preview:80", None).is_ok());
+        assert!(parse_image_reward("jpeg:0", None, sd15).is_err());
+        assert!(parse_image_reward("jpeg", None, sd15).is_err());
+        assert!(parse_image_reward("jpeg-preview:80", None, sd15).is_ok());
     }
 }

@@ -243,6 +243,11 @@ impl Sd3 {
         Ok(cfg.sampler(steps, &SetTimesteps::default(), eta)?)
     }
 
+    /// The family's linear latent → RGB preview (no decoder pass).
+    pub fn latent_preview(&self) -> &'static super::preview::LatentPreview {
+        &super::preview::SD3
+    }
+
     /// Decodes latents `[B, 16, h, w]` to images `[B, 3, H, W]` in `[0, 1]`.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let x = self

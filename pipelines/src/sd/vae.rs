@@ -1,4 +1,4 @@
-//! The KL autoencoder: latents ↔ images, plus a cheap linear latent → RGB preview.
+//! The KL autoencoder: latents ↔ images (the cheap linear preview is [`super::preview`]).
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
@@ -137,31 +137,5 @@ impl Vae {
     }
 }
 
-/// Published linear latent → RGB factors for Stable Diffusion 1.x/2.x latents (4 channels;
-/// the `latent_rgb_factors` of ComfyUI's SD15 latent format): `rgb = latents·F`, then
-/// `(rgb + 1)/2` clamped — a preview without running the VAE decoder.
-pub const SD_LATENT_RGB: [[f32; 3]; 4] = [
-    [0.3512, 0.2297, 0.3227],
-    [0.3250, 0.4974, 0.2350],
-    [-0.2829, 0.1762, 0.2721],
-    [-0.2120, -0.2616, -0.7177],
-];
-
-/// A cheap preview of 4-channel SD latents `[B, 4, h, w]`: `[B, 3, h, w]` in `[0, 1]` at latent
-/// resolution.
-pub fn preview(latents: &Tensor) -> Result<Tensor> {
-    let (_, c, _, _) = latents.dims4()?;
-    if c != 4 {
-        return Err(Error::Spec(format!(
-            "the SD latent preview needs 4 latent channels (got {c})"
-        )));
-    }
-    let f: Vec<f32> = SD_LATENT_RGB.iter().flatten().copied().collect();
-    let f = Tensor::from_vec(f, (4, 3), latents.device())?;
-    let x = latents
-        .to_dtype(DType::F32)?
-        .permute((0, 2, 3, 1))?
-        .contiguous()?; // [B, h, w, 4]
-    let rgb = x.broadcast_matmul(&f)?.permute((0, 3, 1, 2))?;
-    Ok(rgb.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
-}
+/// The SD 1.x/2.x latent preview (moved to [`super::preview`]).
+pub use super::preview::preview;
