@@ -255,6 +255,9 @@ pub struct TextOutput {
     /// The pooled output at the end-of-text token, projected when the model has a
     /// `text_projection`, `[B, D or P]`.
     pub pooled: Tensor,
+    /// The pooled output before any projection (transformers' `pooler_output`), `[B, D]` —
+    /// FLUX's pooled conditioning.
+    pub pooler_output: Tensor,
 }
 
 /// transformers' CLIP text model.
@@ -364,15 +367,16 @@ impl ClipTextEncoder {
         for (row, &p) in positions.iter().enumerate() {
             pooled.push(last_hidden.get(row)?.get(p as usize)?.unsqueeze(0)?);
         }
-        let pooled = Tensor::cat(&pooled, 0)?;
+        let pooler_output = Tensor::cat(&pooled, 0)?;
         let pooled = match &self.projection {
-            Some(p) => p.forward(&pooled)?,
-            None => pooled,
+            Some(p) => p.forward(&pooler_output)?,
+            None => pooler_output.clone(),
         };
         Ok(TextOutput {
             last_hidden,
             penultimate,
             pooled,
+            pooler_output,
         })
     }
 

@@ -13,6 +13,8 @@
 //! * [`vae`] — the KL autoencoder;
 //! * [`preview`] — linear latent → RGB previews per family (SD, SDXL, SD3, FLUX);
 //! * [`rewards`] — rewards on decoded (or previewed) images: JPEG compressibility;
+//! * [`t5`] — the T5 tokenizer and encoder of SD3 and FLUX;
+//! * [`dit_text`] — SD3's and FLUX's text conditioning, as diffusers builds it;
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
 //! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file;
 //! * [`pipeline`] — [`StableDiffusion`], a [`steerdiff_guidance::Denoiser`] over encoded
@@ -25,12 +27,14 @@ pub mod clip;
 pub mod clip_model;
 pub mod clip_rewards;
 pub mod config;
+pub mod dit_text;
 pub mod flux;
 pub mod hub;
 pub mod pipeline;
 pub mod preview;
 pub mod rewards;
 pub mod sd3;
+pub mod t5;
 pub mod unet;
 pub mod vae;
 pub mod weights;

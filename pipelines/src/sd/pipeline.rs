@@ -81,6 +81,35 @@ pub struct TextBranch {
     pub encoder: ClipTextEncoder,
 }
 
+impl TextBranch {
+    /// Loads `tok_dir/` (tokenizer) and `enc_dir/` (config.json + weights) of a diffusers repo.
+    pub fn load(
+        files: &ModelFiles,
+        tok_dir: &str,
+        enc_dir: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<TextBranch> {
+        let config_path = format!("{enc_dir}/config.json");
+        let cfg =
+            ClipTextConfig::read(ConfigReader::open(&files.get(&config_path)?, &config_path)?)?;
+        let tokenizer = ClipTokenizer::load(files, tok_dir, cfg.max_position_embeddings)?;
+        let weights = component_weights(files, enc_dir, "model")?;
+        let encoder = ClipTextEncoder::new(var_builder(&weights, dtype, device)?, cfg)
+            .map_err(|e| load_error(&format!("the text encoder ({enc_dir})"), &weights, e))?;
+        Ok(TextBranch { tokenizer, encoder })
+    }
+
+    /// Encodes `texts` (padded to the tokenizer's length).
+    pub fn encode(&self, texts: &[&str], device: &Device) -> Result<TextOutput> {
+        let ids = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(t))
+            .collect::<Result<Vec<_>>>()?;
+        self.encoder.encode_ids(&ids, device)
+    }
+}
+
 /// Encoded texts, as the UNet reads them.
 #[derive(Debug, Clone)]
 pub struct Encoded {
@@ -268,17 +297,10 @@ impl StableDiffusion {
         } else {
             &[("tokenizer", "text_encoder")]
         };
-        let mut text = Vec::with_capacity(branches.len());
-        for (tok_dir, enc_dir) in branches {
-            let config_path = format!("{enc_dir}/config.json");
-            let cfg =
-                ClipTextConfig::read(ConfigReader::open(&files.get(&config_path)?, &config_path)?)?;
-            let tokenizer = ClipTokenizer::load(files, tok_dir, cfg.max_position_embeddings)?;
-            let weights = component_weights(files, enc_dir, "model")?;
-            let encoder = ClipTextEncoder::new(var_builder(&weights, dtype, device)?, cfg)
-                .map_err(|e| load_error(&format!("the text encoder ({enc_dir})"), &weights, e))?;
-            text.push(TextBranch { tokenizer, encoder });
-        }
+        let text = branches
+            .iter()
+            .map(|(tok_dir, enc_dir)| TextBranch::load(files, tok_dir, enc_dir, dtype, device))
+            .collect::<Result<Vec<_>>>()?;
 
         let unet_config = UNetConfig::read(ConfigReader::open(
             &files.get("unet/config.json")?,
@@ -423,13 +445,7 @@ impl StableDiffusion {
     pub fn encoder_outputs(&self, texts: &[&str]) -> Result<Vec<TextOutput>> {
         self.text
             .iter()
-            .map(|branch| {
-                let ids = texts
-                    .iter()
-                    .map(|t| branch.tokenizer.encode(t))
-                    .collect::<Result<Vec<_>>>()?;
-                branch.encoder.encode_ids(&ids, &self.device)
-            })
+            .map(|branch| branch.encode(texts, &self.device))
             .collect()
     }
 
