@@ -24,9 +24,13 @@ pub const MODELS: &[(&str, &str)] = &[
     (
         "sd15 | sd21 | sd21-base | sd-turbo | sdxl | sdxl-turbo",
         "Stable Diffusion 1.x/2.x/XL presets (Hub repos, cached as hf-hub does; HF_HOME, \
-         HF_HUB_OFFLINE, HF_TOKEN): --prompt \"…\" --negative \"…\" --cfg S --scheduler NAME; \
-         sd3-medium, sd3.5-*, flux-schnell, flux-dev are named but cannot run from a prompt yet \
-         (their transformers load through the library API only)",
+         HF_HUB_OFFLINE, HF_TOKEN): --prompt \"…\" --negative \"…\" --cfg S --scheduler NAME",
+    ),
+    (
+        "SD3_OR_FLUX.safetensors",
+        "an SD3 / SD3.5 or FLUX.1 transformer in its original single file, with --text-encoders \
+         ORG/NAME|FOLDER (the diffusers repo's tokenizer*/ text_encoder*/: CLIP-L, CLIP-G, T5) \
+         and, for FLUX, --ae ae.safetensors; flow-match Euler (--eta > 0 stochastic)",
     ),
     (
         "ORG/NAME[@REV] | FOLDER",

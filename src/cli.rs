@@ -116,6 +116,13 @@ pub struct GenerateArgs {
     /// Text-to-image models: weight dtype f32 (default), f16 or bf16.
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<String>,
+    /// SD3 / FLUX single-file --model: the text encoders, a diffusers-layout folder or Hub
+    /// repo (tokenizer*/ and text_encoder*/).
+    #[arg(long, value_name = "FOLDER|ORG/NAME")]
+    pub text_encoders: Option<String>,
+    /// FLUX single-file --model: its autoencoder file (ae.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub ae: Option<PathBuf>,
     /// Text-to-image models: the CLIP model of the `clip` and `aesthetic:MLP` rewards (a
     /// transformers-format folder or Hub repo).
     #[arg(long, value_name = "SOURCE", default_value = steerdiff_pipelines::sd::clip_model::DEFAULT_CLIP)]
@@ -233,6 +240,23 @@ pub fn execute(cli: Cli) -> Result<()> {
     }
 }
 
+/// Flags only text-to-image models read; refused elsewhere rather than silently ignored.
+const TEXT_ONLY_FLAGS: &[&str] = &[
+    "prompt",
+    "negative",
+    "scheduler",
+    "height",
+    "width",
+    "dtype",
+    "init-latents",
+    "init-image",
+    "strength",
+    "text-encoders",
+    "ae",
+    "clip-model",
+    "zero-shot",
+];
+
 /// `steerdiff generate`: checks everything, runs, writes the outputs all or nothing, and prints
 /// a one-line summary on stderr.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
@@ -241,6 +265,16 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     }
     if crate::text2img::is_text_model(args) {
         return crate::text2img::generate(args);
+    }
+    if let Some(long) = TEXT_ONLY_FLAGS
+        .iter()
+        .find(|f| args.flags.iter().any(|(l, _)| l == *f))
+    {
+        input_error!(
+            "--{long} is for text-to-image models; `{}` is not one (drop --{long}, or name a \
+             Stable Diffusion / SD3 / FLUX model with --model)",
+            args.model.as_deref().unwrap_or("toy")
+        );
     }
     let mut opts = args.options();
     if opts.shard.is_none() {

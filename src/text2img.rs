@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! steerdiff generate --model sd15|sd21|sd-turbo|sdxl|sdxl-turbo|ORG/NAME|FOLDER --prompt "…" [--negative "…"]
+//! steerdiff generate --model SD3_OR_FLUX.safetensors --text-encoders ORG/NAME|FOLDER [--ae AE.safetensors] --prompt "…"
 //!                    [--steps N] [--cfg S] [--scheduler NAME|CLASS|FILE.json] [--eta E]
 //!                    [--height H --width W] [--dtype f32|f16|bf16] [-n N] [--seed S]
 //!                    [--init-latents FILE.json | --init-image IMG [--strength S]]
@@ -41,8 +42,8 @@ use steerdiff_pipelines::sd::clip_rewards::{Aesthetic, ClipScore, ClipZeroShot};
 use steerdiff_pipelines::sd::pipeline::{img2img_schedule, noised};
 use steerdiff_pipelines::sd::preview::LatentPreview;
 use steerdiff_pipelines::sd::rewards::{parse_image_reward, OnPixels, Pixels};
-use steerdiff_pipelines::sd::vae::Vae;
-use steerdiff_pipelines::sd::{LoadOptions, Source, StableDiffusion, WeightDType};
+use steerdiff_pipelines::sd::text_to_image::TextToImage;
+use steerdiff_pipelines::sd::{LoadOptions, Source, WeightDType};
 
 use crate::cli::GenerateArgs;
 use crate::error::input_error;
@@ -64,6 +65,12 @@ pub fn is_text_model(args: &GenerateArgs) -> bool {
 pub struct TextParameters {
     /// The model as named.
     pub model: String,
+    /// The text encoders of an SD3 / FLUX single-file model (`--text-encoders`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_encoders: Option<String>,
+    /// The autoencoder file of a FLUX single-file model (`--ae`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ae: Option<String>,
     /// The prompt.
     pub prompt: String,
     /// The negative prompt (the unconditional row of CFG); `None`: none given (the empty
@@ -145,7 +152,8 @@ fn read_latents(path: &Path) -> Result<Vec<f32>> {
 struct ImageRewards<'a> {
     args: &'a GenerateArgs,
     prompt: &'a str,
-    vae: Arc<Vae>,
+    /// How x̂0 latents become pixels (the VAE decode, or the family's decoder).
+    pixels: Pixels,
     preview: &'static LatentPreview,
     /// The CLIP model (`--clip-model`), loaded on first use and shared.
     clip: std::cell::OnceCell<Arc<ClipModel>>,
@@ -170,7 +178,7 @@ impl ImageRewards<'_> {
         if let Some(rest) = spec.strip_prefix("ensemble:") {
             return crate::run::ensemble_for(spec, rest, &|m| self.build(m));
         }
-        let pixels = Pixels::Decode(self.vae.clone());
+        let pixels = self.pixels.clone();
         if spec == "clip" {
             return Ok(Arc::new(ClipScore::new(
                 self.clip()?,
@@ -190,11 +198,7 @@ impl ImageRewards<'_> {
                 pixels,
                 Arc::new(plugin?.with_prompts(vec![self.prompt.to_string()])),
             ))),
-            None => Ok(parse_image_reward(
-                spec,
-                Some(self.vae.clone()),
-                self.preview,
-            )?),
+            None => Ok(parse_image_reward(spec, Some(pixels), self.preview)?),
         }
     }
 }
@@ -230,8 +234,13 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         device: Device::Cpu,
         ..LoadOptions::default()
     };
-    let mut sd =
-        StableDiffusion::load(&model, &opts).with_context(|| format!("loading model `{model}`"))?;
+    let mut sd = steerdiff_pipelines::sd::text_to_image::load(
+        &model,
+        args.text_encoders.as_deref(),
+        args.ae.as_deref(),
+        &opts,
+    )
+    .with_context(|| format!("loading model `{model}`"))?;
     let (h0, w0) = sd.image_size();
     let init_image = match &args.init_image {
         Some(path) => {
@@ -267,6 +276,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     let mut texts = vec![prompt.as_str()];
     texts.extend(zero_shot.iter().map(String::as_str));
     sd.set_prompts(&texts, negative.as_deref())?;
+    // From here on the model is shared: rewards decode through it.
+    let sd: Arc<dyn TextToImage> = Arc::from(sd);
+    let pixels = match sd.vae() {
+        Some(vae) => Pixels::Decode(vae),
+        None => {
+            let model = sd.clone();
+            Pixels::Custom(Arc::new(move |x: &Tensor| model.decode(x)))
+        }
+    };
     let scheduler_name = args.scheduler.clone().or_else(|| args.sampler.clone());
     // Particle strategies need a stochastic scheduler: where η is free and not given, use 1
     // (as for every other model); a fixed-η scheduler keeps its own and is refused later.
@@ -297,7 +315,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     let rewards = ImageRewards {
         args,
         prompt: &prompt,
-        vae: sd.vae.clone(),
+        pixels: pixels.clone(),
         preview: sd.latent_preview(),
         clip: std::cell::OnceCell::new(),
     };
@@ -309,7 +327,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             } else {
                 Some(Arc::new(ClipZeroShot::new(
                     rewards.clip()?,
-                    Pixels::Decode(sd.vae.clone()),
+                    pixels.clone(),
                     &texts,
                 )?))
             };
@@ -392,7 +410,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let pixels: Vec<f32> = img.as_raw().iter().map(|&b| b as f32 / 255.0).collect();
         let pixels = Tensor::from_vec(pixels, (1, h, w, 3), &Device::Cpu)?.permute((0, 3, 1, 2))?;
-        let x0 = sd.vae.encode(&pixels)?;
+        let x0 = sd.encode_image(&pixels)?;
         let x0 = x0.repeat((pop.len(), 1, 1, 1))?;
         // pop.x holds init_noise_sigma·ε; the img2img start is α·x0 + σ·ε at its first point.
         let eps = pop.x.affine(1.0 / init, 0.0)?;
@@ -406,7 +424,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         guidance.push(Box::new(g.as_ref()));
     }
     let engine = Engine {
-        models: vec![&sd as &dyn Denoiser],
+        models: vec![&*sd as &dyn Denoiser],
         schedule: &sampler.schedule,
         solver: sampler.solver.as_ref(),
         guidance,
@@ -438,6 +456,8 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     };
     let parameters = TextParameters {
         model: model.clone(),
+        text_encoders: args.text_encoders.clone(),
+        ae: args.ae.as_ref().map(|p| p.display().to_string()),
         prompt,
         negative,
         scheduler: scheduler_name.unwrap_or_else(|| "default".into()),

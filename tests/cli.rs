@@ -191,6 +191,9 @@ fn bad_input_is_one_line_and_writes_nothing() {
             "cfg-rescale",
         ),
         (vec!["--model", &m, "-n", "0"], "-n"),
+        // Text-to-image flags on other models are refused, not ignored.
+        (vec!["--model", &m, "--negative", "blue"], "--negative"),
+        (vec!["--class", "star", "--width", "64"], "--width"),
     ];
     for (k, (args, needle)) in cases.iter().enumerate() {
         let out = f.path(&format!("out-{k}"));

@@ -90,6 +90,29 @@ fn offline_with_an_empty_cache_fails_fast_naming_repo_file_and_fix() {
         assert!(err.contains(want), "missing `{want}` in: {err}");
     }
     assert!(!home.path().join("out").exists(), "nothing written");
+    // The DiT presets name their single files.
+    for (preset, repo, file) in [
+        (
+            "flux-schnell",
+            "black-forest-labs/FLUX.1-schnell",
+            "flux1-schnell.safetensors",
+        ),
+        (
+            "sd3-medium",
+            "stabilityai/stable-diffusion-3-medium",
+            "sd3_medium.safetensors",
+        ),
+    ] {
+        let (o, took) = generate(
+            home.path(),
+            &[("HF_HUB_OFFLINE", "1")],
+            &["--model", preset, "--prompt", "a cat"],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(err.contains(repo) && err.contains(file), "{err}");
+    }
 }
 
 #[test]

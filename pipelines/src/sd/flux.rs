@@ -286,6 +286,12 @@ impl Flux {
         Ok(cfg.sampler(steps, &opts, eta)?)
     }
 
+    /// The image size sampled, `(height, width)` in pixels.
+    pub fn image_size(&self) -> (usize, usize) {
+        let v = 1 << (self.ae_config.ch_mult.len() - 1);
+        (self.latent_hw.0 * v, self.latent_hw.1 * v)
+    }
+
     /// The family's linear latent → RGB preview (no decoder pass).
     pub fn latent_preview(&self) -> &'static super::preview::LatentPreview {
         &super::preview::FLUX

@@ -57,6 +57,20 @@ pub struct Preset {
     pub size: usize,
     /// One-line description.
     pub about: &'static str,
+    /// For SD3 / FLUX: the original single files the transformer (and FLUX's autoencoder)
+    /// load from; `repo` then supplies the text encoders.
+    pub single_file: Option<SingleFile>,
+}
+
+/// Where a DiT preset's original single-file checkpoints are on the Hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SingleFile {
+    /// Hub repository holding the files.
+    pub repo: &'static str,
+    /// The transformer (SD3: transformer + autoencoder).
+    pub transformer: &'static str,
+    /// FLUX's autoencoder.
+    pub ae: Option<&'static str>,
 }
 
 /// Every preset. Adding a diffusers-format model needs no preset: name its repo or folder.
@@ -69,6 +83,7 @@ pub const PRESETS: &[Preset] = &[
         cfg: 7.5,
         size: 512,
         about: "Stable Diffusion 1.5 (ε-prediction, 512 px)",
+        single_file: None,
     },
     Preset {
         name: "sd21",
@@ -78,6 +93,7 @@ pub const PRESETS: &[Preset] = &[
         cfg: 7.5,
         size: 768,
         about: "Stable Diffusion 2.1 (v-prediction, 768 px)",
+        single_file: None,
     },
     Preset {
         name: "sd21-base",
@@ -87,6 +103,7 @@ pub const PRESETS: &[Preset] = &[
         cfg: 7.5,
         size: 512,
         about: "Stable Diffusion 2.1 base (ε-prediction, 512 px)",
+        single_file: None,
     },
     Preset {
         name: "sd-turbo",
@@ -96,6 +113,7 @@ pub const PRESETS: &[Preset] = &[
         cfg: 1.0,
         size: 512,
         about: "SD-Turbo (adversarially distilled SD 2.1, 1–4 steps, no CFG)",
+        single_file: None,
     },
     Preset {
         name: "sdxl",
@@ -105,6 +123,7 @@ pub const PRESETS: &[Preset] = &[
         cfg: 5.0,
         size: 1024,
         about: "Stable Diffusion XL base 1.0 (two CLIP encoders, size/crop micro-conditioning)",
+        single_file: None,
     },
     Preset {
         name: "sdxl-turbo",
@@ -114,6 +133,7 @@ pub const PRESETS: &[Preset] = &[
         cfg: 1.0,
         size: 512,
         about: "SDXL-Turbo (adversarially distilled SDXL, 1–4 steps, no CFG)",
+        single_file: None,
     },
     Preset {
         name: "sd3-medium",
@@ -122,7 +142,12 @@ pub const PRESETS: &[Preset] = &[
         steps: 28,
         cfg: 7.0,
         size: 1024,
-        about: "Stable Diffusion 3 medium (MMDiT; API only, no text encoders yet)",
+        about: "Stable Diffusion 3 medium (MMDiT; CLIP-L, CLIP-G, T5 from the diffusers repo)",
+        single_file: Some(SingleFile {
+            repo: "stabilityai/stable-diffusion-3-medium",
+            transformer: "sd3_medium.safetensors",
+            ae: None,
+        }),
     },
     Preset {
         name: "sd3.5-medium",
@@ -131,7 +156,12 @@ pub const PRESETS: &[Preset] = &[
         steps: 28,
         cfg: 4.5,
         size: 1024,
-        about: "Stable Diffusion 3.5 medium (MMDiT; API only, no text encoders yet)",
+        about: "Stable Diffusion 3.5 medium (MMDiT-X; unverified: candle's MMDiT-X support)",
+        single_file: Some(SingleFile {
+            repo: "stabilityai/stable-diffusion-3.5-medium",
+            transformer: "sd3.5_medium.safetensors",
+            ae: None,
+        }),
     },
     Preset {
         name: "sd3.5-large",
@@ -140,7 +170,12 @@ pub const PRESETS: &[Preset] = &[
         steps: 28,
         cfg: 3.5,
         size: 1024,
-        about: "Stable Diffusion 3.5 large (MMDiT; API only, no text encoders yet)",
+        about: "Stable Diffusion 3.5 large (MMDiT with QK-norm; unverified)",
+        single_file: Some(SingleFile {
+            repo: "stabilityai/stable-diffusion-3.5-large",
+            transformer: "sd3.5_large.safetensors",
+            ae: None,
+        }),
     },
     Preset {
         name: "sd3.5-large-turbo",
@@ -149,7 +184,12 @@ pub const PRESETS: &[Preset] = &[
         steps: 4,
         cfg: 1.0,
         size: 1024,
-        about: "Stable Diffusion 3.5 large turbo (MMDiT; API only, no text encoders yet)",
+        about: "Stable Diffusion 3.5 large turbo (4 steps, no CFG; unverified)",
+        single_file: Some(SingleFile {
+            repo: "stabilityai/stable-diffusion-3.5-large-turbo",
+            transformer: "sd3.5_large_turbo.safetensors",
+            ae: None,
+        }),
     },
     Preset {
         name: "flux-schnell",
@@ -158,7 +198,12 @@ pub const PRESETS: &[Preset] = &[
         steps: 4,
         cfg: 1.0,
         size: 1024,
-        about: "FLUX.1 schnell (rectified flow, 1–4 steps; API only, no text encoders yet)",
+        about: "FLUX.1 schnell (rectified flow, 1–4 steps, no CFG)",
+        single_file: Some(SingleFile {
+            repo: "black-forest-labs/FLUX.1-schnell",
+            transformer: "flux1-schnell.safetensors",
+            ae: Some("ae.safetensors"),
+        }),
     },
     Preset {
         name: "flux-dev",
@@ -167,7 +212,12 @@ pub const PRESETS: &[Preset] = &[
         steps: 28,
         cfg: 1.0,
         size: 1024,
-        about: "FLUX.1 dev (guidance-distilled; API only, no text encoders yet)",
+        about: "FLUX.1 dev (guidance-distilled; gated repo: HF_TOKEN)",
+        single_file: Some(SingleFile {
+            repo: "black-forest-labs/FLUX.1-dev",
+            transformer: "flux1-dev.safetensors",
+            ae: Some("ae.safetensors"),
+        }),
     },
 ];
 

@@ -17,6 +17,8 @@
 //! * [`dit_text`] — SD3's and FLUX's text conditioning, as diffusers builds it;
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
 //! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file;
+//! * [`text_to_image`] — [`text_to_image::TextToImage`], one interface over SD, SD3 and FLUX
+//!   with their text encoders;
 //! * [`pipeline`] — [`StableDiffusion`], a [`steerdiff_guidance::Denoiser`] over encoded
 //!   prompts, with decode, scheduler selection and img2img helpers.
 //!
@@ -35,11 +37,12 @@ pub mod preview;
 pub mod rewards;
 pub mod sd3;
 pub mod t5;
+pub mod text_to_image;
 pub mod unet;
 pub mod vae;
 pub mod weights;
 
-pub use hub::{preset, Family, HubSettings, ModelFiles, Preset, Source, PRESETS};
+pub use hub::{preset, Family, HubSettings, ModelFiles, Preset, SingleFile, Source, PRESETS};
 pub use pipeline::{Encoded, LoadOptions, StableDiffusion, TextBranch, SCHEDULER_NAMES};
 pub use weights::WeightDType;
 

@@ -206,9 +206,9 @@ impl StableDiffusion {
             let why = match p.family {
                 Family::StableDiffusion | Family::StableDiffusionXl => None,
                 Family::StableDiffusion3 | Family::Flux => Some(
-                    "its transformer and autoencoder load from the original single files through \
-                     the library (steerdiff_pipelines::sd::{sd3::Sd3, flux::Flux}), but its T5 / \
-                     CLIP text encoders are not wired yet, so it cannot run from a prompt",
+                    "run it from its original single files: --model TRANSFORMER.safetensors \
+                     --text-encoders REPO_OR_FOLDER (the diffusers repo's tokenizer*/ and \
+                     text_encoder*/) and, for FLUX, --ae ae.safetensors",
                 ),
             };
             if let Some(why) = why {

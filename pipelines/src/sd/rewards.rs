@@ -166,11 +166,11 @@ impl Reward for JpegCompressibility {
     }
 }
 
-/// Parses an image reward: `jpeg[:Q]` (full decode) or `jpeg-preview[:Q]` (the family's
-/// linear `preview`); `Q` defaults to 95. `vae` is needed for the full decode.
+/// Parses an image reward: `jpeg[:Q]` (on `decode`, the full decoder) or `jpeg-preview[:Q]`
+/// (the family's linear `preview`); `Q` defaults to 95.
 pub fn parse_image_reward(
     spec: &str,
-    vae: Option<Arc<Vae>>,
+    decode: Option<Pixels>,
     preview: &'static LatentPreview,
 ) -> Result<Arc<dyn Reward>> {
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
@@ -185,12 +185,10 @@ pub fn parse_image_reward(
     };
     match kind {
         "jpeg" => {
-            let vae = vae
-                .ok_or_else(|| Error::Spec(format!("reward `{spec}` needs a model with a VAE")))?;
-            Ok(Arc::new(JpegCompressibility::new(
-                Pixels::Decode(vae),
-                quality,
-            )?))
+            let pixels = decode.ok_or_else(|| {
+                Error::Spec(format!("reward `{spec}` needs a model with a decoder"))
+            })?;
+            Ok(Arc::new(JpegCompressibility::new(pixels, quality)?))
         }
         "jpeg-preview" => Ok(Arc::new(JpegCompressibility::new(
             Pixels::Preview(preview),

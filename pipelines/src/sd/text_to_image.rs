@@ -1,0 +1,390 @@
+//! [`TextToImage`]: what the text-to-image command line needs of a model beyond
+//! [`Denoiser`] — image size, prompts, its scheduler, decoding — so Stable Diffusion 1.x/2.x/XL,
+//! SD3 and FLUX run through one `generate`.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use steerdiff_guidance::sampler::Sampler;
+use steerdiff_guidance::Denoiser;
+
+use super::dit_text::{FluxText, Sd3Text};
+use super::flux::Flux;
+use super::pipeline::StableDiffusion;
+use super::preview::LatentPreview;
+use super::sd3::Sd3;
+use super::vae::Vae;
+use crate::{Error, Result};
+
+/// A text-conditioned latent model with its text encoders and decoder.
+pub trait TextToImage: Denoiser + Send + Sync {
+    /// The image size sampled, `(height, width)` in pixels.
+    fn image_size(&self) -> (usize, usize);
+
+    /// Sets the image size in pixels.
+    fn set_image_size(&mut self, height: usize, width: usize) -> Result<()>;
+
+    /// Encodes the run's prompts: `Condition::Prompt(i)` → `prompts[i]`, `Condition::Null` →
+    /// `negative` (the family's convention when `None`).
+    fn set_prompts(&mut self, prompts: &[&str], negative: Option<&str>) -> Result<()>;
+
+    /// The sampler for a scheduler name (`None`: the model's own) and a description of it.
+    fn sampler(
+        &self,
+        scheduler: Option<&str>,
+        steps: usize,
+        eta: Option<f64>,
+    ) -> Result<(Sampler, String)>;
+
+    /// Latents → images `[B, 3, H, W]` in `[0, 1]`.
+    fn decode(&self, latents: &Tensor) -> Result<Tensor>;
+
+    /// The KL VAE, when the family has one shared with rewards (Stable Diffusion).
+    fn vae(&self) -> Option<Arc<Vae>> {
+        None
+    }
+
+    /// Images `[B, 3, H, W]` in `[0, 1]` → clean latents (img2img).
+    fn encode_image(&self, pixels: &Tensor) -> Result<Tensor>;
+
+    /// The family's linear latent → RGB preview.
+    fn latent_preview(&self) -> &'static LatentPreview;
+}
+
+impl TextToImage for StableDiffusion {
+    fn image_size(&self) -> (usize, usize) {
+        StableDiffusion::image_size(self)
+    }
+
+    fn set_image_size(&mut self, height: usize, width: usize) -> Result<()> {
+        StableDiffusion::set_image_size(self, height, width)
+    }
+
+    fn set_prompts(&mut self, prompts: &[&str], negative: Option<&str>) -> Result<()> {
+        StableDiffusion::set_prompts(self, prompts, negative)
+    }
+
+    fn sampler(
+        &self,
+        scheduler: Option<&str>,
+        steps: usize,
+        eta: Option<f64>,
+    ) -> Result<(Sampler, String)> {
+        StableDiffusion::sampler(self, scheduler, steps, eta)
+    }
+
+    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        StableDiffusion::decode(self, latents)
+    }
+
+    fn vae(&self) -> Option<Arc<Vae>> {
+        Some(self.vae.clone())
+    }
+
+    fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.vae.encode(pixels)
+    }
+
+    fn latent_preview(&self) -> &'static LatentPreview {
+        StableDiffusion::latent_preview(self)
+    }
+}
+
+/// SD3 and FLUX sample with flow-match Euler only.
+fn flow_scheduler(family: &str, scheduler: Option<&str>) -> Result<()> {
+    match scheduler {
+        None | Some("default") | Some("FlowMatchEulerDiscreteScheduler") => Ok(()),
+        Some(other) => Err(Error::Spec(format!(
+            "{family} samples with its own flow-match Euler scheduler; `--scheduler {other}` \
+             does not apply (drop it; --eta > 0 makes it stochastic)"
+        ))),
+    }
+}
+
+fn no_img2img(family: &str) -> Error {
+    Error::Spec(format!(
+        "img2img (--init-image) is not wired for {family} yet (its autoencoder's encoder is not \
+         loaded); Stable Diffusion models take it"
+    ))
+}
+
+/// SD3 with its text encoders.
+pub struct Sd3Pipeline {
+    /// The MMDiT and autoencoder.
+    pub model: Sd3,
+    /// CLIP-L, CLIP-G and T5.
+    pub text: Sd3Text,
+    /// T5 tokens per prompt (diffusers' default 256).
+    pub max_sequence_length: usize,
+}
+
+/// FLUX with its text encoders.
+pub struct FluxPipeline {
+    /// The transformer and autoencoder.
+    pub model: Flux,
+    /// CLIP-L and T5.
+    pub text: FluxText,
+    /// T5 tokens per prompt (diffusers' default 512; schnell 256).
+    pub max_sequence_length: usize,
+}
+
+macro_rules! delegate_denoiser {
+    ($t:ty) => {
+        impl Denoiser for $t {
+            fn name(&self) -> &str {
+                self.model.name()
+            }
+            fn parameterization(&self) -> steerdiff_guidance::Parameterization {
+                self.model.parameterization()
+            }
+            fn path(&self) -> &steerdiff_guidance::NoisePath {
+                self.model.path()
+            }
+            fn sample_shape(&self) -> Vec<usize> {
+                self.model.sample_shape()
+            }
+            fn device(&self) -> &candle_core::Device {
+                Denoiser::device(&self.model)
+            }
+            fn max_batch(&self) -> usize {
+                self.model.max_batch()
+            }
+            fn forward(
+                &self,
+                x: &Tensor,
+                at: &steerdiff_guidance::StepPoint,
+                conds: &[steerdiff_guidance::Condition],
+            ) -> steerdiff_guidance::Result<Tensor> {
+                self.model.forward(x, at, conds)
+            }
+        }
+    };
+}
+
+delegate_denoiser!(Sd3Pipeline);
+delegate_denoiser!(FluxPipeline);
+
+/// `[negative, prompts…]` as one batch of texts.
+fn with_negative<'a>(prompts: &[&'a str], negative: Option<&'a str>) -> Vec<&'a str> {
+    let mut all = vec![negative.unwrap_or("")];
+    all.extend_from_slice(prompts);
+    all
+}
+
+impl TextToImage for Sd3Pipeline {
+    fn image_size(&self) -> (usize, usize) {
+        self.model.image_size()
+    }
+
+    fn set_image_size(&mut self, height: usize, width: usize) -> Result<()> {
+        self.model.set_image_size(height, width)
+    }
+
+    fn set_prompts(&mut self, prompts: &[&str], negative: Option<&str>) -> Result<()> {
+        let texts = with_negative(prompts, negative);
+        let (context, pooled) = self.text.encode(&texts, self.max_sequence_length)?;
+        self.model.set_text_embeddings(&context, &pooled)
+    }
+
+    fn sampler(
+        &self,
+        scheduler: Option<&str>,
+        steps: usize,
+        eta: Option<f64>,
+    ) -> Result<(Sampler, String)> {
+        flow_scheduler("SD3", scheduler)?;
+        let sampler = self.model.sampler(steps, eta)?;
+        Ok((
+            sampler,
+            "FlowMatchEulerDiscreteScheduler (shift 3.0)".into(),
+        ))
+    }
+
+    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        self.model.decode(latents)
+    }
+
+    fn encode_image(&self, _: &Tensor) -> Result<Tensor> {
+        Err(no_img2img("SD3"))
+    }
+
+    fn latent_preview(&self) -> &'static LatentPreview {
+        self.model.latent_preview()
+    }
+}
+
+impl TextToImage for FluxPipeline {
+    fn image_size(&self) -> (usize, usize) {
+        self.model.image_size()
+    }
+
+    fn set_image_size(&mut self, height: usize, width: usize) -> Result<()> {
+        self.model.set_image_size(height, width)
+    }
+
+    fn set_prompts(&mut self, prompts: &[&str], negative: Option<&str>) -> Result<()> {
+        let texts = with_negative(prompts, negative);
+        let (txt, vec) = self.text.encode(&texts, self.max_sequence_length)?;
+        self.model.set_text_embeddings(&txt, &vec)
+    }
+
+    fn sampler(
+        &self,
+        scheduler: Option<&str>,
+        steps: usize,
+        eta: Option<f64>,
+    ) -> Result<(Sampler, String)> {
+        flow_scheduler("FLUX", scheduler)?;
+        let sampler = self.model.sampler(steps, eta)?;
+        Ok((sampler, "FlowMatchEulerDiscreteScheduler".into()))
+    }
+
+    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        self.model.decode(latents)
+    }
+
+    fn encode_image(&self, _: &Tensor) -> Result<Tensor> {
+        Err(no_img2img("FLUX"))
+    }
+
+    fn latent_preview(&self) -> &'static LatentPreview {
+        self.model.latent_preview()
+    }
+}
+
+/// Which single-file transformer a checkpoint holds, from its tensor names.
+fn single_file_family(path: &std::path::Path) -> Result<&'static str> {
+    let st = super::weights::open_checked(&[path.to_path_buf()])?;
+    let names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+    let has = |p: &str| names.iter().any(|n| n.starts_with(p));
+    if has("model.diffusion_model.joint_blocks.") {
+        Ok("sd3")
+    } else if has("double_blocks.") || has("model.diffusion_model.double_blocks.") {
+        Ok("flux")
+    } else if has("model.diffusion_model.input_blocks.") {
+        Err(Error::Spec(format!(
+            "`{}` is an original-layout Stable Diffusion checkpoint; steerdiff loads Stable \
+             Diffusion from diffusers-format folders or Hub repos (model_index.json + components)",
+            path.display()
+        )))
+    } else {
+        Err(Error::Spec(format!(
+            "`{}` is neither an SD3 (model.diffusion_model.joint_blocks.*) nor a FLUX \
+             (double_blocks.*) single-file checkpoint",
+            path.display()
+        )))
+    }
+}
+
+/// Loads the model named on the command line: a Stable Diffusion preset, folder or Hub repo;
+/// an SD3 / FLUX preset (its original single files from the Hub, the text encoders from its
+/// diffusers repo); or an SD3 / FLUX single-file transformer (`model` is a `.safetensors`
+/// file) with the text encoders of a diffusers-layout folder or repo (`text_encoders`) and,
+/// for FLUX, its autoencoder file (`ae`).
+pub fn load(
+    model: &str,
+    text_encoders: Option<&str>,
+    ae: Option<&std::path::Path>,
+    opts: &super::LoadOptions,
+) -> Result<Box<dyn TextToImage>> {
+    if let Some(p) = super::preset(model) {
+        if let Some(single) = p.single_file {
+            if ae.is_some() {
+                return Err(Error::Spec(format!(
+                    "`{model}` names its own autoencoder file; drop --ae"
+                )));
+            }
+            let hub = super::ModelFiles::new(super::Source::Hub {
+                repo: single.repo.into(),
+                revision: "main".into(),
+            });
+            let transformer = hub.get(single.transformer)?;
+            let ae = single.ae.map(|f| hub.get(f)).transpose()?;
+            return load_single(
+                &transformer,
+                text_encoders.unwrap_or(p.repo),
+                ae.as_deref(),
+                opts,
+            );
+        }
+    }
+    let path = std::path::Path::new(model);
+    let single = path.is_file() && path.extension().is_some_and(|e| e == "safetensors");
+    if !single {
+        if text_encoders.is_some() || ae.is_some() {
+            return Err(Error::Spec(
+                "--text-encoders / --ae go with an SD3 or FLUX single-file --model; a Stable \
+                 Diffusion repo or folder brings its own"
+                    .into(),
+            ));
+        }
+        return Ok(Box::new(StableDiffusion::load(model, opts)?));
+    }
+    let family = single_file_family(path)?;
+    let Some(spec) = text_encoders else {
+        return Err(Error::Spec(format!(
+            "`{model}` is a {} transformer without text encoders: add --text-encoders \
+             FOLDER|ORG/NAME (a diffusers-layout repo with {} folders, e.g. {})",
+            family.to_uppercase(),
+            if family == "sd3" {
+                "tokenizer[_2,_3]/ and text_encoder[_2,_3]/"
+            } else {
+                "tokenizer[_2]/ and text_encoder[_2]/"
+            },
+            if family == "sd3" {
+                "stabilityai/stable-diffusion-3-medium-diffusers"
+            } else {
+                "black-forest-labs/FLUX.1-schnell"
+            }
+        )));
+    };
+    load_single(path, spec, ae, opts)
+}
+
+/// An SD3 / FLUX transformer file with its text encoders (`text_encoders`: folder or repo).
+fn load_single(
+    path: &std::path::Path,
+    text_encoders: &str,
+    ae: Option<&std::path::Path>,
+    opts: &super::LoadOptions,
+) -> Result<Box<dyn TextToImage>> {
+    let family = single_file_family(path)?;
+    let files = super::ModelFiles::new(super::Source::parse(text_encoders)?);
+    let text_dtype = opts.dtype.dtype();
+    if family == "sd3" {
+        if ae.is_some() {
+            return Err(Error::Spec(
+                "--ae is for FLUX; an SD3 single file holds its autoencoder".into(),
+            ));
+        }
+        let model = Sd3::load(path, opts)?;
+        let text = Sd3Text::from_files(
+            &files,
+            model.config.context_embed_size,
+            text_dtype,
+            &opts.device,
+        )?;
+        return Ok(Box::new(Sd3Pipeline {
+            model,
+            text,
+            max_sequence_length: 256,
+        }));
+    }
+    let Some(ae) = ae else {
+        return Err(Error::Spec(format!(
+            "`{}` is a FLUX transformer: add --ae ae.safetensors (its autoencoder file)",
+            path.display()
+        )));
+    };
+    let model = Flux::load(path, ae, opts)?;
+    let max_sequence_length = if model.config.guidance_embed {
+        512
+    } else {
+        256
+    };
+    Ok(Box::new(FluxPipeline {
+        model,
+        text: FluxText::from_files(&files, text_dtype, &opts.device)?,
+        max_sequence_length,
+    }))
+}
