@@ -286,6 +286,74 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
         "the prompt conditions FLUX"
     );
 
+    // img2img: the autoencoder's posterior mean, then the last ⌊steps·strength⌋ steps.
+    let png = dir.path().join("in.png");
+    image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
+    })
+    .save(&png)
+    .unwrap();
+    let png = png.display().to_string();
+    let i2i = [
+        "--init-image",
+        png.as_str(),
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+    ];
+    let (ok, err, r) = generate(
+        &[
+            &[
+                "--model",
+                &sd3_file,
+                "--text-encoders",
+                &encoders,
+                "--prompt",
+                "a red cat",
+            ][..],
+            &["--cfg", "3"],
+            &i2i,
+        ]
+        .concat(),
+    );
+    assert!(ok, "{err}");
+    let rows: u64 = r["ledger"]["model_rows"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, 2 * 2, "⌊4·0.5⌋ = 2 steps, CFG's 2 rows each");
+    let (ok, err, _) = generate(
+        &[
+            &[
+                "--model",
+                &model,
+                "--ae",
+                &ae_file,
+                "--text-encoders",
+                &flux_enc,
+            ][..],
+            &["--prompt", "a red cat"],
+            &i2i,
+        ]
+        .concat(),
+    );
+    assert!(ok, "{err}");
+    let flux = flux::Flux::load(
+        Path::new(&model),
+        Path::new(&ae_file),
+        &steerdiff::pipelines::sd::LoadOptions::default(),
+    )
+    .unwrap();
+    let pixels = Tensor::full(0.25f32, (1, 3, 32, 32), &Device::Cpu).unwrap();
+    let (a, b) = (flux.encode(&pixels).unwrap(), flux.encode(&pixels).unwrap());
+    assert_eq!(a.dims(), &[1, 4, 16, 16]);
+    assert_eq!(flat(&a), flat(&b), "the posterior mean, not a sample");
+
     // Missing pieces are named.
     let (ok, err, _) = generate(&[
         "--model",

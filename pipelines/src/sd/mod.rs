@@ -16,6 +16,7 @@
 //! * [`t5`] — the T5 tokenizer and encoder of SD3 and FLUX;
 //! * [`dit_text`] — SD3's and FLUX's text conditioning, as diffusers builds it;
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
+//! * [`ae_encoder`] — the SD3 / FLUX autoencoder's encoder (posterior mean), for img2img;
 //! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file;
 //! * [`text_to_image`] — [`text_to_image::TextToImage`], one interface over SD, SD3 and FLUX
 //!   with their text encoders;
@@ -25,6 +26,7 @@
 //! Proven equal to diffusers on the tiny fixtures `tests/fixtures/tiny-sd` and
 //! `tests/fixtures/tiny-sdxl` (see `tests/tiny_sd.rs`).
 
+pub mod ae_encoder;
 pub mod clip;
 pub mod clip_model;
 pub mod clip_rewards;

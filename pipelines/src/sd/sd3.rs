@@ -128,6 +128,9 @@ pub struct Sd3 {
     latent_hw: (usize, usize),
     /// `(context [1 + P, L, ctx], pooled [1 + P, adm])`; row 0 the negative prompt.
     text: Option<(Tensor, Tensor)>,
+    /// The checkpoint (the autoencoder's encoder is read from it on first img2img use).
+    file: PathBuf,
+    encoder: std::sync::OnceLock<super::ae_encoder::AeEncoder>,
     path: NoisePath,
 }
 
@@ -188,7 +191,24 @@ impl Sd3 {
             latent_hw: (1024 / scale, 1024 / scale),
             text: None,
             path: NoisePath::flow(),
+            file: file.to_path_buf(),
+            encoder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Clean latents of images `[B, 3, H, W]` in `[0, 1]` (the posterior mean; img2img).
+    pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        if self.encoder.get().is_none() {
+            let e = super::ae_encoder::AeEncoder::load(
+                &self.file,
+                "first_stage_model",
+                &self.ae_config,
+                self.ae_dtype,
+                &self.device,
+            )?;
+            let _ = self.encoder.set(e);
+        }
+        self.encoder.get().expect("just set").encode(images)
     }
 
     /// Sets the image size (multiples of the autoencoder's scale × the patch size).

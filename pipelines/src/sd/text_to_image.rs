@@ -101,13 +101,6 @@ fn flow_scheduler(family: &str, scheduler: Option<&str>) -> Result<()> {
     }
 }
 
-fn no_img2img(family: &str) -> Error {
-    Error::Spec(format!(
-        "img2img (--init-image) is not wired for {family} yet (its autoencoder's encoder is not \
-         loaded); Stable Diffusion models take it"
-    ))
-}
-
 /// SD3 with its text encoders.
 pub struct Sd3Pipeline {
     /// The MMDiT and autoencoder.
@@ -204,8 +197,8 @@ impl TextToImage for Sd3Pipeline {
         self.model.decode(latents)
     }
 
-    fn encode_image(&self, _: &Tensor) -> Result<Tensor> {
-        Err(no_img2img("SD3"))
+    fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.model.encode(pixels)
     }
 
     fn latent_preview(&self) -> &'static LatentPreview {
@@ -243,8 +236,8 @@ impl TextToImage for FluxPipeline {
         self.model.decode(latents)
     }
 
-    fn encode_image(&self, _: &Tensor) -> Result<Tensor> {
-        Err(no_img2img("FLUX"))
+    fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.model.encode(pixels)
     }
 
     fn latent_preview(&self) -> &'static LatentPreview {
