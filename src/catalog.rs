@@ -83,7 +83,8 @@ pub const GUIDANCE: &[(&str, &str)] = &[
     (
         "autoguidance",
         "--guidance autoguidance: guide with a bad version of the model (Karras et al. 2024), \
-         toy-weak for the toy: --autoguidance-scale W",
+         toy-weak for the toy, --guide-model MODEL for text-to-image models: \
+         --autoguidance-scale W",
     ),
     (
         "dynamic-cfg",

@@ -116,6 +116,10 @@ pub struct GenerateArgs {
     /// Text-to-image models: weight dtype f32 (default), f16 or bf16.
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<String>,
+    /// Text-to-image models: the weaker guiding model of autoguidance (and of --gfcg-guide
+    /// weak): a preset, folder or repo with the same latent space as --model.
+    #[arg(long, value_name = "MODEL")]
+    pub guide_model: Option<String>,
     /// SD3 / FLUX single-file --model: the text encoders, a diffusers-layout folder or Hub
     /// repo (tokenizer*/ and text_encoder*/).
     #[arg(long, value_name = "FOLDER|ORG/NAME")]
@@ -255,6 +259,7 @@ const TEXT_ONLY_FLAGS: &[&str] = &[
     "ae",
     "clip-model",
     "zero-shot",
+    "guide-model",
 ];
 
 /// `steerdiff generate`: checks everything, runs, writes the outputs all or nothing, and prints

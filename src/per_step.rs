@@ -204,6 +204,9 @@ pub struct Target<'a> {
     /// The model's own guidance classifier, when the caller has one (a zero-shot CLIP
     /// classifier over prompts for text-to-image models); else the toy's or the mixture's.
     pub classifier: Option<Arc<dyn Classifier>>,
+    /// The caller supplies a weaker guiding model as engine model 1 (`--guide-model`); the toy
+    /// has its own twin.
+    pub has_guide: bool,
 }
 
 /// A built per-step strategy.
@@ -493,9 +496,10 @@ pub fn build(
             };
             g.interval = a.gfcg_interval;
             if a.gfcg_guide == GuideArg::Weak {
-                if !t.toy {
+                if !t.toy && !t.has_guide {
                     input_error!(
-                        "--gfcg-guide weak needs the toy model's weaker twin (use --model toy)"
+                        "--gfcg-guide weak needs a weaker model: the toy's twin (--model toy), or \
+                         --guide-model for text-to-image models"
                     );
                 }
                 g.model = 1;
@@ -505,10 +509,10 @@ pub fn build(
         }
         StrategyKind::Autoguidance => {
             finite("--autoguidance-scale", a.autoguidance_scale)?;
-            if !t.toy {
+            if !t.toy && !t.has_guide {
                 input_error!(
-                    "--guidance autoguidance needs a weaker version of the model; only the toy \
-                     model has one (toy-weak): use --model toy"
+                    "--guidance autoguidance needs a weaker version of the model: the toy has one \
+                     (toy-weak); for text-to-image models name it with --guide-model"
                 );
             }
             needs_weak = true;

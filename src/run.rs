@@ -549,6 +549,7 @@ impl Job {
                 cond,
                 cfg: opts.cfg,
                 classifier: None,
+                has_guide: false,
             };
             let built = per_step::build(
                 opts.strategy.kind,

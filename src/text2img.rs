@@ -276,6 +276,25 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     let mut texts = vec![prompt.as_str()];
     texts.extend(zero_shot.iter().map(String::as_str));
     sd.set_prompts(&texts, negative.as_deref())?;
+    // The weaker guiding model of autoguidance, on the same prompts and size.
+    let guide = match &args.guide_model {
+        Some(spec) => {
+            let mut g = steerdiff_pipelines::sd::text_to_image::load(spec, None, None, &opts)
+                .with_context(|| format!("loading --guide-model `{spec}`"))?;
+            g.set_image_size(height, width)?;
+            g.set_prompts(&texts, negative.as_deref())?;
+            if g.sample_shape() != sd.sample_shape() || g.path() != sd.path() {
+                input_error!(
+                    "--guide-model `{spec}` samples {:?} latents on another path than `{model}` \
+                     ({:?}); autoguidance needs the same latent space and noise path",
+                    g.sample_shape(),
+                    sd.sample_shape()
+                );
+            }
+            Some(g)
+        }
+        None => None,
+    };
     // From here on the model is shared: rewards decode through it.
     let sd: Arc<dyn TextToImage> = Arc::from(sd);
     let pixels = match sd.vae() {
@@ -348,6 +367,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             cond: Condition::Prompt(0),
             cfg: args.cfg,
             classifier,
+            has_guide: guide.is_some(),
         };
         let built = crate::per_step::build(
             args.strategy.kind,
@@ -357,8 +377,18 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             None,
             &reward,
         )?;
+        if guide.is_some() && !built.needs_weak {
+            input_error!(
+                "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
+            );
+        }
         Built::Step(built.guidance)
     } else {
+        if guide.is_some() {
+            input_error!(
+                "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
+            );
+        }
         args.strategy.build(args.steps, reward)?
     };
     let eval_reward = match &args.strategy.eval_reward {
@@ -424,7 +454,9 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         guidance.push(Box::new(g.as_ref()));
     }
     let engine = Engine {
-        models: vec![&*sd as &dyn Denoiser],
+        models: std::iter::once(&*sd as &dyn Denoiser)
+            .chain(guide.as_deref().map(|g| g as &dyn Denoiser))
+            .collect(),
         schedule: &sampler.schedule,
         solver: sampler.solver.as_ref(),
         guidance,

@@ -724,3 +724,49 @@ fn gfcg_and_dynamic_cfg_run_on_prompts_with_a_zero_shot_clip_classifier() {
     let (dynamic, _) = run("dyn", &[&["--guidance", "dynamic-cfg"], &zs[..]].concat());
     assert_eq!(rows(&dynamic), 4 * 2, "dynamic CFG adds no model rows");
 }
+
+/// Autoguidance on a text-to-image model with `--guide-model`: D_guide + w·(D − D_guide) costs
+/// one extra row per step, and with the model itself as its guide it is exactly the model
+/// (D − D = 0), so the sample equals the unguided one bit for bit.
+#[test]
+fn autoguidance_with_a_guide_model_on_the_tiny_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = fixture_dir().join("pipeline").display().to_string();
+    let plain = generate_tiny(&dir.path().join("plain"), &[]);
+    let guided = generate_tiny(
+        &dir.path().join("ag"),
+        &[
+            "--guidance",
+            "autoguidance",
+            "--autoguidance-scale",
+            "2.5",
+            "--guide-model",
+            &pipeline,
+        ],
+    );
+    let rows = |r: &Value| -> u64 {
+        r["ledger"]["model_rows"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(rows(&plain), 4);
+    assert_eq!(rows(&guided), 4 * 2, "the model and its guide each step");
+    assert_eq!(
+        plain["samples"][0]["latents"],
+        guided["samples"][0]["latents"]
+    );
+    // A guide nobody reads is refused.
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args([
+            "generate", "--model", &pipeline, "--prompt", "x", "--steps", "2",
+        ])
+        .args(["--guide-model", &pipeline, "-o"])
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--guide-model"));
+}
