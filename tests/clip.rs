@@ -2,7 +2,9 @@
 //! fixture `tests/fixtures/tiny-clip` (written by its `make_fixture.py` with transformers'
 //! own `CLIPModel` and `CLIPImageProcessor` on random weights).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -12,35 +14,14 @@ use steerdiff::pipelines::sd::clip_rewards::{ClipScore, ClipZeroShot, LinearChai
 use steerdiff::pipelines::sd::rewards::Pixels;
 use steerdiff::pipelines::sd::{ModelFiles, Source};
 
+use common::{flat, floats, max_diff};
+
 fn fixture() -> PathBuf {
-    match std::env::var_os("STEERDIFF_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("tiny-clip"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip"),
-    }
+    common::fixture("tiny-clip")
 }
 
 fn cases() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn load() -> ClipModel {

@@ -2,6 +2,8 @@
 //! fixture `tests/fixtures/tiny-text-encoders` (random CLIP-L, CLIP-G and T5 encoders; written
 //! by its `make_fixture.py`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -9,31 +11,10 @@ use serde_json::Value;
 use steerdiff::pipelines::sd::dit_text::{FluxText, Sd3Text};
 use steerdiff::pipelines::sd::{ModelFiles, Source};
 
+use common::{flat, floats, max_diff, total_rows};
+
 fn fixture() -> PathBuf {
-    match std::env::var_os("STEERDIFF_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("tiny-text-encoders"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-text-encoders"),
-    }
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    common::fixture("tiny-text-encoders")
 }
 
 fn files(dir: &Path) -> ModelFiles {
@@ -213,12 +194,7 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
     assert!(samples
         .iter()
         .all(|s| s["reward"].as_f64().unwrap().is_finite()));
-    let rows: u64 = a["ledger"]["model_rows"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let rows = total_rows(&a);
     assert_eq!(rows, 3 * 2 * 2, "steps × particles × (cond + negative)");
     let (ok, err, b) = run_sd3("a quick fox");
     assert!(ok, "{err}");
@@ -320,12 +296,7 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
         .concat(),
     );
     assert!(ok, "{err}");
-    let rows: u64 = r["ledger"]["model_rows"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let rows = total_rows(&r);
     assert_eq!(rows, 2 * 2, "⌊4·0.5⌋ = 2 steps, CFG's 2 rows each");
     let (ok, err, _) = generate(
         &[

@@ -11,6 +11,8 @@
 //! `tiny-sdxl` is written by `tests/fixtures/tiny-sdxl/make_fixture.py` (diffusers' own
 //! StableDiffusionXLPipeline on random weights).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -24,17 +26,10 @@ use steerdiff::guidance::{
 };
 use steerdiff::pipelines::sd::{LoadOptions, ModelFiles, Source, StableDiffusion};
 
+use common::{fixture as fixture_dir_of, flat, floats, total_rows};
+
 const SD: &str = "tiny-sd";
 const SDXL: &str = "tiny-sdxl";
-
-fn fixture_dir_of(name: &str) -> PathBuf {
-    match std::env::var_os("STEERDIFF_FIXTURES") {
-        Some(d) => PathBuf::from(d).join(name),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    }
-}
 
 fn fixture_dir() -> PathBuf {
     fixture_dir_of(SD)
@@ -58,14 +53,6 @@ fn cases(fixture: &str) -> Vec<(String, Value)> {
     }
     assert!(!out.is_empty(), "no case files in {}", dir.display());
     out
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("a list of numbers")
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -94,10 +81,6 @@ fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
         .fold(0.0f32, f32::max);
     let m = b.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
     (d, m)
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
 /// Records the state after every step.
@@ -525,12 +508,7 @@ fn img2img_encodes_deterministically_and_runs_the_last_steps() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("samples.json")).unwrap()).unwrap();
-    let rows: u64 = record["ledger"]["model_rows"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let rows = total_rows(&record);
     assert_eq!(rows, 3 * 2, "⌊10·0.3⌋ = 3 steps, 2 rows each (CFG)");
 }
 
@@ -692,22 +670,18 @@ fn gfcg_and_dynamic_cfg_run_on_prompts_with_a_zero_shot_clip_classifier() {
             .collect();
         (record, lines)
     };
-    let rows = |r: &Value| -> u64 {
-        r["ledger"]["model_rows"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_u64().unwrap())
-            .sum()
-    };
     let zs = ["--zero-shot", "blue;a quick fox"];
     let (plain, _) = run("cfg", &["--cfg", "3"]);
     let (gfcg, trace) = run(
         "gfcg",
         &[&["--cfg", "3", "--guidance", "gfcg"], &zs[..]].concat(),
     );
-    assert_eq!(rows(&plain), 4 * 2);
-    assert_eq!(rows(&gfcg), 4 * 3, "cond + uncond + reference per step");
+    assert_eq!(total_rows(&plain), 4 * 2);
+    assert_eq!(
+        total_rows(&gfcg),
+        4 * 3,
+        "cond + uncond + reference per step"
+    );
     for line in &trace {
         let r = line["gfcg"]["reference"][0].as_u64().unwrap();
         let w = line["gfcg"]["scale"][0].as_f64().unwrap();
@@ -722,7 +696,11 @@ fn gfcg_and_dynamic_cfg_run_on_prompts_with_a_zero_shot_clip_classifier() {
         "GFCG changed the sample"
     );
     let (dynamic, _) = run("dyn", &[&["--guidance", "dynamic-cfg"], &zs[..]].concat());
-    assert_eq!(rows(&dynamic), 4 * 2, "dynamic CFG adds no model rows");
+    assert_eq!(
+        total_rows(&dynamic),
+        4 * 2,
+        "dynamic CFG adds no model rows"
+    );
 }
 
 /// Autoguidance on a text-to-image model with `--guide-model`: D_guide + w·(D − D_guide) costs
@@ -744,16 +722,12 @@ fn autoguidance_with_a_guide_model_on_the_tiny_pipeline() {
             &pipeline,
         ],
     );
-    let rows = |r: &Value| -> u64 {
-        r["ledger"]["model_rows"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_u64().unwrap())
-            .sum()
-    };
-    assert_eq!(rows(&plain), 4);
-    assert_eq!(rows(&guided), 4 * 2, "the model and its guide each step");
+    assert_eq!(total_rows(&plain), 4);
+    assert_eq!(
+        total_rows(&guided),
+        4 * 2,
+        "the model and its guide each step"
+    );
     assert_eq!(
         plain["samples"][0]["latents"],
         guided["samples"][0]["latents"]

@@ -71,3 +71,54 @@ impl AeEncoder {
             .affine(self.scale, -self.shift * self.scale)?)
     }
 }
+
+/// An [`AeEncoder`] read from its checkpoint on first use (img2img is rare; the encoder's
+/// weights stay unloaded otherwise).
+#[derive(Debug)]
+pub struct LazyAeEncoder {
+    file: std::path::PathBuf,
+    prefix: &'static str,
+    config: AeConfig,
+    dtype: DType,
+    device: Device,
+    cell: std::sync::OnceLock<AeEncoder>,
+}
+
+impl LazyAeEncoder {
+    /// The encoder at `{prefix}encoder.*` of `file`, loaded when first asked.
+    pub fn new(
+        file: &Path,
+        prefix: &'static str,
+        config: &AeConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> LazyAeEncoder {
+        LazyAeEncoder {
+            file: file.to_path_buf(),
+            prefix,
+            config: config.clone(),
+            dtype,
+            device: device.clone(),
+            cell: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// [`AeEncoder::encode`], loading the encoder first if needed.
+    pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
+        if self.cell.get().is_none() {
+            let e = AeEncoder::load(
+                &self.file,
+                self.prefix,
+                &self.config,
+                self.dtype,
+                &self.device,
+            )?;
+            // A concurrent first call may have set it meanwhile; either copy is the same.
+            let _ = self.cell.set(e);
+        }
+        match self.cell.get() {
+            Some(e) => e.encode(images),
+            None => Err(Error::Spec("the autoencoder's encoder did not load".into())),
+        }
+    }
+}

@@ -147,9 +147,8 @@ pub struct Flux {
     /// The distilled guidance value fed to FLUX-dev's guidance embedding.
     pub guidance: f64,
     path: NoisePath,
-    /// The autoencoder file (its encoder is read on first img2img use).
-    ae_file: std::path::PathBuf,
-    encoder: std::sync::OnceLock<super::ae_encoder::AeEncoder>,
+    /// The autoencoder's encoder, read from its file on first img2img use.
+    encoder: super::ae_encoder::LazyAeEncoder,
 }
 
 impl std::fmt::Debug for Flux {
@@ -207,6 +206,7 @@ impl Flux {
             ))
         })?;
         let scale = 1 << (ae_config.ch_mult.len() - 1);
+        let encoder = super::ae_encoder::LazyAeEncoder::new(ae, "", &ae_config, dtype, device);
         Ok(Flux {
             name: transformer
                 .file_stem()
@@ -223,25 +223,14 @@ impl Flux {
             text: None,
             guidance: 3.5,
             path: NoisePath::flow(),
-            ae_file: ae.to_path_buf(),
-            encoder: std::sync::OnceLock::new(),
+            encoder,
         })
     }
 
     /// Clean latents `[B, 16, h, w]` of images `[B, 3, H, W]` in `[0, 1]` (the posterior
     /// mean; img2img).
     pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        if self.encoder.get().is_none() {
-            let e = super::ae_encoder::AeEncoder::load(
-                &self.ae_file,
-                "",
-                &self.ae_config,
-                self.dtype,
-                &self.device,
-            )?;
-            let _ = self.encoder.set(e);
-        }
-        self.encoder.get().expect("just set").encode(images)
+        self.encoder.encode(images)
     }
 
     /// Pixels per latent along a side.

@@ -128,9 +128,8 @@ pub struct Sd3 {
     latent_hw: (usize, usize),
     /// `(context [1 + P, L, ctx], pooled [1 + P, adm])`; row 0 the negative prompt.
     text: Option<(Tensor, Tensor)>,
-    /// The checkpoint (the autoencoder's encoder is read from it on first img2img use).
-    file: PathBuf,
-    encoder: std::sync::OnceLock<super::ae_encoder::AeEncoder>,
+    /// The autoencoder's encoder, read from the checkpoint on first img2img use.
+    encoder: super::ae_encoder::LazyAeEncoder,
     path: NoisePath,
 }
 
@@ -176,6 +175,13 @@ impl Sd3 {
         let ae = AutoEncoder::new(&ae_config, ae_vb.pp("first_stage_model"))
             .map_err(|e| fail("autoencoder", e))?;
         let scale = 1 << (ae_config.ch_mult.len() - 1);
+        let encoder = super::ae_encoder::LazyAeEncoder::new(
+            file,
+            "first_stage_model",
+            &ae_config,
+            ae_dtype,
+            device,
+        );
         Ok(Sd3 {
             name: file
                 .file_stem()
@@ -191,24 +197,13 @@ impl Sd3 {
             latent_hw: (1024 / scale, 1024 / scale),
             text: None,
             path: NoisePath::flow(),
-            file: file.to_path_buf(),
-            encoder: std::sync::OnceLock::new(),
+            encoder,
         })
     }
 
     /// Clean latents of images `[B, 3, H, W]` in `[0, 1]` (the posterior mean; img2img).
     pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
-        if self.encoder.get().is_none() {
-            let e = super::ae_encoder::AeEncoder::load(
-                &self.file,
-                "first_stage_model",
-                &self.ae_config,
-                self.ae_dtype,
-                &self.device,
-            )?;
-            let _ = self.encoder.set(e);
-        }
-        self.encoder.get().expect("just set").encode(images)
+        self.encoder.encode(images)
     }
 
     /// Sets the image size (multiples of the autoencoder's scale × the patch size).

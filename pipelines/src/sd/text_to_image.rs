@@ -90,81 +90,134 @@ impl TextToImage for StableDiffusion {
     }
 }
 
-/// SD3 and FLUX sample with flow-match Euler only.
-fn flow_scheduler(family: &str, scheduler: Option<&str>) -> Result<()> {
-    match scheduler {
-        None | Some("default") | Some("FlowMatchEulerDiscreteScheduler") => Ok(()),
-        Some(other) => Err(Error::Spec(format!(
-            "{family} samples with its own flow-match Euler scheduler; `--scheduler {other}` \
-             does not apply (drop it; --eta > 0 makes it stochastic)"
-        ))),
-    }
+/// What a DiT family's transformer + autoencoder gives [`DitPipeline`] (SD3, FLUX).
+pub trait DitModel: Denoiser + Send + Sync {
+    /// The family, for messages.
+    const FAMILY: &'static str;
+
+    /// The image size sampled, `(height, width)` in pixels.
+    fn image_size(&self) -> (usize, usize);
+
+    /// Sets the image size in pixels.
+    fn set_image_size(&mut self, height: usize, width: usize) -> Result<()>;
+
+    /// Sets the text table (row 0 the negative prompt, row `i + 1` prompt `i`).
+    fn set_text_embeddings(&mut self, stream: &Tensor, pooled: &Tensor) -> Result<()>;
+
+    /// The family's flow-match Euler sampler.
+    fn flow_sampler(&self, steps: usize, eta: Option<f64>) -> Result<Sampler>;
+
+    /// Latents → images in `[0, 1]`.
+    fn decode(&self, latents: &Tensor) -> Result<Tensor>;
+
+    /// Images in `[0, 1]` → clean latents (the posterior mean).
+    fn encode(&self, images: &Tensor) -> Result<Tensor>;
+
+    /// The family's linear latent → RGB preview.
+    fn latent_preview(&self) -> &'static LatentPreview;
 }
 
-/// SD3 with its text encoders.
-pub struct Sd3Pipeline {
-    /// The MMDiT and autoencoder.
-    pub model: Sd3,
-    /// CLIP-L, CLIP-G and T5.
-    pub text: Sd3Text,
-    /// T5 tokens per prompt (diffusers' default 256).
-    pub max_sequence_length: usize,
+/// What a DiT family's text encoders give [`DitPipeline`]: `(stream [N, L, D], pooled [N, P])`.
+pub trait DitText: Send + Sync {
+    /// Encodes `texts`, T5 at `max_sequence_length` tokens.
+    fn encode(&self, texts: &[&str], max_sequence_length: usize) -> Result<(Tensor, Tensor)>;
 }
 
-/// FLUX with its text encoders.
-pub struct FluxPipeline {
-    /// The transformer and autoencoder.
-    pub model: Flux,
-    /// CLIP-L and T5.
-    pub text: FluxText,
-    /// T5 tokens per prompt (diffusers' default 512; schnell 256).
-    pub max_sequence_length: usize,
-}
-
-macro_rules! delegate_denoiser {
-    ($t:ty) => {
-        impl Denoiser for $t {
-            fn name(&self) -> &str {
-                self.model.name()
+macro_rules! dit_model {
+    ($model:ty, $family:literal) => {
+        impl DitModel for $model {
+            const FAMILY: &'static str = $family;
+            fn image_size(&self) -> (usize, usize) {
+                <$model>::image_size(self)
             }
-            fn parameterization(&self) -> steerdiff_guidance::Parameterization {
-                self.model.parameterization()
+            fn set_image_size(&mut self, height: usize, width: usize) -> Result<()> {
+                <$model>::set_image_size(self, height, width)
             }
-            fn path(&self) -> &steerdiff_guidance::NoisePath {
-                self.model.path()
+            fn set_text_embeddings(&mut self, stream: &Tensor, pooled: &Tensor) -> Result<()> {
+                <$model>::set_text_embeddings(self, stream, pooled)
             }
-            fn sample_shape(&self) -> Vec<usize> {
-                self.model.sample_shape()
+            fn flow_sampler(&self, steps: usize, eta: Option<f64>) -> Result<Sampler> {
+                <$model>::sampler(self, steps, eta)
             }
-            fn device(&self) -> &candle_core::Device {
-                Denoiser::device(&self.model)
+            fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+                <$model>::decode(self, latents)
             }
-            fn max_batch(&self) -> usize {
-                self.model.max_batch()
+            fn encode(&self, images: &Tensor) -> Result<Tensor> {
+                <$model>::encode(self, images)
             }
-            fn forward(
-                &self,
-                x: &Tensor,
-                at: &steerdiff_guidance::StepPoint,
-                conds: &[steerdiff_guidance::Condition],
-            ) -> steerdiff_guidance::Result<Tensor> {
-                self.model.forward(x, at, conds)
+            fn latent_preview(&self) -> &'static LatentPreview {
+                <$model>::latent_preview(self)
             }
         }
     };
 }
 
-delegate_denoiser!(Sd3Pipeline);
-delegate_denoiser!(FluxPipeline);
+dit_model!(Sd3, "SD3");
+dit_model!(Flux, "FLUX");
 
-/// `[negative, prompts…]` as one batch of texts.
-fn with_negative<'a>(prompts: &[&'a str], negative: Option<&'a str>) -> Vec<&'a str> {
-    let mut all = vec![negative.unwrap_or("")];
-    all.extend_from_slice(prompts);
-    all
+impl DitText for Sd3Text {
+    fn encode(&self, texts: &[&str], max_sequence_length: usize) -> Result<(Tensor, Tensor)> {
+        Sd3Text::encode(self, texts, max_sequence_length)
+    }
 }
 
-impl TextToImage for Sd3Pipeline {
+impl DitText for FluxText {
+    fn encode(&self, texts: &[&str], max_sequence_length: usize) -> Result<(Tensor, Tensor)> {
+        FluxText::encode(self, texts, max_sequence_length)
+    }
+}
+
+/// A DiT transformer with its text encoders: the text-to-image pipeline of SD3 and FLUX.
+pub struct DitPipeline<M, T> {
+    /// The transformer and autoencoder.
+    pub model: M,
+    /// The text encoders.
+    pub text: T,
+    /// T5 tokens per prompt (diffusers' defaults: SD3 256, FLUX schnell 256, dev 512).
+    pub max_sequence_length: usize,
+}
+
+/// SD3 with CLIP-L, CLIP-G and T5.
+pub type Sd3Pipeline = DitPipeline<Sd3, Sd3Text>;
+/// FLUX with CLIP-L and T5.
+pub type FluxPipeline = DitPipeline<Flux, FluxText>;
+
+impl<M: DitModel, T: DitText> Denoiser for DitPipeline<M, T> {
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn parameterization(&self) -> steerdiff_guidance::Parameterization {
+        self.model.parameterization()
+    }
+
+    fn path(&self) -> &steerdiff_guidance::NoisePath {
+        self.model.path()
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.model.sample_shape()
+    }
+
+    fn device(&self) -> &candle_core::Device {
+        self.model.device()
+    }
+
+    fn max_batch(&self) -> usize {
+        self.model.max_batch()
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        at: &steerdiff_guidance::StepPoint,
+        conds: &[steerdiff_guidance::Condition],
+    ) -> steerdiff_guidance::Result<Tensor> {
+        self.model.forward(x, at, conds)
+    }
+}
+
+impl<M: DitModel, T: DitText> TextToImage for DitPipeline<M, T> {
     fn image_size(&self) -> (usize, usize) {
         self.model.image_size()
     }
@@ -174,9 +227,10 @@ impl TextToImage for Sd3Pipeline {
     }
 
     fn set_prompts(&mut self, prompts: &[&str], negative: Option<&str>) -> Result<()> {
-        let texts = with_negative(prompts, negative);
-        let (context, pooled) = self.text.encode(&texts, self.max_sequence_length)?;
-        self.model.set_text_embeddings(&context, &pooled)
+        let mut texts = vec![negative.unwrap_or("")];
+        texts.extend_from_slice(prompts);
+        let (stream, pooled) = self.text.encode(&texts, self.max_sequence_length)?;
+        self.model.set_text_embeddings(&stream, &pooled)
     }
 
     fn sampler(
@@ -185,50 +239,17 @@ impl TextToImage for Sd3Pipeline {
         steps: usize,
         eta: Option<f64>,
     ) -> Result<(Sampler, String)> {
-        flow_scheduler("SD3", scheduler)?;
-        let sampler = self.model.sampler(steps, eta)?;
-        Ok((
-            sampler,
-            "FlowMatchEulerDiscreteScheduler (shift 3.0)".into(),
-        ))
-    }
-
-    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        self.model.decode(latents)
-    }
-
-    fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.model.encode(pixels)
-    }
-
-    fn latent_preview(&self) -> &'static LatentPreview {
-        self.model.latent_preview()
-    }
-}
-
-impl TextToImage for FluxPipeline {
-    fn image_size(&self) -> (usize, usize) {
-        self.model.image_size()
-    }
-
-    fn set_image_size(&mut self, height: usize, width: usize) -> Result<()> {
-        self.model.set_image_size(height, width)
-    }
-
-    fn set_prompts(&mut self, prompts: &[&str], negative: Option<&str>) -> Result<()> {
-        let texts = with_negative(prompts, negative);
-        let (txt, vec) = self.text.encode(&texts, self.max_sequence_length)?;
-        self.model.set_text_embeddings(&txt, &vec)
-    }
-
-    fn sampler(
-        &self,
-        scheduler: Option<&str>,
-        steps: usize,
-        eta: Option<f64>,
-    ) -> Result<(Sampler, String)> {
-        flow_scheduler("FLUX", scheduler)?;
-        let sampler = self.model.sampler(steps, eta)?;
+        match scheduler {
+            None | Some("default") | Some("FlowMatchEulerDiscreteScheduler") => {}
+            Some(other) => {
+                return Err(Error::Spec(format!(
+                    "{} samples with its own flow-match Euler scheduler; `--scheduler {other}` \
+                     does not apply (drop it; --eta > 0 makes it stochastic)",
+                    M::FAMILY
+                )))
+            }
+        }
+        let sampler = self.model.flow_sampler(steps, eta)?;
         Ok((sampler, "FlowMatchEulerDiscreteScheduler".into()))
     }
 

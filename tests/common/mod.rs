@@ -1,0 +1,50 @@
+//! Helpers shared by the conformance tests (each test binary uses some of them).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+/// A fixture folder: `tests/fixtures/NAME`, or `$STEERDIFF_FIXTURES/NAME` when set.
+pub fn fixture(name: &str) -> PathBuf {
+    match std::env::var_os("STEERDIFF_FIXTURES") {
+        Some(d) => PathBuf::from(d).join(name),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    }
+}
+
+/// A JSON list of numbers as f32.
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .expect("a list of numbers")
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Every element of a tensor, as f32.
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Max of |a − b|.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Model rows of a run record's ledger, over every model.
+pub fn total_rows(record: &Value) -> u64 {
+    record["ledger"]["model_rows"]
+        .as_object()
+        .expect("a ledger")
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
