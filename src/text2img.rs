@@ -203,6 +203,86 @@ impl ImageRewards<'_> {
     }
 }
 
+/// Loads `--guide-model` for autoguidance: the same size and prompts as `main` (`model`),
+/// and it must share its latent space and noise path.
+fn load_guide(
+    spec: &str,
+    model: &str,
+    main: &dyn TextToImage,
+    opts: &LoadOptions,
+    (height, width): (usize, usize),
+    texts: &[&str],
+    negative: Option<&str>,
+) -> Result<Box<dyn TextToImage>> {
+    let mut g = steerdiff_pipelines::sd::text_to_image::load(spec, None, None, opts)
+        .with_context(|| format!("loading --guide-model `{spec}`"))?;
+    g.set_image_size(height, width)?;
+    g.set_prompts(texts, negative)?;
+    if g.sample_shape() != main.sample_shape() || g.path() != main.path() {
+        input_error!(
+            "--guide-model `{spec}` does not share `{model}`'s latent space and noise path \
+             (latents {:?} vs {:?}); autoguidance compares the two models' predictions",
+            g.sample_shape(),
+            main.sample_shape()
+        );
+    }
+    Ok(g)
+}
+
+/// A per-step strategy (GFCG, dynamic CFG, autoguidance) on a text-to-image model: the
+/// classes are `texts` (the prompt, then the `--zero-shot` competitors) under a zero-shot CLIP
+/// classifier; autoguidance's weaker model is engine model 1 when `has_guide`.
+fn per_step_strategy(
+    args: &GenerateArgs,
+    model: &str,
+    sd: &dyn TextToImage,
+    texts: &[&str],
+    rewards: &ImageRewards,
+    has_guide: bool,
+) -> Result<Built> {
+    let classifier: Option<Arc<dyn steerdiff_guidance::Classifier>> =
+        if args.strategy.per_step.zero_shot.is_empty() {
+            None
+        } else {
+            Some(Arc::new(ClipZeroShot::new(
+                rewards.clip()?,
+                rewards.pixels.clone(),
+                texts,
+            )?))
+        };
+    if classifier.is_none() && args.strategy.kind != StrategyKind::Autoguidance {
+        input_error!(
+            "--guidance {} on a text-to-image model reads a zero-shot CLIP classifier: name the \
+             competing prompts with --zero-shot \"TEXT;TEXT\" (the prompt is class 0; the CLIP \
+             model is --clip-model)",
+            args.strategy.kind.cli_name()
+        );
+    }
+    let target = crate::per_step::Target {
+        model,
+        gmm: None,
+        toy: false,
+        flow: sd.path().is_flow(),
+        sample_shape: sd.sample_shape(),
+        cond: Condition::Prompt(0),
+        cfg: args.cfg,
+        classifier,
+        has_guide,
+    };
+    let built = crate::per_step::build(
+        args.strategy.kind,
+        &args.strategy.per_step,
+        args.strategy.reward.as_deref(),
+        &target,
+        None,
+        &|spec| rewards.build(spec),
+    )?;
+    if has_guide && !built.needs_weak {
+        input_error!("--guide-model is read by --guidance autoguidance and --gfcg-guide weak only");
+    }
+    Ok(Built::Step(built.guidance))
+}
+
 /// Runs a text-to-image `generate`.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
     let model = args.model.clone().unwrap_or_default();
@@ -278,21 +358,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     sd.set_prompts(&texts, negative.as_deref())?;
     // The weaker guiding model of autoguidance, on the same prompts and size.
     let guide = match &args.guide_model {
-        Some(spec) => {
-            let mut g = steerdiff_pipelines::sd::text_to_image::load(spec, None, None, &opts)
-                .with_context(|| format!("loading --guide-model `{spec}`"))?;
-            g.set_image_size(height, width)?;
-            g.set_prompts(&texts, negative.as_deref())?;
-            if g.sample_shape() != sd.sample_shape() || g.path() != sd.path() {
-                input_error!(
-                    "--guide-model `{spec}` samples {:?} latents on another path than `{model}` \
-                     ({:?}); autoguidance needs the same latent space and noise path",
-                    g.sample_shape(),
-                    sd.sample_shape()
-                );
-            }
-            Some(g)
-        }
+        Some(spec) => Some(load_guide(
+            spec,
+            &model,
+            &*sd,
+            &opts,
+            (height, width),
+            &texts,
+            negative.as_deref(),
+        )?),
         None => None,
     };
     // From here on the model is shared: rewards decode through it.
@@ -340,49 +414,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     };
     let reward = |spec: &str| rewards.build(spec);
     let strategy = if args.strategy.kind.is_per_step() {
-        let classifier: Option<std::sync::Arc<dyn steerdiff_guidance::Classifier>> =
-            if zero_shot.is_empty() {
-                None
-            } else {
-                Some(Arc::new(ClipZeroShot::new(
-                    rewards.clip()?,
-                    pixels.clone(),
-                    &texts,
-                )?))
-            };
-        if classifier.is_none() && args.strategy.kind != StrategyKind::Autoguidance {
-            input_error!(
-                "--guidance {} on a text-to-image model reads a zero-shot CLIP classifier: \
-                 name the competing prompts with --zero-shot \"TEXT;TEXT\" (the prompt is class \
-                 0; the CLIP model is --clip-model)",
-                args.strategy.kind.cli_name()
-            );
-        }
-        let target = crate::per_step::Target {
-            model: &model,
-            gmm: None,
-            toy: false,
-            flow: sd.path().is_flow(),
-            sample_shape: sd.sample_shape(),
-            cond: Condition::Prompt(0),
-            cfg: args.cfg,
-            classifier,
-            has_guide: guide.is_some(),
-        };
-        let built = crate::per_step::build(
-            args.strategy.kind,
-            &args.strategy.per_step,
-            args.strategy.reward.as_deref(),
-            &target,
-            None,
-            &reward,
-        )?;
-        if guide.is_some() && !built.needs_weak {
-            input_error!(
-                "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
-            );
-        }
-        Built::Step(built.guidance)
+        per_step_strategy(args, &model, &*sd, &texts, &rewards, guide.is_some())?
     } else {
         if guide.is_some() {
             input_error!(
