@@ -231,7 +231,8 @@ fn load_guide(
 
 /// A per-step strategy (GFCG, dynamic CFG, autoguidance) on a text-to-image model: the
 /// classes are `texts` (the prompt, then the `--zero-shot` competitors) under a zero-shot CLIP
-/// classifier; autoguidance's weaker model is engine model 1 when `has_guide`.
+/// classifier; autoguidance's weaker model is engine model 1 when `has_guide`; `cfg` is the
+/// run's CFG scale.
 fn per_step_strategy(
     args: &GenerateArgs,
     model: &str,
@@ -239,6 +240,7 @@ fn per_step_strategy(
     texts: &[&str],
     rewards: &ImageRewards,
     has_guide: bool,
+    cfg: f64,
 ) -> Result<Built> {
     let classifier: Option<Arc<dyn steerdiff_guidance::Classifier>> =
         if args.strategy.per_step.zero_shot.is_empty() {
@@ -265,7 +267,7 @@ fn per_step_strategy(
         flow: sd.path().is_flow(),
         sample_shape: sd.sample_shape(),
         cond: Condition::Prompt(0),
-        cfg: args.cfg,
+        cfg,
         classifier,
         has_guide,
     };
@@ -305,6 +307,24 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         );
     }
     let negative = args.negative.clone();
+    // A preset's recommended steps and CFG scale, unless given (sd-turbo: 1 step, no CFG).
+    let explicit = |flag: &str| args.flags.iter().any(|(long, _)| long == flag);
+    let preset = steerdiff_pipelines::sd::preset(&model);
+    let steps = match preset {
+        Some(p) if !explicit("steps") => p.steps,
+        _ => args.steps,
+    };
+    let cfg_scale = match preset {
+        Some(p) if !explicit("cfg") => p.cfg,
+        _ => args.cfg,
+    };
+    if let Some(p) = preset.filter(|_| !explicit("steps") || !explicit("cfg")) {
+        eprintln!(
+            "steerdiff: {}: {steps} steps, CFG {cfg_scale} (its recommended settings; --steps / \
+             --cfg override)",
+            p.name
+        );
+    }
     let dtype = match &args.dtype {
         Some(d) => WeightDType::parse(d)?,
         None => WeightDType::F32,
@@ -382,14 +402,11 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     // Particle strategies need a stochastic scheduler: where η is free and not given, use 1
     // (as for every other model); a fixed-η scheduler keeps its own and is refused later.
     let auto_eta = (args.eta.is_none() && args.strategy.kind.needs_noise())
-        .then(|| {
-            sd.sampler(scheduler_name.as_deref(), args.steps, Some(1.0))
-                .ok()
-        })
+        .then(|| sd.sampler(scheduler_name.as_deref(), steps, Some(1.0)).ok())
         .flatten();
     let (mut sampler, scheduler_class) = match auto_eta {
         Some(s) => s,
-        None => sd.sampler(scheduler_name.as_deref(), args.steps, args.eta)?,
+        None => sd.sampler(scheduler_name.as_deref(), steps, args.eta)?,
     };
     if init_image.is_some() {
         sampler.schedule = img2img_schedule(&sampler.schedule, args.strength)?;
@@ -397,8 +414,8 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     if scheduler_class.contains("not reproduced") {
         eprintln!("steerdiff: using {scheduler_class}");
     }
-    let cfg = if args.cfg != 1.0 {
-        let mut g = ClassifierFree::new(args.cfg)?;
+    let cfg = if cfg_scale != 1.0 {
+        let mut g = ClassifierFree::new(cfg_scale)?;
         g.rescale = args.cfg_rescale;
         g.interval = args.cfg_interval;
         Some(g)
@@ -414,14 +431,22 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     };
     let reward = |spec: &str| rewards.build(spec);
     let strategy = if args.strategy.kind.is_per_step() {
-        per_step_strategy(args, &model, &*sd, &texts, &rewards, guide.is_some())?
+        per_step_strategy(
+            args,
+            &model,
+            &*sd,
+            &texts,
+            &rewards,
+            guide.is_some(),
+            cfg_scale,
+        )?
     } else {
         if guide.is_some() {
             input_error!(
                 "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
             );
         }
-        args.strategy.build(args.steps, reward)?
+        args.strategy.build(steps, reward)?
     };
     let eval_reward = match &args.strategy.eval_reward {
         Some(spec) => Some(rewards.build(spec).context("--eval-reward")?),
@@ -527,9 +552,9 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         scheduler: scheduler_name.unwrap_or_else(|| "default".into()),
         scheduler_class,
         solver: sampler.solver.name(),
-        steps: args.steps,
+        steps,
         eta: sampler.solver.eta().unwrap_or(0.0),
-        cfg: args.cfg,
+        cfg: cfg_scale,
         height,
         width,
         dtype: format!("{dtype:?}").to_lowercase(),

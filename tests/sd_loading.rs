@@ -214,6 +214,41 @@ fn a_populated_hub_cache_loads_offline() {
     );
 }
 
+/// A preset runs with its recommended steps and CFG unless they are given: `sd-turbo` (1 step,
+/// no CFG), here with the tiny pipeline cached under its repo id.
+#[test]
+fn a_preset_brings_its_recommended_steps_and_cfg() {
+    let home = tempfile::tempdir().unwrap();
+    hub_cache(home.path(), "stabilityai/sd-turbo");
+    let rows = |args: &[&str]| -> u64 {
+        let (o, _) = generate(home.path(), &[("HF_HUB_OFFLINE", "1")], args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = fs::read_to_string(home.path().join("out/samples.json")).unwrap();
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        record["ledger"]["model_rows"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    let base = [
+        "--model",
+        "sd-turbo",
+        "--prompt",
+        "a red cat",
+        "--height",
+        "16",
+        "--width",
+        "16",
+    ];
+    assert_eq!(rows(&base), 1, "1 step, no CFG");
+    assert_eq!(
+        rows(&[&base[..], &["--steps", "3", "--cfg", "2"]].concat()),
+        3 * 2
+    );
+}
+
 fn rewrite_tensors(file: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
     let mut t = candle_core::safetensors::load(file, &Device::Cpu).unwrap();
     edit(&mut t);
