@@ -557,6 +557,10 @@ fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_report
         record["ledger"]["reward_items"]["brightness-plugin(Decode)"],
         18
     );
+    assert_eq!(
+        record["ledger"]["decodes"], 18,
+        "one VAE decode per scored item"
+    );
     for s in record["samples"].as_array().unwrap() {
         // Brightness of decoded pixels in [-1, 1]; minus kB of JPEG.
         let r = s["reward"].as_f64().unwrap();
@@ -579,6 +583,12 @@ fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_report
     assert!(
         name.contains("jpeg") && name.contains("brightness-plugin"),
         "{name}"
+    );
+    let items = record["ledger"]["reward_items"][&name].as_u64().unwrap();
+    assert_eq!(
+        record["ledger"]["decodes"].as_u64().unwrap(),
+        2 * items,
+        "each member decodes"
     );
 }
 

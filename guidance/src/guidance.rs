@@ -128,6 +128,7 @@ impl Context<'_> {
             .entry(reward.name().into())
             .or_default() += conds.len() as u64;
         self.ledger.reward_cached += reward.take_cached();
+        self.ledger.decodes += reward.take_decodes();
         Ok(scores
             .into_iter()
             .map(|s| {

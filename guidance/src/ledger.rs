@@ -23,7 +23,8 @@ pub struct Ledger {
     pub reward_items: BTreeMap<String, u64>,
     /// Items answered from a cache instead of the reward.
     pub reward_cached: u64,
-    /// Latent decodes (VAE or preview) performed.
+    /// Latents turned into pixels (a VAE decode or a preview) inside reward calls; the final
+    /// decode of a run's output images is not counted.
     pub decodes: u64,
 }
 

@@ -32,4 +32,11 @@ pub trait Reward: Send + Sync {
     fn take_cached(&self) -> u64 {
         0
     }
+
+    /// How many latents the calls since the last `take_decodes` turned into pixels (a VAE
+    /// decode or a preview), resetting the count (the engine adds it to the ledger's
+    /// `decodes` after each call). Rewards that read `x̂0` directly keep the default, 0.
+    fn take_decodes(&self) -> u64 {
+        0
+    }
 }

@@ -109,6 +109,10 @@ impl Reward for Ensemble {
     fn take_cached(&self) -> u64 {
         self.members.iter().map(|(r, _)| r.take_cached()).sum()
     }
+
+    fn take_decodes(&self) -> u64 {
+        self.members.iter().map(|(r, _)| r.take_decodes()).sum()
+    }
 }
 
 #[cfg(test)]

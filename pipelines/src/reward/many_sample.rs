@@ -98,6 +98,10 @@ impl Reward for ManySample {
         self.inner.take_cached()
     }
 
+    fn take_decodes(&self) -> u64 {
+        self.inner.take_decodes()
+    }
+
     fn score(&self, x0: &Tensor, cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
         let s = self.spread(cx.at.alpha, cx.at.sigma);
         if s == 0.0 {

@@ -19,7 +19,7 @@ use candle_nn::Linear;
 use steerdiff_guidance::{Classifier, Condition, Reward, RewardContext};
 
 use super::clip_model::ClipModel;
-use super::rewards::Pixels;
+use super::rewards::{DecodeCount, Pixels};
 use super::weights::{load_error, var_builder};
 use crate::{Error, Result};
 
@@ -45,6 +45,7 @@ pub struct ClipScore {
     /// `[P, D]` unit-norm embeddings of the run's prompts.
     prompts: Tensor,
     name: String,
+    decodes: DecodeCount,
 }
 
 impl ClipScore {
@@ -60,6 +61,7 @@ impl ClipScore {
             pixels,
             prompts: embeds,
             name,
+            decodes: DecodeCount::default(),
         })
     }
 
@@ -90,10 +92,14 @@ impl Reward for ClipScore {
         &self.name
     }
 
+    fn take_decodes(&self) -> u64 {
+        self.decodes.take()
+    }
+
     fn score(&self, x0: &Tensor, cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
         let prompts: Vec<Option<usize>> = cx.conds.iter().map(prompt_of).collect();
         self.pixels
-            .images(x0)
+            .images_counted(x0, &self.decodes)
             .and_then(|images| self.score_images(&images, &prompts))
             .map_err(|e| reward_error(&self.name, e))
     }
@@ -189,6 +195,7 @@ pub struct Aesthetic {
     mlp: LinearChain,
     pixels: Pixels,
     name: String,
+    decodes: DecodeCount,
 }
 
 impl Aesthetic {
@@ -211,6 +218,7 @@ impl Aesthetic {
             mlp,
             pixels,
             name,
+            decodes: DecodeCount::default(),
         })
     }
 
@@ -233,9 +241,13 @@ impl Reward for Aesthetic {
         &self.name
     }
 
+    fn take_decodes(&self) -> u64 {
+        self.decodes.take()
+    }
+
     fn score(&self, x0: &Tensor, _cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
         self.pixels
-            .images(x0)
+            .images_counted(x0, &self.decodes)
             .and_then(|images| self.score_images(&images))
             .map_err(|e| reward_error(&self.name, e))
     }

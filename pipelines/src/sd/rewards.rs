@@ -50,12 +50,46 @@ impl Pixels {
     }
 }
 
+/// How many latents a reward turned into pixels since it was last asked: the ledger's
+/// `decodes` ([`Reward::take_decodes`]). A clone starts at zero.
+#[derive(Debug, Default)]
+pub struct DecodeCount(std::sync::atomic::AtomicU64);
+
+impl Clone for DecodeCount {
+    fn clone(&self) -> Self {
+        DecodeCount::default()
+    }
+}
+
+impl DecodeCount {
+    /// Counts `n` decoded latents.
+    pub fn add(&self, n: usize) {
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The count since the last `take`, resetting it.
+    pub fn take(&self) -> u64 {
+        self.0.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Pixels {
+    /// [`Pixels::images`], counted in `count`.
+    pub fn images_counted(&self, latents: &Tensor, count: &DecodeCount) -> Result<Tensor> {
+        let images = self.images(latents)?;
+        count.add(latents.dim(0)?);
+        Ok(images)
+    }
+}
+
 /// Any pixel reward (a plugin, say) applied to latents: they are turned into images by
 /// `pixels` and handed to `inner` in the toy's pixel convention, `[-1, 1]`.
 pub struct OnPixels {
     pixels: Pixels,
     inner: Arc<dyn Reward>,
     name: String,
+    decodes: DecodeCount,
 }
 
 impl OnPixels {
@@ -66,6 +100,7 @@ impl OnPixels {
             pixels,
             inner,
             name,
+            decodes: DecodeCount::default(),
         }
     }
 }
@@ -76,18 +111,21 @@ impl Reward for OnPixels {
     }
 
     fn score(&self, x0: &Tensor, cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
-        let images = self
-            .pixels
-            .images(x0)
-            .map_err(|e| steerdiff_guidance::Error::Reward {
+        let images = self.pixels.images_counted(x0, &self.decodes).map_err(|e| {
+            steerdiff_guidance::Error::Reward {
                 name: self.name.clone(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         self.inner.score(&images.affine(2.0, -1.0)?, cx)
     }
 
     fn take_cached(&self) -> u64 {
         self.inner.take_cached()
+    }
+
+    fn take_decodes(&self) -> u64 {
+        self.decodes.take() + self.inner.take_decodes()
     }
 }
 
@@ -115,6 +153,7 @@ pub struct JpegCompressibility {
     pixels: Pixels,
     quality: u8,
     name: String,
+    decodes: DecodeCount,
 }
 
 impl JpegCompressibility {
@@ -133,6 +172,7 @@ impl JpegCompressibility {
             pixels,
             quality,
             name,
+            decodes: DecodeCount::default(),
         })
     }
 
@@ -152,9 +192,13 @@ impl Reward for JpegCompressibility {
         &self.name
     }
 
+    fn take_decodes(&self) -> u64 {
+        self.decodes.take()
+    }
+
     fn score(&self, x0: &Tensor, _cx: &RewardContext) -> steerdiff_guidance::Result<Vec<f64>> {
         let run = || -> Result<Vec<f64>> {
-            let images = self.pixels.images(x0)?;
+            let images = self.pixels.images_counted(x0, &self.decodes)?;
             (0..images.dim(0)?)
                 .map(|i| self.score_image(&images.get(i)?))
                 .collect()
