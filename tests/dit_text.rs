@@ -355,6 +355,30 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
     assert!(!ok && err.contains("flow-match"), "{err}");
 }
 
+/// The `family` case of `tests/fixtures/tiny-dit/cases.json`, and the folder.
+fn dit_case(family: &str) -> (PathBuf, Value) {
+    let dir = common::fixture("tiny-dit");
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let case = cases[family].clone();
+    (dir, case)
+}
+
+/// `case[key]` shaped as `case[key_shape]`.
+fn case_tensor(case: &Value, key: &str) -> Tensor {
+    let shape: Vec<usize> = serde_json::from_value(case[format!("{key}_shape")].clone()).unwrap();
+    Tensor::from_vec(floats(&case[key]), shape, &Device::Cpu).unwrap()
+}
+
+/// Max |out − diffusers' output| and max |diffusers' output|, printed.
+fn output_error(case: &Value, out: &Tensor, family: &str) -> (f32, f32) {
+    let want = floats(&case["output"]);
+    let err = max_diff(&flat(out), &want);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!("{family} transformer vs diffusers: max |Δ| {err:.2e} (max |out| {scale:.2})");
+    (err, scale)
+}
+
 /// The tiny SD3 single file (`tests/fixtures/tiny-dit`, written by steerdiff's
 /// `sd3::write_random_checkpoint`) through steerdiff's loader and candle's MMDiT, against
 /// diffusers' own `SD3Transformer2DModel.from_single_file` of the same file on the same inputs
@@ -364,15 +388,8 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
 fn sd3_transformer_matches_diffusers_from_single_file() {
     use steerdiff::guidance::{Condition, Denoiser, StepPoint};
     use steerdiff::pipelines::sd::sd3::Sd3;
-    let dir = common::fixture("tiny-dit");
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
-    let case = &cases["sd3"];
-    let tensor = |key: &str| {
-        let shape: Vec<usize> =
-            serde_json::from_value(case[format!("{key}_shape")].clone()).unwrap();
-        Tensor::from_vec(floats(&case[key]), shape, &Device::Cpu).unwrap()
-    };
+    let (dir, case) = dit_case("sd3");
+    let tensor = |key: &str| case_tensor(&case, key);
     let mut sd3 = Sd3::load(
         &dir.join("sd3.safetensors"),
         &steerdiff::pipelines::sd::LoadOptions::default(),
@@ -389,10 +406,7 @@ fn sd3_transformer_matches_diffusers_from_single_file() {
     let out = sd3
         .forward(&tensor("x"), &at, &[Condition::Null, Condition::Prompt(0)])
         .unwrap();
-    let want = floats(&case["output"]);
-    let err = max_diff(&flat(&out), &want);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    eprintln!("SD3 transformer vs diffusers: max |Δ| {err:.2e} (max |out| {scale:.2})");
+    let (err, scale) = output_error(&case, &out, "SD3");
     assert!(err <= 1e-2 * scale.max(1.0), "{err} (max |out| {scale})");
 }
 
@@ -404,15 +418,8 @@ fn sd3_transformer_matches_diffusers_from_single_file() {
 fn flux_transformer_matches_diffusers() {
     use steerdiff::guidance::{Condition, Denoiser, StepPoint};
     use steerdiff::pipelines::sd::flux::Flux;
-    let dir = common::fixture("tiny-dit");
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
-    let case = &cases["flux"];
-    let tensor = |key: &str| {
-        let shape: Vec<usize> =
-            serde_json::from_value(case[format!("{key}_shape")].clone()).unwrap();
-        Tensor::from_vec(floats(&case[key]), shape, &Device::Cpu).unwrap()
-    };
+    let (dir, case) = dit_case("flux");
+    let tensor = |key: &str| case_tensor(&case, key);
     let mut flux = Flux::load(
         &dir.join("flux.safetensors"),
         &dir.join("ae.safetensors"),
@@ -432,9 +439,6 @@ fn flux_transformer_matches_diffusers() {
     let out = flux
         .forward(&tensor("x"), &at, &[Condition::Null, Condition::Prompt(0)])
         .unwrap();
-    let want = floats(&case["output"]);
-    let err = max_diff(&flat(&out), &want);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    eprintln!("FLUX transformer vs diffusers: max |Δ| {err:.2e} (max |out| {scale:.2})");
+    let (err, scale) = output_error(&case, &out, "FLUX");
     assert!(err <= 1e-4 * scale.max(1.0), "{err} (max |out| {scale})");
 }
