@@ -4,6 +4,8 @@
 //! a hang, garbage, a wrong set of ids, NaN, an exit at start) gives its documented behaviour,
 //! a clear message, and leaves no process behind.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -317,13 +319,7 @@ fn ensembles_of_plugins_steer_and_an_evaluation_reward_only_reports() {
     );
     // 0.5·b + 0.5·b = b: the same particles as brightness alone.
     assert_eq!(chosen(&single), chosen(&both));
-    let name = both["ledger"]["reward_calls"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
+    let name = common::reward_name(&both);
     assert!(
         name.contains("brightness-plugin") && name.contains("brightness"),
         "{name}"

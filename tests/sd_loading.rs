@@ -1,6 +1,8 @@
 //! Loading real-model folders and the Hub cache: offline behaviour, bounded network waits, a
 //! hand-built hub cache, and clear errors (never panics) for bad files and configs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -224,13 +226,7 @@ fn a_preset_brings_its_recommended_steps_and_cfg() {
         let (o, _) = generate(home.path(), &[("HF_HUB_OFFLINE", "1")], args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let text = fs::read_to_string(home.path().join("out/samples.json")).unwrap();
-        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
-        record["ledger"]["model_rows"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_u64().unwrap())
-            .sum()
+        common::total_rows(&serde_json::from_str(&text).unwrap())
     };
     let base = [
         "--model",

@@ -406,7 +406,7 @@ fn fk_steering_with_an_image_reward_runs_on_the_tiny_pipeline() {
 
 #[test]
 fn dtypes_previews_and_v_prediction() {
-    use steerdiff::pipelines::sd::{vae::preview, WeightDType};
+    use steerdiff::pipelines::sd::{preview::preview, WeightDType};
     let files = ModelFiles::new(Source::Folder(fixture_dir().join("pipeline")));
     // f16 weights run; bf16 is refused on the CPU with the reason.
     let opts = LoadOptions {
@@ -573,13 +573,7 @@ fn a_plugin_steers_the_tiny_pipeline_on_decoded_pixels_and_eval_reward_is_report
         &dir.path().join("ens"),
         &[&fk[..], &["--reward", &ensemble]].concat(),
     );
-    let name = record["ledger"]["reward_calls"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
+    let name = common::reward_name(&record);
     assert!(
         name.contains("jpeg") && name.contains("brightness-plugin"),
         "{name}"

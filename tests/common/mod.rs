@@ -48,3 +48,14 @@ pub fn total_rows(record: &Value) -> u64 {
         .map(|v| v.as_u64().unwrap())
         .sum()
 }
+
+/// The name of the (first) reward a run record's ledger counts calls for.
+pub fn reward_name(record: &Value) -> String {
+    record["ledger"]["reward_calls"]
+        .as_object()
+        .expect("a ledger")
+        .keys()
+        .next()
+        .expect("a reward call")
+        .clone()
+}

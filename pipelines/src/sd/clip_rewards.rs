@@ -15,12 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::Linear;
+use candle_nn::{Linear, VarBuilder};
 use steerdiff_guidance::{Classifier, Condition, Reward, RewardContext};
 
 use super::clip_model::ClipModel;
 use super::rewards::{DecodeCount, Pixels};
-use super::weights::{load_error, var_builder};
+use super::weights::load_error;
 use crate::{Error, Result};
 
 fn reward_error(name: &str, e: Error) -> steerdiff_guidance::Error {
@@ -115,35 +115,33 @@ impl LinearChain {
     /// Loads `layers.{k}.weight` / `.bias` from a safetensors file; shapes come from the file
     /// and must chain (each layer's input = the previous one's output), ending in one output.
     pub fn load(path: &Path) -> Result<LinearChain> {
-        super::weights::refuse_pickle(path)?;
         let files = [path.to_path_buf()];
         let st = super::weights::open_checked(&files)?;
-        let mut ks: Vec<usize> = st
+        // (k, shape of layers.k.weight), in increasing k.
+        let mut shapes: Vec<(usize, Vec<usize>)> = st
             .tensors()
-            .iter()
-            .filter_map(|(name, _)| {
-                name.strip_prefix("layers.")?
+            .into_iter()
+            .filter_map(|(name, view)| {
+                let k = name
+                    .strip_prefix("layers.")?
                     .strip_suffix(".weight")?
                     .parse()
-                    .ok()
+                    .ok()?;
+                Some((k, view.shape().to_vec()))
             })
             .collect();
-        ks.sort_unstable();
-        if ks.is_empty() {
+        shapes.sort_unstable();
+        if shapes.is_empty() {
             return Err(Error::Spec(format!(
                 "`{}` has no `layers.K.weight` tensors (an aesthetic MLP as LAION's improved \
                  aesthetic predictor stores it, converted to safetensors)",
                 path.display()
             )));
         }
-        let vb = var_builder(&files, DType::F32, &candle_core::Device::Cpu)?;
-        let mut layers = Vec::with_capacity(ks.len());
+        let vb = VarBuilder::from_backend(Box::new(st), DType::F32, candle_core::Device::Cpu);
+        let mut layers = Vec::with_capacity(shapes.len());
         let mut width: Option<usize> = None;
-        for k in ks {
-            let view = st
-                .get(&format!("layers.{k}.weight"))
-                .map_err(|e| load_error("the aesthetic MLP", &files, e))?;
-            let shape = view.shape().to_vec();
+        for (k, shape) in shapes {
             let [out, inp] = shape[..] else {
                 return Err(Error::Spec(format!(
                     "`{}`: layers.{k}.weight has shape {shape:?}; a matrix is expected",

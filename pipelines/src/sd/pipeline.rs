@@ -206,9 +206,9 @@ impl StableDiffusion {
             let why = match p.family {
                 Family::StableDiffusion | Family::StableDiffusionXl => None,
                 Family::StableDiffusion3 | Family::Flux => Some(
-                    "run it from its original single files: --model TRANSFORMER.safetensors \
-                     --text-encoders REPO_OR_FOLDER (the diffusers repo's tokenizer*/ and \
-                     text_encoder*/) and, for FLUX, --ae ae.safetensors",
+                    "it is not a Stable Diffusion UNet pipeline; load it with \
+                     sd::text_to_image::load (the CLI's --model does), which reads its original \
+                     single files and its diffusers repo's text encoders",
                 ),
             };
             if let Some(why) = why {

@@ -314,8 +314,10 @@ pub fn load(
             });
             let transformer = hub.get(single.transformer)?;
             let ae = single.ae.map(|f| hub.get(f)).transpose()?;
+            let family = single_file_family(&transformer)?;
             return load_single(
                 &transformer,
+                family,
                 text_encoders.unwrap_or(p.repo),
                 ae.as_deref(),
                 opts,
@@ -352,17 +354,18 @@ pub fn load(
             }
         )));
     };
-    load_single(path, spec, ae, opts)
+    load_single(path, family, spec, ae, opts)
 }
 
-/// An SD3 / FLUX transformer file with its text encoders (`text_encoders`: folder or repo).
+/// An SD3 / FLUX transformer file (`family` from [`single_file_family`]) with its text
+/// encoders (`text_encoders`: folder or repo).
 fn load_single(
     path: &std::path::Path,
+    family: &str,
     text_encoders: &str,
     ae: Option<&std::path::Path>,
     opts: &super::LoadOptions,
 ) -> Result<Box<dyn TextToImage>> {
-    let family = single_file_family(path)?;
     let files = super::ModelFiles::new(super::Source::parse(text_encoders)?);
     let text_dtype = opts.dtype.dtype();
     if family == "sd3" {

@@ -1,4 +1,4 @@
-//! The KL autoencoder: latents ↔ images (the cheap linear preview is [`super::preview`]).
+//! The KL autoencoder: latents ↔ images (the cheap linear previews are [`super::preview`]).
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
@@ -136,6 +136,3 @@ impl Vae {
             .clamp(0f32, 1f32)?)
     }
 }
-
-/// The SD 1.x/2.x latent preview (moved to [`super::preview`]).
-pub use super::preview::preview;
