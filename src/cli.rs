@@ -97,49 +97,49 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub strategy: crate::strategy::StrategyArgs,
     /// Text-to-image models: the prompt.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", help_heading = TEXT_TO_IMAGE)]
     pub prompt: Option<String>,
     /// Text-to-image models: the negative prompt (the unconditional row of CFG; default empty).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", help_heading = TEXT_TO_IMAGE)]
     pub negative: Option<String>,
     /// Text-to-image models: scheduler name (default = the model's own scheduler_config.json;
     /// ddim, ddpm, euler, euler-karras, euler-a, dpmpp-2m, dpmpp-2m-karras), a diffusers class
     /// name, or a scheduler_config.json path.
-    #[arg(long, value_name = "NAME|CLASS|FILE")]
+    #[arg(long, value_name = "NAME|CLASS|FILE", help_heading = TEXT_TO_IMAGE)]
     pub scheduler: Option<String>,
     /// Text-to-image models: image height in pixels (default: the model's native size).
-    #[arg(long)]
+    #[arg(long, help_heading = TEXT_TO_IMAGE)]
     pub height: Option<usize>,
     /// Text-to-image models: image width in pixels (default: the model's native size).
-    #[arg(long)]
+    #[arg(long, help_heading = TEXT_TO_IMAGE)]
     pub width: Option<usize>,
     /// Text-to-image models: weight dtype f32 (default), f16 or bf16.
-    #[arg(long, value_name = "DTYPE")]
+    #[arg(long, value_name = "DTYPE", help_heading = TEXT_TO_IMAGE)]
     pub dtype: Option<String>,
     /// Text-to-image models: the weaker guiding model of autoguidance (and of --gfcg-guide
     /// weak): a preset, folder or repo with the same latent space as --model.
-    #[arg(long, value_name = "MODEL")]
+    #[arg(long, value_name = "MODEL", help_heading = TEXT_TO_IMAGE)]
     pub guide_model: Option<String>,
     /// SD3 / FLUX single-file --model: the text encoders, a diffusers-layout folder or Hub
     /// repo (tokenizer*/ and text_encoder*/).
-    #[arg(long, value_name = "FOLDER|ORG/NAME")]
+    #[arg(long, value_name = "FOLDER|ORG/NAME", help_heading = TEXT_TO_IMAGE)]
     pub text_encoders: Option<String>,
     /// FLUX single-file --model: its autoencoder file (ae.safetensors).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = TEXT_TO_IMAGE)]
     pub ae: Option<PathBuf>,
     /// Text-to-image models: the CLIP model of the `clip` and `aesthetic:MLP` rewards (a
     /// transformers-format folder or Hub repo).
-    #[arg(long, value_name = "SOURCE", default_value = steerdiff_pipelines::sd::clip_model::DEFAULT_CLIP)]
+    #[arg(long, value_name = "SOURCE", default_value = steerdiff_pipelines::sd::clip_model::DEFAULT_CLIP, help_heading = TEXT_TO_IMAGE)]
     pub clip_model: String,
     /// Text-to-image models: start from these latents (JSON list, or an object with
     /// `initial_latents`), as handed to diffusers' pipeline as `latents=`.
-    #[arg(long, value_name = "FILE.json")]
+    #[arg(long, value_name = "FILE.json", help_heading = TEXT_TO_IMAGE)]
     pub init_latents: Option<PathBuf>,
     /// Text-to-image models: img2img from this image (its size sets --height/--width).
-    #[arg(long, value_name = "IMAGE")]
+    #[arg(long, value_name = "IMAGE", help_heading = TEXT_TO_IMAGE)]
     pub init_image: Option<PathBuf>,
     /// Text-to-image models: img2img strength in (0, 1] (the fraction of the steps run).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, help_heading = TEXT_TO_IMAGE)]
     pub strength: f64,
     /// Run only shard I of N: a contiguous block of the -n groups, with the seeds they have in
     /// the whole run (default: from SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX with
@@ -244,23 +244,9 @@ pub fn execute(cli: Cli) -> Result<()> {
     }
 }
 
-/// Flags only text-to-image models read; refused elsewhere rather than silently ignored.
-const TEXT_ONLY_FLAGS: &[&str] = &[
-    "prompt",
-    "negative",
-    "scheduler",
-    "height",
-    "width",
-    "dtype",
-    "init-latents",
-    "init-image",
-    "strength",
-    "text-encoders",
-    "ae",
-    "clip-model",
-    "zero-shot",
-    "guide-model",
-];
+/// The `--help` heading of the flags only text-to-image models read; elsewhere they are
+/// refused rather than silently ignored.
+pub const TEXT_TO_IMAGE: &str = "Text-to-image models";
 
 /// `steerdiff generate`: checks everything, runs, writes the outputs all or nothing, and prints
 /// a one-line summary on stderr.
@@ -271,10 +257,12 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     if crate::text2img::is_text_model(args) {
         return crate::text2img::generate(args);
     }
-    if let Some(long) = TEXT_ONLY_FLAGS
-        .iter()
-        .find(|f| args.flags.iter().any(|(l, _)| l == *f))
-    {
+    let text_only = crate::invocation::generate_command()
+        .get_arguments()
+        .filter(|a| a.get_help_heading() == Some(TEXT_TO_IMAGE))
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .find(|long| args.flags.iter().any(|(l, _)| l == long));
+    if let Some(long) = text_only {
         input_error!(
             "--{long} is for text-to-image models; `{}` is not one (drop --{long}, or name a \
              Stable Diffusion / SD3 / FLUX model with --model)",

@@ -23,7 +23,8 @@ pub type Flags = Vec<(String, Vec<String>)>;
 /// left out of the record that reproduces an image.
 pub const NOT_RECORDED: [&str; 6] = ["output", "trace", "config", "shard", "num", "seed"];
 
-fn generate_command() -> clap::Command {
+/// The `generate` subcommand as clap builds it (every flag, with its id, long name and heading).
+pub(crate) fn generate_command() -> clap::Command {
     Cli::command()
         .find_subcommand("generate")
         .expect("generate subcommand")

@@ -103,7 +103,7 @@ pub struct PerStepArgs {
     pub gfcg_guide: GuideArg,
     /// Text-to-image GFCG / dynamic CFG: the competing prompts of the zero-shot CLIP
     /// classifier (`;`-separated, e.g. "a dog;a fox"); the prompt itself is class 0.
-    #[arg(long, value_name = "TEXT;TEXT…", value_delimiter = ';')]
+    #[arg(long, value_name = "TEXT;TEXT…", value_delimiter = ';', help_heading = crate::cli::TEXT_TO_IMAGE)]
     pub zero_shot: Vec<String>,
     /// Autoguidance weight w (1 = none): D = D_weak + w·(D − D_weak), D_weak = toy-weak.
     #[arg(
