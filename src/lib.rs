@@ -95,6 +95,7 @@ pub use steerdiff_pipelines as pipelines;
 
 pub mod catalog;
 pub mod cli;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod inpaint_demo;

@@ -143,6 +143,21 @@ pub struct TrainArgs {
     /// Train on the generator variant with full or upright (±20°) rotation.
     #[arg(long)]
     pub data_rotation: Option<steerdiff_pipelines::toy::data::Rotation>,
+    /// Contrastive flow matching (ΔFM) for a flow model, with this weight λ (the paper uses
+    /// 0.05); off when absent.
+    #[arg(long, value_name = "LAMBDA")]
+    pub contrastive_weight: Option<f64>,
+    /// Representation alignment (REPA) of a flow model to the guidance classifier's features,
+    /// with this weight λ (the paper's default is 0.5); off when absent.
+    #[arg(long, value_name = "LAMBDA")]
+    pub repa_weight: Option<f64>,
+    /// The REPA tap: align the tokens after this many transformer blocks.
+    #[arg(long, default_value_t = 2, requires = "repa_weight")]
+    pub repa_block: usize,
+    /// Where to train: cpu, cuda, cuda:N, metal or metal:N (GPUs need a binary built with
+    /// `--features cuda` / `metal`). The recipe and its random draws do not depend on it.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
@@ -198,9 +213,27 @@ fn run_train(t: &TrainArgs) -> Result<()> {
     if let Some(r) = t.data_rotation {
         spec.data_rotation = r;
     }
+    if let Some(l) = t.contrastive_weight {
+        if !(l.is_finite() && (0.0..1.0).contains(&l)) {
+            anyhow::bail!("--contrastive-weight must be in [0, 1) (got {l}); the paper uses 0.05");
+        }
+        spec.contrastive = Some(l);
+    }
+    if let Some(weight) = t.repa_weight {
+        let assets = steerdiff_pipelines::toy::model::assets_dir();
+        let teacher = steerdiff_pipelines::toy::model::CLASSIFIER.to_string();
+        let manifest = steerdiff_pipelines::toy::Manifest::load(&assets)?;
+        spec.repa = Some(train::RepaSpec {
+            weight,
+            block: t.repa_block,
+            teacher_sha256: manifest.entry(&teacher)?.sha256.clone(),
+            teacher,
+        });
+    }
     spec.checkpoint_every = t.checkpoint_every.max(1);
     spec.export_at.extend(&t.export_at);
-    let state = train::train(&spec, &t.out, t.resume, t.log_every.max(1))?;
+    let device = crate::device::parse_device(&t.device)?;
+    let state = train::train_on(&spec, &t.out, t.resume, t.log_every.max(1), &device)?;
     eprintln!(
         "trained {} steps in {:.0} s; recent loss {:.5}",
         state.step, state.elapsed_s, state.recent_loss

@@ -128,6 +128,22 @@ impl Classifier {
     }
 
     /// Convolution `i`, group normalisation, ReLU.
+    /// The last convolution's feature map before its pooling, as tokens `[B, 64, C]` of the
+    /// 8×8 grid (row-major, each covering the 4×4 pixels of a DiT patch): the target of
+    /// representation alignment ([`super::repa`]). cnn-a only (its map is 8×8).
+    pub fn grid_features(&self, x: &Tensor) -> Result<Tensor> {
+        if self.config.arch != ClassifierArch::CnnA {
+            candle_core::bail!("grid features are defined for cnn-a classifiers only");
+        }
+        let mut h = space_to_depth(x, 2)?;
+        h = self.layer(0, &h)?;
+        h = self.layer(1, &h)?.max_pool2d(2)?;
+        h = self.layer(2, &h)?;
+        let h = self.layer(3, &h)?;
+        let (b, c, gh, gw) = h.dims4()?;
+        h.permute((0, 2, 3, 1))?.reshape((b, gh * gw, c))
+    }
+
     fn layer(&self, i: usize, h: &Tensor) -> Result<Tensor> {
         self.norms[i].forward(&self.convs[i].forward(h)?)?.relu()
     }

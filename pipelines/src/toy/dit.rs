@@ -241,6 +241,19 @@ impl Dit {
     /// Velocity for images `x` (`[B, C, H, W]`, data scale `[-1, 1]`), timesteps `t` (`[B]`,
     /// `σ·1000`) and labels `y` (`[B]` u32, `K` = null).
     pub fn forward(&self, x: &Tensor, t: &Tensor, y: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_tapped(x, t, y, None)?.0)
+    }
+
+    /// [`Dit::forward`], also returning the tokens `[B, T, d]` after the first `tap` blocks
+    /// (row-major over the patch grid) when `tap` is given: what representation alignment
+    /// ([`super::repa`]) trains.
+    pub fn forward_tapped(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        y: &Tensor,
+        tap: Option<usize>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let c = &self.config;
         let (b, ch, hh, ww) = x.dims4()?;
         let p = c.patch_size;
@@ -258,16 +271,22 @@ impl Dit {
             h = h.broadcast_add(&yemb.unsqueeze(1)?)?;
         }
         let cond = silu(&(temb + yemb)?)?;
-        for blk in &self.blocks {
+        let mut tapped = None;
+        for (i, blk) in self.blocks.iter().enumerate() {
             h = blk.forward(&h, &cond, &self.ops)?;
+            if tap == Some(i + 1) {
+                tapped = Some(h.clone());
+            }
         }
         let m = self.final_adaln.forward(&cond)?.chunk(2, 1)?;
         let h = modulate(&self.ops.norm(&h)?, &m[0], &m[1])?;
         let out = rows(&self.final_linear, &h)?;
-        out.reshape((b, gh, gw, p, p, ch))?
+        let out = out
+            .reshape((b, gh, gw, p, p, ch))?
             .permute((0, 5, 1, 3, 2, 4))?
             .contiguous()?
-            .reshape((b, ch, hh, ww))
+            .reshape((b, ch, hh, ww))?;
+        Ok((out, tapped))
     }
 
     /// Number of scalar parameters.

@@ -7,6 +7,7 @@ pub mod data;
 pub mod dit;
 pub mod model;
 pub mod nn;
+pub mod repa;
 pub mod train;
 
 use serde::{Deserialize, Serialize};

@@ -135,7 +135,8 @@ pub fn checked_files(assets: &Path, name: &str) -> Result<(ToyConfig, PathBuf)> 
     Ok((config, weights))
 }
 
-fn var_builder(weights: &Path, dev: &Device) -> Result<VarBuilder<'static>> {
+/// A read-only `VarBuilder` over a safetensors file, on `dev`.
+pub fn var_builder(weights: &Path, dev: &Device) -> Result<VarBuilder<'static>> {
     // SAFETY: the file is memory-mapped read-only; the shipped assets are not modified while
     // a process uses them.
     Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, dev)? })
@@ -275,6 +276,11 @@ impl ToyClassifier {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The network.
+    pub fn net(&self) -> &Classifier {
+        &self.net
     }
 
     /// Log-probabilities `[B, K]` of the classes.

@@ -67,6 +67,29 @@ pub struct TrainSpec {
     /// The generator variant trained on (absent in older specs = full rotation).
     #[serde(default)]
     pub data_rotation: data::Rotation,
+    /// Weight λ of the contrastive flow-matching term (ΔFM, Stoica et al. 2025, eq. 6):
+    /// `L = ‖v̂ − v‖² − λ‖v̂ − ṽ‖²`, where `ṽ` is the target of another image of the batch. It
+    /// pushes the conditional predictions of different images apart; absent = 0 (plain flow
+    /// matching).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrastive: Option<f64>,
+    /// Representation alignment of the flow model ([`super::repa`]); absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repa: Option<RepaSpec>,
+}
+
+/// The representation-alignment settings of a flow run ([`super::repa`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepaSpec {
+    /// Weight λ of the alignment loss (the paper's default is 0.5).
+    pub weight: f64,
+    /// The tokens after this many blocks are aligned (1 ≤ block ≤ depth).
+    pub block: usize,
+    /// The teacher: a cnn-a classifier of the manifest (the guidance classifier).
+    pub teacher: String,
+    /// The teacher weights' sha256, checked when the run starts or resumes.
+    pub teacher_sha256: String,
 }
 
 /// The distribution of training times `t` of the flow loss.
@@ -136,8 +159,65 @@ pub struct ExportInfo {
 }
 
 enum Net {
-    Flow(Dit),
+    Flow(Dit, Option<Box<Alignment>>),
     Classifier(Classifier),
+}
+
+/// What representation alignment needs during training: the frozen teacher and the projector.
+struct Alignment {
+    teacher: Classifier,
+    projector: super::repa::Projector,
+}
+
+/// Loads the teacher of `r` (checking its sha256) and builds the projector in `vb`.
+fn alignment(r: &RepaSpec, dit: &DitConfig, vb: VarBuilder) -> Result<Alignment> {
+    if r.block == 0 || r.block > dit.depth {
+        return Err(Error::Spec(format!(
+            "REPA block must be between 1 and the depth {} (got {})",
+            dit.depth, r.block
+        )));
+    }
+    if !(r.weight.is_finite() && r.weight > 0.0) {
+        return Err(Error::Spec(format!(
+            "REPA weight must be a positive number (got {})",
+            r.weight
+        )));
+    }
+    let assets = super::model::assets_dir();
+    let entry = super::model::Manifest::load(&assets)?
+        .entry(&r.teacher)?
+        .clone();
+    if entry.sha256 != r.teacher_sha256 {
+        return Err(Error::Spec(format!(
+            "REPA teacher `{}` has sha256 {} but this run was started with {}: the teacher \
+             changed, so the run cannot be reproduced",
+            r.teacher, entry.sha256, r.teacher_sha256
+        )));
+    }
+    let (config, weights) = super::model::checked_files(&assets, &r.teacher)?;
+    let ToyConfig::Classifier(config) = config else {
+        return Err(Error::Spec(format!(
+            "REPA teacher `{}` is not a classifier",
+            r.teacher
+        )));
+    };
+    let teacher = Classifier::new(&config, super::model::var_builder(&weights, vb.device())?)?;
+    let width = match &teacher.config {
+        ClassifierConfig {
+            arch: ClassifierArch::CnnA,
+            width,
+            ..
+        } => 2 * width,
+        _ => {
+            return Err(Error::Spec(format!(
+                "REPA teacher `{}` must be a cnn-a classifier (its 8×8 map matches the DiT's \
+                 patch grid)",
+                r.teacher
+            )))
+        }
+    };
+    let projector = super::repa::Projector::new(dit.hidden_size, width, vb)?;
+    Ok(Alignment { teacher, projector })
 }
 
 fn zero_rule(config: &ToyConfig) -> fn(&str) -> bool {
@@ -147,10 +227,23 @@ fn zero_rule(config: &ToyConfig) -> fn(&str) -> bool {
     }
 }
 
-fn build(config: &ToyConfig, vb: VarBuilder) -> Result<Net> {
-    Ok(match config {
-        ToyConfig::Dit(c) => Net::Flow(Dit::new(c, vb)?),
-        ToyConfig::Classifier(c) => Net::Classifier(Classifier::new(c, vb)?),
+fn build(spec: &TrainSpec, vb: VarBuilder) -> Result<Net> {
+    Ok(match &spec.config {
+        ToyConfig::Dit(c) => {
+            let align = match &spec.repa {
+                Some(r) => Some(Box::new(alignment(r, c, vb.clone())?)),
+                None => None,
+            };
+            Net::Flow(Dit::new(c, vb)?, align)
+        }
+        ToyConfig::Classifier(c) => {
+            if spec.repa.is_some() {
+                return Err(Error::Spec(
+                    "representation alignment (REPA) is for flow models only".into(),
+                ));
+            }
+            Net::Classifier(Classifier::new(c, vb)?)
+        }
     })
 }
 
@@ -166,7 +259,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn save_tensors(path: &Path, map: &HashMap<String, Tensor>) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(map, &tmp)?;
+    let on_cpu = map
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    candle_core::safetensors::save(&on_cpu, &tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| io(e, path))
 }
 
@@ -188,17 +285,19 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores, RAYON_NUM_THREADS={threads}, CPU f32 (candle)")
 }
 
-/// The loss of one step.
-fn step_loss(net: &Net, spec: &TrainSpec, step: u64, dev: &Device) -> Result<Tensor> {
+/// The loss of one step, and its flow (or classification) part.
+fn step_loss(net: &Net, spec: &TrainSpec, step: u64, dev: &Device) -> Result<(Tensor, f64)> {
     let b = spec.batch;
     let (pix, labels) = data::batch_with(spec.data_rotation, spec.data_seed, step * b as u64, b);
     let x0 = Tensor::from_vec(pix, (b, 3, data::SIZE, data::SIZE), dev)?;
     match net {
         Net::Classifier(c) => {
             let y = Tensor::from_vec(labels, b, dev)?;
-            Ok(cross_entropy(&c.logits(&x0)?, &y)?)
+            let loss = cross_entropy(&c.logits(&x0)?, &y)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            Ok((loss, value))
         }
-        Net::Flow(m) => {
+        Net::Flow(m, align) => {
             let key = |lineage| StreamKey {
                 seed: spec.noise_seed,
                 lineage,
@@ -229,8 +328,24 @@ fn step_loss(net: &Net, spec: &TrainSpec, step: u64, dev: &Device) -> Result<Ten
             let target = (&eps - &x0)?;
             let ts = (Tensor::from_vec(t, b, dev)? * 1000.0)?;
             let y = Tensor::from_vec(y, b, dev)?;
-            let v = m.forward(&xt, &ts, &y)?;
-            Ok(dit::mse(&v, &target)?)
+            let tap = spec.repa.as_ref().map(|r| r.block);
+            let (v, tokens) = m.forward_tapped(&xt, &ts, &y, tap)?;
+            let mut flow = dit::mse(&v, &target)?;
+            let flow_value = flow.to_scalar::<f32>()? as f64;
+            if let Some(lambda) = spec.contrastive.filter(|&l| l != 0.0) {
+                // The negatives: each image's target paired with the next image's input.
+                let others =
+                    Tensor::cat(&[target.narrow(0, 1, b - 1)?, target.narrow(0, 0, 1)?], 0)?;
+                flow = (flow - (dit::mse(&v, &others)? * lambda)?)?;
+            }
+            match (align, &spec.repa, tokens) {
+                (Some(a), Some(r), Some(z)) => {
+                    let feats = super::repa::targets(&a.teacher, &x0)?;
+                    let cos = super::repa::negative_cosine(&a.projector.forward(&z)?, &feats)?;
+                    Ok(((flow + (cos * r.weight)?)?, flow_value))
+                }
+                _ => Ok((flow, flow_value)),
+            }
         }
     }
 }
@@ -238,11 +353,25 @@ fn step_loss(net: &Net, spec: &TrainSpec, step: u64, dev: &Device) -> Result<Ten
 /// Trains (or resumes, when `resume` and `dir` holds a checkpoint) and returns the final state.
 /// Progress goes to stderr every `log_every` steps and to `dir/log.csv`.
 pub fn train(spec: &TrainSpec, dir: &Path, resume: bool, log_every: u64) -> Result<TrainState> {
-    let dev = Device::Cpu;
+    train_on(spec, dir, resume, log_every, &Device::Cpu)
+}
+
+/// [`train`] on `dev` (a CUDA or Metal device when candle is built with that feature). The
+/// random streams are drawn on the CPU and copied over, so a run's images, noise and times do
+/// not depend on the device; only floating-point rounding does. Checkpoints and exports are
+/// written from CPU copies and resume on any device.
+pub fn train_on(
+    spec: &TrainSpec,
+    dir: &Path,
+    resume: bool,
+    log_every: u64,
+    dev: &Device,
+) -> Result<TrainState> {
+    let dev = dev.clone();
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let net = build(&spec.config, vb)?;
+    let net = build(spec, vb)?;
     init_seeded(&varmap, spec.init_seed, zero_rule(&spec.config))?;
     let mut opt = AdamW::new(&varmap, spec.weight_decay)?;
     let mut ema = Ema::new(&opt.vars, spec.ema_decay)?;
@@ -305,7 +434,8 @@ pub fn train(spec: &TrainSpec, dir: &Path, resume: bool, log_every: u64) -> Resu
         .open(&log_path)
         .map_err(|e| io(e, &log_path))?;
     if state.step == 0 {
-        writeln!(log, "step,loss,lr,grad_norm,elapsed_s").map_err(|e| io(e, &log_path))?;
+        writeln!(log, "step,loss,lr,grad_norm,elapsed_s,main_loss")
+            .map_err(|e| io(e, &log_path))?;
     }
     let started = Instant::now();
     let base_elapsed = state.elapsed_s;
@@ -319,14 +449,14 @@ pub fn train(spec: &TrainSpec, dir: &Path, resume: bool, log_every: u64) -> Resu
             step: state.step,
             final_loss: state.recent_loss,
             wall_s: state.elapsed_s,
-            parameters: ema.values.iter().map(|t| t.elem_count()).sum(),
+            parameters: exported_parameters(&opt, &ema),
             machine: machine(),
         };
         export(dir, &opt, &ema, &info)?;
     }
     while state.step < spec.steps {
         let step = state.step;
-        let loss = step_loss(&net, spec, step, &dev)?;
+        let (loss, part) = step_loss(&net, spec, step, &dev)?;
         let lv = loss.to_scalar::<f32>()? as f64;
         if !lv.is_finite() {
             return Err(Error::Spec(format!("loss is {lv} at step {step}")));
@@ -343,7 +473,7 @@ pub fn train(spec: &TrainSpec, dir: &Path, resume: bool, log_every: u64) -> Resu
         }
         writeln!(
             log,
-            "{},{lv:.6},{lr:.3e},{gn:.4},{:.1}",
+            "{},{lv:.6},{lr:.3e},{gn:.4},{:.1},{part:.6}",
             state.step, state.elapsed_s
         )
         .map_err(|e| io(e, &log_path))?;
@@ -379,7 +509,7 @@ pub fn train(spec: &TrainSpec, dir: &Path, resume: bool, log_every: u64) -> Resu
                 step: state.step,
                 final_loss: last100.iter().sum::<f64>() / last100.len().max(1) as f64,
                 wall_s: state.elapsed_s,
-                parameters: ema.values.iter().map(|t| t.elem_count()).sum(),
+                parameters: exported_parameters(&opt, &ema),
                 machine: machine(),
             };
             export(dir, &opt, &ema, &info)?;
@@ -388,15 +518,26 @@ pub fn train(spec: &TrainSpec, dir: &Path, resume: bool, log_every: u64) -> Resu
     Ok(state)
 }
 
+/// The averaged weights an export holds: every variable but the REPA projector's.
+fn exported<'a>(opt: &'a AdamW, ema: &'a Ema) -> impl Iterator<Item = (&'a String, &'a Tensor)> {
+    opt.vars
+        .iter()
+        .zip(&ema.values)
+        .filter(|((name, _), _)| !super::repa::is_projector(name))
+        .map(|((name, _), e)| (name, e))
+}
+
+/// Number of scalars an export holds.
+fn exported_parameters(opt: &AdamW, ema: &Ema) -> usize {
+    exported(opt, ema).map(|(_, t)| t.elem_count()).sum()
+}
+
 /// Writes `dir/export-STEP/` (averaged weights, config, training record).
 fn export(dir: &Path, opt: &AdamW, ema: &Ema, info: &ExportInfo) -> Result<()> {
     let out = dir.join(format!("export-{}", info.step));
     std::fs::create_dir_all(&out).map_err(|e| io(e, &out))?;
-    let map: HashMap<String, Tensor> = opt
-        .vars
-        .iter()
-        .zip(&ema.values)
-        .map(|((name, _), e)| (name.clone(), e.clone()))
+    let map: HashMap<String, Tensor> = exported(opt, ema)
+        .map(|(name, e)| (name.clone(), e.clone()))
         .collect();
     save_tensors(&out.join("model.safetensors"), &map)?;
     write_atomic(
@@ -436,6 +577,8 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
         // The shipped model's recipe; the other choices are flags of `toy train`.
         time_sampling: TimeSampling::LogitNormal,
         data_rotation: data::Rotation::Full,
+        contrastive: None,
+        repa: None,
     };
     Ok(match what {
         "flow" => base,
@@ -503,27 +646,27 @@ mod tests {
     use super::*;
 
     fn grads_all_nonzero(config: ToyConfig, steps: u64) {
-        let dev = Device::Cpu;
         let mut spec = default_spec("flow", 10).unwrap();
         spec.config = config;
+        grads_all_nonzero_in(spec, steps);
+    }
+
+    fn grads_all_nonzero_in(mut spec: TrainSpec, steps: u64) {
+        let dev = Device::Cpu;
         spec.batch = 4;
         spec.warmup = 1;
         spec.lr = 1e-2;
         let varmap = VarMap::new();
-        let net = build(
-            &spec.config,
-            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
-        )
-        .unwrap();
+        let net = build(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
         init_seeded(&varmap, 1, zero_rule(&spec.config)).unwrap();
         let mut opt = AdamW::new(&varmap, 0.0).unwrap();
         // adaLN-Zero: gates and the output layer start at zero, so a few updates are needed
         // before gradients reach every layer.
         for s in 0..steps {
-            let loss = step_loss(&net, &spec, s, &dev).unwrap();
+            let (loss, _) = step_loss(&net, &spec, s, &dev).unwrap();
             opt.step(&loss, 1e-2, 0.0).unwrap();
         }
-        let loss = step_loss(&net, &spec, steps, &dev).unwrap();
+        let (loss, _) = step_loss(&net, &spec, steps, &dev).unwrap();
         let grads = loss.backward().unwrap();
         for (name, var) in &opt.vars {
             let g = grads
@@ -547,6 +690,66 @@ mod tests {
         c.depth = 2;
         c.num_heads = 2;
         grads_all_nonzero(ToyConfig::Dit(c), 3);
+    }
+
+    #[test]
+    fn the_contrastive_term_subtracts_the_error_against_another_images_target() {
+        let dev = Device::Cpu;
+        let mut c = DitConfig::toy();
+        c.hidden_size = 16;
+        c.depth = 1;
+        c.num_heads = 2;
+        let mut spec = default_spec("flow", 10).unwrap();
+        spec.config = ToyConfig::Dit(c);
+        spec.batch = 3;
+        let varmap = VarMap::new();
+        let net = build(&spec, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        init_seeded(&varmap, 1, |_| false).unwrap();
+        let (plain, plain_mse) = step_loss(&net, &spec, 7, &dev).unwrap();
+        spec.contrastive = Some(0.05);
+        let (with, with_mse) = step_loss(&net, &spec, 7, &dev).unwrap();
+        let (plain, with) = (
+            plain.to_scalar::<f32>().unwrap() as f64,
+            with.to_scalar::<f32>().unwrap() as f64,
+        );
+        // Same draws, same flow error; the total is lower by λ·(error against the negatives),
+        // which for an untrained net is about the plain error.
+        assert_eq!(plain_mse, with_mse);
+        assert!(
+            with < plain && with > plain - 0.1 * plain,
+            "{plain} → {with}"
+        );
+    }
+
+    #[test]
+    fn every_parameter_gets_a_gradient_with_representation_alignment() {
+        let mut spec = default_spec("flow", 10).unwrap();
+        let mut c = DitConfig::toy();
+        c.hidden_size = 32;
+        c.depth = 2;
+        c.num_heads = 2;
+        spec.config = ToyConfig::Dit(c);
+        let teacher = super::super::model::CLASSIFIER.to_string();
+        let manifest = super::super::Manifest::load(&super::super::model::assets_dir()).unwrap();
+        spec.repa = Some(RepaSpec {
+            weight: 0.5,
+            block: 1,
+            teacher_sha256: manifest.entry(&teacher).unwrap().sha256.clone(),
+            teacher,
+        });
+        grads_all_nonzero_in(spec.clone(), 3);
+        // A teacher whose weights changed since the run started is refused.
+        let mut stale = spec.clone();
+        stale.repa.as_mut().unwrap().teacher_sha256 = "0".repeat(64);
+        let varmap = VarMap::new();
+        let err = build(
+            &stale,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .err()
+        .expect("a stale teacher is refused")
+        .to_string();
+        assert!(err.contains("teacher changed"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! `--device`: which candle device runs a command.
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+/// Parses `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` into a device.
+///
+/// A GPU device needs a binary built with the matching feature (`--features cuda` or
+/// `--features metal`); without it the error says so and how to rebuild.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let (kind, ordinal) = match spec.split_once(':') {
+        Some((k, n)) => match n.parse::<usize>() {
+            Ok(n) => (k, n),
+            Err(_) => bail!("--device {spec}: `{n}` is not a device number (e.g. cuda:0)"),
+        },
+        None => (spec, 0),
+    };
+    let built = |feature: &str, r: candle_core::Result<Device>| -> Result<Device> {
+        r.map_err(|e| {
+            anyhow::anyhow!(
+                "--device {spec}: {e} (a {feature} device needs a binary built with \
+                 `cargo build --release --features {feature}`)"
+            )
+        })
+    };
+    match kind {
+        "cpu" if ordinal == 0 => Ok(Device::Cpu),
+        "cuda" => built("cuda", Device::new_cuda(ordinal)),
+        "metal" => built("metal", Device::new_metal(ordinal)),
+        _ => bail!("unknown --device `{spec}`; valid: cpu, cuda, cuda:N, metal, metal:N"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_parses_and_bad_names_are_refused() {
+        assert!(matches!(parse_device("cpu").unwrap(), Device::Cpu));
+        for bad in ["gpu", "cpu:1", "cuda:x", ""] {
+            let e = parse_device(bad).unwrap_err().to_string();
+            assert!(e.contains("--device"), "{bad}: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_says_how_to_rebuild() {
+        let e = parse_device("cuda:0").unwrap_err().to_string();
+        assert!(e.contains("--features cuda"), "{e}");
+    }
+}
