@@ -137,7 +137,8 @@ pub struct TrainState {
     pub step: u64,
     /// Training wall time so far, seconds (summed over resumes).
     pub elapsed_s: f64,
-    /// Mean loss of the last logged window.
+    /// Mean main loss (flow or classification, without the REPA / ΔFM terms) of the last
+    /// logged window, or of the last 100 steps at a checkpoint.
     pub recent_loss: f64,
 }
 
@@ -148,7 +149,8 @@ pub struct ExportInfo {
     pub spec: TrainSpec,
     /// Steps trained when exported.
     pub step: u64,
-    /// Mean training loss over the last 100 steps.
+    /// Mean main loss (flow or classification, without the REPA / ΔFM terms) over the last
+    /// 100 steps.
     pub final_loss: f64,
     /// Training wall time, seconds.
     pub wall_s: f64,
@@ -333,7 +335,7 @@ fn step_loss(net: &Net, spec: &TrainSpec, step: u64, dev: &Device) -> Result<(Te
             let mut flow = dit::mse(&v, &target)?;
             let flow_value = flow.to_scalar::<f32>()? as f64;
             if let Some(lambda) = spec.contrastive.filter(|&l| l != 0.0) {
-                // The negatives: each image's target paired with the next image's input.
+                // The negatives ṽ: each image's prediction against the next image's target.
                 let others =
                     Tensor::cat(&[target.narrow(0, 1, b - 1)?, target.narrow(0, 0, 1)?], 0)?;
                 flow = (flow - (dit::mse(&v, &others)? * lambda)?)?;
@@ -466,8 +468,11 @@ pub fn train_on(
         ema.update(&opt.vars, step)?;
         state.step += 1;
         state.elapsed_s = base_elapsed + started.elapsed().as_secs_f64();
-        window.push(lv);
-        last100.push(lv);
+        // Progress and records report the main loss: the auxiliary terms (REPA's cosine,
+        // ΔFM's negative error) shift the total by amounts unrelated to how well the model
+        // fits. log.csv has both.
+        window.push(part);
+        last100.push(part);
         if last100.len() > 100 {
             last100.remove(0);
         }
