@@ -125,6 +125,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A second run `other`, with another prompt, succeeded and gave other latents than `first`.
+fn assert_prompt_conditions(first: &Value, other: (bool, String, Value), family: &str) {
+    let (ok, err, b) = other;
+    assert!(ok, "{err}");
+    assert_ne!(
+        first["samples"][0]["latents"], b["samples"][0]["latents"],
+        "the prompt conditions {family}"
+    );
+}
+
 fn generate(args: &[&str]) -> (bool, String, Value) {
     let out = tempfile::tempdir().unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_steerdiff"))
@@ -196,12 +206,7 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
         .all(|s| s["reward"].as_f64().unwrap().is_finite()));
     let rows = total_rows(&a);
     assert_eq!(rows, 3 * 2 * 2, "steps × particles × (cond + negative)");
-    let (ok, err, b) = run_sd3("a quick fox");
-    assert!(ok, "{err}");
-    assert_ne!(
-        a["samples"][0]["latents"], b["samples"][0]["latents"],
-        "the prompt conditions SD3"
-    );
+    assert_prompt_conditions(&a, run_sd3("a quick fox"), "SD3");
 
     // FLUX reads CLIP-L and T5 from tokenizer[_2]/ and text_encoder[_2]/.
     let flux_repo = dir.path().join("flux-encoders");
@@ -255,12 +260,7 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
     let (ok, err, a) = run_flux("a red cat");
     assert!(ok, "{err}");
     assert_eq!(a["samples"].as_array().unwrap().len(), 2);
-    let (ok, err, b) = run_flux("a quick fox");
-    assert!(ok, "{err}");
-    assert_ne!(
-        a["samples"][0]["latents"], b["samples"][0]["latents"],
-        "the prompt conditions FLUX"
-    );
+    assert_prompt_conditions(&a, run_flux("a quick fox"), "FLUX");
 
     // img2img: the autoencoder's posterior mean, then the last ⌊steps·strength⌋ steps.
     let png = dir.path().join("in.png");
