@@ -30,7 +30,7 @@ pub enum ToyCommand {
         output: PathBuf,
     },
     /// Train a toy model in a work directory (checkpoints, resume, exports).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Copy training exports into an assets folder and write its manifest.json (sha256,
     /// configs, training records).
     Package(PackageArgs),
@@ -125,10 +125,16 @@ pub struct TrainArgs {
     /// Override the batch size.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Override the flow model's width d.
+    /// The flow model's network: dit (the patch-4 transformer) or unet.
+    #[arg(long, default_value = "dit", value_parser = ["dit", "unet"])]
+    pub arch: String,
+    /// Override the U-Net's channels per level, finest first (comma-separated, e.g. 32,64,128).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<usize>>,
+    /// Override the DiT's width d.
     #[arg(long)]
     pub hidden: Option<usize>,
-    /// Override the flow model's depth.
+    /// Override the DiT's depth.
     #[arg(long)]
     pub depth: Option<usize>,
     /// Override whether the flow model adds the class embedding to every token.
@@ -193,7 +199,21 @@ fn run_train(t: &TrainArgs) -> Result<()> {
     if let Some(b) = t.batch {
         spec.batch = b;
     }
-    if let steerdiff_pipelines::toy::ToyConfig::Dit(c) = &mut spec.config {
+    use steerdiff_pipelines::toy::ToyConfig;
+    if t.arch == "unet" {
+        if !matches!(spec.config, ToyConfig::Dit(_)) {
+            anyhow::bail!("--arch is for flow models (--what flow)");
+        }
+        spec.config = ToyConfig::Unet(steerdiff_pipelines::toy::UnetConfig::toy());
+    }
+    if let ToyConfig::Unet(c) = &mut spec.config {
+        if let Some(ch) = &t.channels {
+            c.channels = ch.clone();
+        }
+    } else if t.channels.is_some() {
+        anyhow::bail!("--channels is for the U-Net (--arch unet)");
+    }
+    if let ToyConfig::Dit(c) = &mut spec.config {
         if let Some(h) = t.hidden {
             c.hidden_size = h;
         }

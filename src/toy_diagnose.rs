@@ -73,7 +73,7 @@ pub fn diagnose(args: &DiagnoseArgs) -> Result<()> {
             let mut parts = vec![];
             for s in (0..n).step_by(50) {
                 let m = 50.min(n - s);
-                parts.push(flow.dit().forward(
+                parts.push(flow.network().forward(
                     &xt.narrow(0, s, m)?,
                     &ts.narrow(0, s, m)?,
                     &y.narrow(0, s, m)?,

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::nn::{layer_norm, rows, silu, softmax};
+use super::nn::{rows, silu, Ops};
 
 /// Shape of a [`Dit`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,48 +95,13 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, c: &Tensor, ops: &Ops) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
         let m = self.adaln.forward(c)?.chunk(6, 1)?;
         let h = modulate(&ops.norm(x)?, &m[0], &m[1])?;
-        let dh = d / self.heads;
-        let qkv = rows(&self.qkv, &h)?
-            .reshape((b, t, 3, self.heads, dh))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
-        let att = ops.softmax(&att)?.matmul(&v)?;
-        let att = att.transpose(1, 2)?.reshape((b, t, d))?;
-        let att = rows(&self.proj, &att)?;
+        let att = super::nn::self_attention(&self.qkv, &self.proj, &h, self.heads, ops)?;
         let x = (x + att.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
         let h = modulate(&ops.norm(&x)?, &m[3], &m[4])?;
         let h = rows(&self.fc2, &silu(&rows(&self.fc1, &h)?)?)?;
         x + h.broadcast_mul(&m[5].unsqueeze(1)?)?
-    }
-}
-
-/// Which LayerNorm and softmax kernels to use.
-#[derive(Debug, Clone)]
-struct Ops {
-    /// `Some((ones, zeros))` = candle's fused kernels (inference only: they record no
-    /// gradient); `None` = the differentiable compositions of [`super::nn`].
-    fused: Option<(Tensor, Tensor)>,
-}
-
-impl Ops {
-    fn norm(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.fused {
-            Some((ones, zeros)) => candle_nn::ops::layer_norm(&x.contiguous()?, ones, zeros, 1e-6),
-            None => layer_norm(x, 1e-6),
-        }
-    }
-
-    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.fused {
-            Some(_) => candle_nn::ops::softmax_last_dim(&x.contiguous()?),
-            None => softmax(x),
-        }
     }
 }
 
@@ -218,24 +183,14 @@ impl Dit {
             blocks,
             final_adaln: candle_nn::linear(d, 2 * d, vb.pp("final.adaln"))?,
             final_linear: candle_nn::linear(d, pdim, vb.pp("final.linear"))?,
-            ops: Ops { fused: None },
+            ops: Ops::default(),
         })
     }
 
     /// Uses candle's fused LayerNorm and softmax kernels (faster, but they record no gradient:
     /// for inference only) when `fused`, else the differentiable compositions (the default).
-    pub fn set_fused_ops(&mut self, fused: bool) -> Result<()> {
-        let d = self.config.hidden_size;
-        let dev = self.pos.device();
-        self.ops.fused = if fused {
-            Some((
-                Tensor::ones(d, DType::F32, dev)?,
-                Tensor::zeros(d, DType::F32, dev)?,
-            ))
-        } else {
-            None
-        };
-        Ok(())
+    pub fn set_fused_ops(&mut self, fused: bool) {
+        self.ops.fused = fused;
     }
 
     /// Velocity for images `x` (`[B, C, H, W]`, data scale `[-1, 1]`), timesteps `t` (`[B]`,
@@ -344,7 +299,7 @@ mod tests {
         let t = Tensor::new(&[500f32, 20.0], &Device::Cpu).unwrap();
         let y = Tensor::new(&[3u32, 10], &Device::Cpu).unwrap();
         let a = dit.forward(&x, &t, &y).unwrap();
-        dit.set_fused_ops(true).unwrap();
+        dit.set_fused_ops(true);
         let b = dit.forward(&x, &t, &y).unwrap();
         let d = (a - b)
             .unwrap()

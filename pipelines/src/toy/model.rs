@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use steerdiff_guidance::{Condition, Denoiser, NoisePath, Parameterization, StepPoint};
 
-use super::{Classifier, Dit, ToyConfig, NUM_CLASSES};
+use super::{Classifier, FlowNet, ToyConfig, NUM_CLASSES};
 use crate::{Error, Result};
 
 /// The manifest entry of the main flow model.
@@ -145,7 +145,7 @@ pub fn var_builder(weights: &Path, dev: &Device) -> Result<VarBuilder<'static>> 
 /// The toy class-conditional flow model (or its weaker twin) behind the [`Denoiser`] trait.
 #[derive(Debug, Clone)]
 pub struct ToyFlow {
-    dit: Dit,
+    net: FlowNet,
     path: NoisePath,
     name: String,
     device: Device,
@@ -161,17 +161,16 @@ impl ToyFlow {
 
     /// Builds from a config and a safetensors file (no manifest check; for training exports).
     pub fn from_files(config: &ToyConfig, weights: &Path, name: &str) -> Result<Self> {
-        let ToyConfig::Dit(cfg) = config else {
+        let device = Device::Cpu;
+        let Some(mut net) = FlowNet::new(config, var_builder(weights, &device)?)? else {
             return Err(Error::Spec(format!(
                 "{}: not a flow model",
                 weights.display()
             )));
         };
-        let device = Device::Cpu;
-        let mut dit = Dit::new(cfg, var_builder(weights, &device)?)?;
-        dit.set_fused_ops(true)?;
+        net.set_fused_ops(true);
         Ok(ToyFlow {
-            dit,
+            net,
             path: NoisePath::flow(),
             name: name.to_string(),
             device,
@@ -179,8 +178,8 @@ impl ToyFlow {
     }
 
     /// The network.
-    pub fn dit(&self) -> &Dit {
-        &self.dit
+    pub fn network(&self) -> &FlowNet {
+        &self.net
     }
 }
 
@@ -239,7 +238,7 @@ impl Denoiser for ToyFlow {
         let y = Tensor::from_vec(labels, b, &self.device)?;
         let t = Tensor::full(at.timestep as f32, b, &self.device)?;
         let x = x.to_dtype(DType::F32)?;
-        Ok(self.dit.forward(&x, &t, &y)?)
+        Ok(self.net.forward(&x, &t, &y)?)
     }
 }
 

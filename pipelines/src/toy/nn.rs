@@ -27,6 +27,58 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// Which LayerNorm and softmax kernels a network uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ops {
+    /// `true` = candle's fused kernels (inference only: they record no gradient); `false` (the
+    /// default) = the differentiable compositions above.
+    pub fused: bool,
+}
+
+impl Ops {
+    /// LayerNorm over the last dimension, without affine parameters.
+    pub fn norm(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.fused {
+            return layer_norm(x, 1e-6);
+        }
+        let d = x.dim(D::Minus1)?;
+        let ones = Tensor::ones(d, DType::F32, x.device())?;
+        let zeros = Tensor::zeros(d, DType::F32, x.device())?;
+        candle_nn::ops::layer_norm(&x.contiguous()?, &ones, &zeros, 1e-6)
+    }
+
+    /// Softmax over the last dimension.
+    pub fn softmax(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fused {
+            candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+        } else {
+            softmax(x)
+        }
+    }
+}
+
+/// Multi-head self-attention of tokens `h` (`[B, T, d]`): `proj(softmax(q·kᵀ/√(d/heads))·v)`
+/// per head, with `q, k, v` from the one linear layer `qkv` (`d → 3d`).
+pub fn self_attention(
+    qkv: &candle_nn::Linear,
+    proj: &candle_nn::Linear,
+    h: &Tensor,
+    heads: usize,
+    ops: &Ops,
+) -> Result<Tensor> {
+    let (b, t, d) = h.dims3()?;
+    let dh = d / heads;
+    let qkv = rows(qkv, h)?
+        .reshape((b, t, 3, heads, dh))?
+        .permute((2, 0, 3, 1, 4))?;
+    let q = qkv.get(0)?.contiguous()?;
+    let k = qkv.get(1)?.contiguous()?;
+    let v = qkv.get(2)?.contiguous()?;
+    let att = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+    let att = ops.softmax(&att)?.matmul(&v)?;
+    rows(proj, &att.transpose(1, 2)?.reshape((b, t, d))?)
+}
+
 /// A linear layer applied to the last dimension of a tensor of any rank, as one 2-D matmul.
 ///
 /// candle's `Linear` broadcasts its weight over the batch of a 3-D input, and the backward pass
