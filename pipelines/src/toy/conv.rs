@@ -26,7 +26,12 @@ pub struct Im2Col;
 #[derive(Debug, Clone, Copy)]
 pub struct Col2Im;
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 data of a contiguous CPU tensor, or an error naming `op`.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = storage else {
         candle_core::bail!("{op}: f32 tensors only")
     };

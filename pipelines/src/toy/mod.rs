@@ -1,6 +1,6 @@
 //! The embedded toy models: a procedural dataset of ten shape classes, a class-conditional
-//! rectified-flow network (a U-Net or a DiT) and its weaker twin, and two classifiers, all trained on this CPU by
-//! `steerdiff toy train` and shipped in `assets/`.
+//! rectified-flow network (a DiT or a U-Net) and its weaker twin, and two classifiers, all
+//! trained on this CPU by `steerdiff toy train` and shipped in `assets/`.
 
 pub mod classifier;
 pub mod conv;

@@ -804,7 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn a_unet_export_loads_as_the_toy_flow_and_predicts_what_it_trained() {
+    fn a_unet_export_loads_as_the_toy_flow_and_predicts() {
         use steerdiff_guidance::Denoiser as _;
         let dir = std::env::temp_dir().join(format!("steerdiff-toy-unet-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
