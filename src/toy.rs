@@ -107,6 +107,15 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
+/// The network of a toy flow model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowArch {
+    /// The patch-4 diffusion transformer.
+    Dit,
+    /// The convolutional U-Net.
+    Unet,
+}
+
 /// Flags of `steerdiff toy train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -125,9 +134,9 @@ pub struct TrainArgs {
     /// Override the batch size.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// The flow model's network: dit (the patch-4 transformer) or unet.
-    #[arg(long, default_value = "dit", value_parser = ["dit", "unet"])]
-    pub arch: String,
+    /// The flow model's network.
+    #[arg(long, value_enum, default_value_t = FlowArch::Dit)]
+    pub arch: FlowArch,
     /// Override the U-Net's channels per level, finest first (comma-separated, e.g. 32,64,128).
     #[arg(long, value_delimiter = ',')]
     pub channels: Option<Vec<usize>>,
@@ -200,7 +209,7 @@ fn run_train(t: &TrainArgs) -> Result<()> {
         spec.batch = b;
     }
     use steerdiff_pipelines::toy::ToyConfig;
-    if t.arch == "unet" {
+    if t.arch == FlowArch::Unet {
         if !matches!(spec.config, ToyConfig::Dit(_)) {
             anyhow::bail!("--arch is for flow models (--what flow)");
         }
