@@ -34,6 +34,10 @@ pub struct InpaintArgs {
     /// Dataset seed (default: the evaluation seed, never used in training).
     #[arg(long, default_value_t = EVAL_DATA_SEED)]
     pub data_seed: u64,
+    /// Generator variant of the source images: full or upright (default: the one the toy
+    /// flow model was trained on, from its manifest entry).
+    #[arg(long, value_name = "ROTATION")]
+    pub data_rotation: Option<data::Rotation>,
     /// Side of the centred square box to fill, in pixels.
     #[arg(long, value_name = "PX", default_value_t = 12)]
     pub box_size: usize,
@@ -194,13 +198,19 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
         ("flowchef", StrategyKind::Flowchef),
         ("replacement", StrategyKind::Replace),
     ];
+    let rotation = match a.data_rotation {
+        Some(r) => r,
+        None => model::Manifest::load(&model::assets_dir())?
+            .entry(model::FLOW)?
+            .data_rotation(),
+    };
     let mut sources = Vec::with_capacity(a.num);
     let mut labels = Vec::with_capacity(a.num);
     let mut outputs: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(a.num); methods.len()];
     let mut rows_spent = [0u64; 2];
     let mut seconds = [0f64; 2];
     for i in 0..a.num {
-        let (src, label) = data::image(a.data_seed, i as u64);
+        let (src, label) = data::image_with(rotation, a.data_seed, i as u64);
         let obs = Observation {
             image: src.clone(),
             dims,

@@ -118,7 +118,8 @@ pub struct EvalReport {
     pub eval_classifier_accuracy: Option<f64>,
     /// Guidance-classifier accuracy on them.
     pub guidance_classifier_accuracy: Option<f64>,
-    /// Within-class diversity of dataset images (100 per class).
+    /// Within-class diversity of dataset images (100 per class, of the generator variant the
+    /// flow model was trained on).
     pub dataset_diversity: f64,
     /// Solver steps.
     pub steps: usize,
@@ -151,10 +152,14 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             report.guidance_classifier_accuracy.unwrap_or(0.0)
         );
     }
+    // Diversity is compared with the images the flow model learnt from (its generator variant).
+    let rotation = model::Manifest::load(&assets)?
+        .entry(model::FLOW)?
+        .data_rotation();
     let mut div = 0.0;
     for k in 0..NUM_CLASSES as u64 {
         let imgs: Vec<Vec<f32>> = (0..100)
-            .map(|i| data::image(EVAL_DATA_SEED, 1_000_000 + k + 10 * i).0)
+            .map(|i| data::image_with(rotation, EVAL_DATA_SEED, 1_000_000 + k + 10 * i).0)
             .collect();
         div += mean_pairwise_distance(&imgs);
     }

@@ -226,6 +226,7 @@ fn the_inpainting_demo_reports_both_methods_and_draws_the_grid() {
     let args = InpaintArgs {
         num: 2,
         data_seed: 9001,
+        data_rotation: None,
         box_size: 12,
         steps: 3,
         lr: 0.5,

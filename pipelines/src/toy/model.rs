@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use steerdiff_guidance::{Condition, Denoiser, NoisePath, Parameterization, StepPoint};
 
-use super::{Classifier, FlowNet, ToyConfig, NUM_CLASSES};
+use super::{data, Classifier, FlowNet, ToyConfig, NUM_CLASSES};
 use crate::{Error, Result};
 
 /// The manifest entry of the main flow model.
@@ -79,6 +79,17 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl ManifestEntry {
+    /// The generator variant the model was trained on (`training.spec.data_rotation`; runs
+    /// recorded before that option existed trained on [`data::Rotation::Full`]).
+    pub fn data_rotation(&self) -> data::Rotation {
+        self.training
+            .pointer("/spec/data_rotation")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
 }
 
 impl Manifest {
@@ -314,5 +325,26 @@ impl steerdiff_guidance::Classifier for ToyClassifier {
                 message: e.to_string(),
             })?;
         Ok(lp.to_dtype(DType::F64)?.to_vec2::<f64>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_reports_the_generator_variant_it_was_trained_on() {
+        let entry = |training: serde_json::Value| ManifestEntry {
+            dir: "toy-flow".into(),
+            sha256: String::new(),
+            bytes: 0,
+            config: ToyConfig::Unet(super::super::UnetConfig::toy()),
+            training,
+        };
+        let upright = entry(serde_json::json!({"spec": {"data_rotation": "upright"}}));
+        assert_eq!(upright.data_rotation(), data::Rotation::Upright);
+        // Runs recorded before the option existed trained on the full circle.
+        let old = entry(serde_json::json!({"spec": {"steps": 5000}}));
+        assert_eq!(old.data_rotation(), data::Rotation::Full);
     }
 }
