@@ -557,6 +557,7 @@ fn package(p: &PackageArgs) -> Result<()> {
             "pixel_range": [-1.0, 1.0],
             "training_seeds": {"toy-flow": 1, "toy-flow-weak": 1, "toy-classifier": 2, "toy-eval-classifier": 3},
             "evaluation_seed": crate::toy_eval::EVAL_DATA_SEED,
+            "rotation": "each model's training.spec.data_rotation (absent: full); `toy dataset` and the classifier accuracies use full",
         }),
         models,
     };
