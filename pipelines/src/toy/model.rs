@@ -242,14 +242,28 @@ impl Denoiser for ToyFlow {
         conds: &[Condition],
     ) -> steerdiff_guidance::Result<Tensor> {
         let b = x.dim(0)?;
-        let labels = conds
-            .iter()
-            .map(|&c| label_of(c))
-            .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
-        let y = Tensor::from_vec(labels, b, &self.device)?;
-        let t = Tensor::full(at.timestep as f32, b, &self.device)?;
+        if conds.len() != b {
+            return Err(steerdiff_guidance::Error::InvalidArgument(format!(
+                "{} conditions for a batch of {b}",
+                conds.len()
+            )));
+        }
+        let t = Tensor::full(at.timestep as f32, 1, &self.device)?;
         let x = x.to_dtype(DType::F32)?;
-        Ok(self.net.forward(&x, &t, &y)?)
+        // One image at a time: candle's CPU matrix product rounds differently with the number
+        // of rows (measured: up to 5e-5 on one 64-row block of a 320-row product), so a batched
+        // forward would make a sample depend on the batch it was computed in, and a shard, a
+        // re-run from a PNG record or a smaller population would not reproduce it bit for bit.
+        use rayon::prelude::*;
+        let rows = conds
+            .par_iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let y = Tensor::new(&[label_of(c)?], &self.device)?;
+                Ok(self.net.forward(&x.narrow(0, i, 1)?, &t, &y)?)
+            })
+            .collect::<steerdiff_guidance::Result<Vec<Tensor>>>()?;
+        Ok(Tensor::cat(&rows, 0)?)
     }
 }
 
@@ -346,5 +360,24 @@ mod tests {
         // Runs recorded before the option existed trained on the full circle.
         let old = entry(serde_json::json!({"spec": {"steps": 5000}}));
         assert_eq!(old.data_rotation(), data::Rotation::Full);
+    }
+
+    #[test]
+    fn a_prediction_does_not_depend_on_the_batch_it_is_computed_in() {
+        let flow = ToyFlow::load(&assets_dir(), FLOW, "toy").unwrap();
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 3, 32, 32), &dev).unwrap();
+        let at = StepPoint {
+            timestep: 500.0,
+            alpha: 0.5,
+            sigma: 0.5,
+        };
+        let conds: Vec<Condition> = (0..5).map(Condition::Class).collect();
+        let all = flow.forward(&x, &at, &conds).unwrap();
+        let part = flow
+            .forward(&x.narrow(0, 1, 2).unwrap(), &at, &conds[1..3])
+            .unwrap();
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bits(&part), bits(&all.narrow(0, 1, 2).unwrap()));
     }
 }
