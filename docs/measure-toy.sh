@@ -7,13 +7,15 @@
 #
 # BINARY defaults to target/release/steerdiff, OUT_DIR to out/measure-toy, JOBS (parallel
 # single-thread processes) to the number of cores. Every run writes its JSON under OUT_DIR;
-# the pooled tables are printed as Markdown at the end (and kept in OUT_DIR/tables.md).
+# the pooled tables are printed as Markdown at the end (and kept in OUT_DIR/tables.md); the
+# runs' messages go to OUT_DIR/stderr.log, and a failed run stops the script before pooling.
 # Needs jq. The seeds are the README's, so the same models give the same numbers.
 set -euo pipefail
 bin=${1:-target/release/steerdiff}
 out=${2:-out/measure-toy}
 jobs=${3:-$(nproc)}
 mkdir -p "$out"/steer "$out"/perstep
+: > "$out/stderr.log"
 export RAYON_NUM_THREADS=1
 classes=(circle square triangle cross ring star diamond heart bars arrow)
 
@@ -34,7 +36,7 @@ classes=(circle square triangle cross ring star diamond heart bars arrow)
     echo "$bin toy inpaint -n 100 --steps 30 --box-size 12 -o $out/flowchef-inpaint.png" \
         "--json $out/inpaint.json > /dev/null"
     echo "$bin toy samples -o $out/toy-samples.png --per-class 6 --cfgs 1,3"
-} | xargs -P "$jobs" -I{} bash -c "{} 2> /dev/null"
+} | xargs -P "$jobs" -I{} bash -c "{} 2>> $out/stderr.log"
 
 # Pool rows of the same (strategy, CFG) over files: accuracy weighted by outputs, diversity
 # averaged over classes (it is a within-class figure).

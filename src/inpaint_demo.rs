@@ -202,7 +202,7 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
         Some(r) => r,
         None => model::Manifest::load(&model::assets_dir())?
             .entry(model::FLOW)?
-            .data_rotation(),
+            .data_rotation()?,
     };
     let mut sources = Vec::with_capacity(a.num);
     let mut labels = Vec::with_capacity(a.num);

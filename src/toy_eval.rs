@@ -155,7 +155,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     // Diversity is compared with the images the flow model learnt from (its generator variant).
     let rotation = model::Manifest::load(&assets)?
         .entry(model::FLOW)?
-        .data_rotation();
+        .data_rotation()?;
     let mut div = 0.0;
     for k in 0..NUM_CLASSES as u64 {
         let imgs: Vec<Vec<f32>> = (0..100)

@@ -83,12 +83,18 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 impl ManifestEntry {
     /// The generator variant the model was trained on (`training.spec.data_rotation`; runs
-    /// recorded before that option existed trained on [`data::Rotation::Full`]).
-    pub fn data_rotation(&self) -> data::Rotation {
-        self.training
-            .pointer("/spec/data_rotation")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default()
+    /// recorded before that option existed trained on [`data::Rotation::Full`]). A value that
+    /// names no variant is an error, not a silent default.
+    pub fn data_rotation(&self) -> Result<data::Rotation> {
+        match self.training.pointer("/spec/data_rotation") {
+            None => Ok(data::Rotation::Full),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                Error::Spec(format!(
+                    "manifest entry `{}`: training.spec.data_rotation {v}: {e} (valid: \"full\", \"upright\")",
+                    self.dir
+                ))
+            }),
+        }
     }
 }
 
@@ -356,10 +362,13 @@ mod tests {
             training,
         };
         let upright = entry(serde_json::json!({"spec": {"data_rotation": "upright"}}));
-        assert_eq!(upright.data_rotation(), data::Rotation::Upright);
+        assert_eq!(upright.data_rotation().unwrap(), data::Rotation::Upright);
         // Runs recorded before the option existed trained on the full circle.
         let old = entry(serde_json::json!({"spec": {"steps": 5000}}));
-        assert_eq!(old.data_rotation(), data::Rotation::Full);
+        assert_eq!(old.data_rotation().unwrap(), data::Rotation::Full);
+        let bad = entry(serde_json::json!({"spec": {"data_rotation": "sideways"}}));
+        let err = bad.data_rotation().unwrap_err().to_string();
+        assert!(err.contains("toy-flow") && err.contains("upright"), "{err}");
     }
 
     #[test]
