@@ -173,6 +173,13 @@ pub struct TrainArgs {
     /// `--features cuda` / `metal`). The recipe and its random draws do not depend on it.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Start from an exported model's weights (a directory with config.json and
+    /// model.safetensors: an export-STEP/ folder or assets/toy-flow) instead of a fresh
+    /// initialisation; the architecture flags must describe the same network. The optimiser
+    /// starts afresh (warm-up and cosine over --steps) and the data continue after the images
+    /// that model was trained on. Resuming such a run takes the same --init-from again.
+    #[arg(long, value_name = "DIR")]
+    pub init_from: Option<PathBuf>,
     /// Checkpoint every this many steps.
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
@@ -258,6 +265,9 @@ fn run_train(t: &TrainArgs) -> Result<()> {
             teacher_sha256: manifest.entry(&teacher)?.sha256.clone(),
             teacher,
         });
+    }
+    if let Some(dir) = &t.init_from {
+        spec.init_from = Some(train::InitFrom::read(dir, &spec.config)?);
     }
     spec.checkpoint_every = t.checkpoint_every.max(1);
     spec.export_at.extend(&t.export_at);

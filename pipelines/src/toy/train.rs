@@ -10,6 +10,10 @@
 //! moments `m.*`/`v.*`) with `state.json` (step, elapsed time, recent losses), `log.csv`, and
 //! `export-STEP/` folders (`config.json` + `model.safetensors` of the averaged weights +
 //! `train.json`) at the steps named by `export_at` and at the end.
+//!
+//! A run may also start from an exported model ([`InitFrom`], `toy train --init-from DIR`):
+//! training then continues across machines that kept only the shipped weights, not the work
+//! directory.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -77,6 +81,122 @@ pub struct TrainSpec {
     /// Representation alignment of the flow model ([`super::repa`]); absent = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repa: Option<RepaSpec>,
+    /// Warm start from an exported model's weights instead of `init_seed`; absent = a fresh
+    /// initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+}
+
+/// A warm start: the run's weights (and their average) begin as an exported model's, its
+/// optimiser moments at zero, and its data and noise streams after the steps that model was
+/// trained for, so the continued run sees images it has not seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitFrom {
+    /// The model directory (`config.json` + `model.safetensors`), as given.
+    pub dir: String,
+    /// sha256 of its `model.safetensors`, checked when the run starts.
+    pub sha256: String,
+    /// Steps the weights were trained for: step `s` of this run draws the streams of step
+    /// `stream_offset + s`.
+    pub stream_offset: u64,
+}
+
+impl InitFrom {
+    /// Reads the warm start of `dir`: an export (`train.json` gives the steps trained) or a
+    /// model of a manifest in `dir`'s parent (its entry gives them). `config` is the
+    /// architecture the run builds; the model's `config.json` must match it.
+    pub fn read(dir: &Path, config: &ToyConfig) -> Result<InitFrom> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+            Error::Spec(format!(
+                "--init-from {}: {e}; pass a model directory holding config.json and \
+                 model.safetensors (an export-STEP/ folder or assets/toy-flow)",
+                dir.display()
+            ))
+        })?;
+        let theirs: ToyConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::Spec(format!("{}: {e}", cfg_path.display())))?;
+        if &theirs != config {
+            return Err(Error::Spec(format!(
+                "--init-from {} holds {theirs:?}, but this run builds {config:?}; pass the \
+                 same --arch / --channels / --hidden / --depth as that model",
+                dir.display()
+            )));
+        }
+        let train_json = dir.join("train.json");
+        let stream_offset = if train_json.exists() {
+            let text = std::fs::read_to_string(&train_json).map_err(|e| io(e, &train_json))?;
+            let info: ExportInfo = serde_json::from_str(&text)
+                .map_err(|e| Error::Spec(format!("{}: {e}", train_json.display())))?;
+            info.step
+        } else {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let parent = dir.parent().unwrap_or(Path::new("."));
+            let manifest = super::Manifest::load(parent).map_err(|e| {
+                Error::Spec(format!(
+                    "--init-from {}: no train.json, and no manifest beside it to say how long \
+                     it was trained ({e})",
+                    dir.display()
+                ))
+            })?;
+            let entry = manifest.entry(name)?;
+            entry.training["step"].as_u64().ok_or_else(|| {
+                Error::Spec(format!(
+                    "the manifest entry {name} records no training step; add training.step"
+                ))
+            })?
+        };
+        Ok(InitFrom {
+            dir: dir.display().to_string(),
+            sha256: super::model::sha256_file(&dir.join("model.safetensors"))?,
+            stream_offset,
+        })
+    }
+
+    /// Sets the model's variables of `opt` (all but the REPA projector's) and their averages
+    /// to the weights in `self.dir`, after checking their sha256.
+    fn apply(&self, opt: &AdamW, ema: &mut Ema, dev: &Device) -> Result<()> {
+        let path = Path::new(&self.dir).join("model.safetensors");
+        let found = super::model::sha256_file(&path)?;
+        if found != self.sha256 {
+            return Err(Error::Spec(format!(
+                "{}: sha256 {found} is not the {} this run was started with; the warm start's \
+                 weights changed",
+                path.display(),
+                self.sha256
+            )));
+        }
+        let saved = candle_core::safetensors::load(&path, dev)?;
+        let mut used = 0;
+        for (i, (name, var)) in opt.vars.iter().enumerate() {
+            if super::repa::is_projector(name) {
+                continue;
+            }
+            let w = saved
+                .get(name)
+                .ok_or_else(|| Error::Spec(format!("{} lacks {name}", path.display())))?;
+            if w.dims() != var.dims() {
+                return Err(Error::Spec(format!(
+                    "{}: {name} has shape {:?}, the run's has {:?}",
+                    path.display(),
+                    w.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(w)?;
+            ema.values[i] = w.copy()?;
+            used += 1;
+        }
+        if used != saved.len() {
+            return Err(Error::Spec(format!(
+                "{} holds {} tensors, the run's model {used}: not the same network",
+                path.display(),
+                saved.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The representation-alignment settings of a flow run ([`super::repa`]).
@@ -383,6 +503,15 @@ pub fn train_on(
                 dir.display()
             )));
         }
+        if old.spec.init_from != spec.init_from {
+            return Err(Error::Spec(format!(
+                "cannot resume {}: it was started from {:?}, this run from {:?}; resume with \
+                 the same --init-from",
+                dir.display(),
+                old.spec.init_from.as_ref().map(|i| &i.dir),
+                spec.init_from.as_ref().map(|i| &i.dir)
+            )));
+        }
         let saved = candle_core::safetensors::load(&ckpt, &dev)?;
         let get = |k: String| {
             saved
@@ -400,6 +529,12 @@ pub fn train_on(
         state.step = old.step;
         state.elapsed_s = old.elapsed_s;
         eprintln!("resuming {} at step {}", dir.display(), old.step);
+    } else if let Some(init) = &spec.init_from {
+        init.apply(&opt, &mut ema, &dev)?;
+        eprintln!(
+            "starting from {} (trained {} steps)",
+            init.dir, init.stream_offset
+        );
     }
     let log_path = dir.join("log.csv");
     if state.step > 0 {
@@ -446,7 +581,8 @@ pub fn train_on(
     }
     while state.step < spec.steps {
         let step = state.step;
-        let (loss, part) = step_loss(&net, spec, step, &dev)?;
+        let offset = spec.init_from.as_ref().map_or(0, |i| i.stream_offset);
+        let (loss, part) = step_loss(&net, spec, offset + step, &dev)?;
         let lv = loss.to_scalar::<f32>()? as f64;
         if !lv.is_finite() {
             return Err(Error::Spec(format!("loss is {lv} at step {step}")));
@@ -572,6 +708,7 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
         data_rotation: data::Rotation::Full,
         contrastive: None,
         repa: None,
+        init_from: None,
     };
     Ok(match what {
         "flow" => base,
@@ -800,6 +937,57 @@ mod tests {
                 .unwrap();
             assert!(d < 1e-6, "{k} differs by {d}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_warm_start_begins_at_the_exported_weights_and_checks_them() {
+        let dir = std::env::temp_dir().join(format!("steerdiff-toy-warm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut spec = default_spec("classifier", 2).unwrap();
+        spec.batch = 4;
+        if let ToyConfig::Classifier(c) = &mut spec.config {
+            c.width = 4;
+        }
+        train(&spec, &dir.join("a"), false, 100).unwrap();
+        let source = dir.join("a/export-2");
+        let init = InitFrom::read(&source, &spec.config).unwrap();
+        assert_eq!(
+            init.stream_offset, 2,
+            "the export's train.json says 2 steps"
+        );
+        // Zero steps: the end export is the warm start itself.
+        let mut warm = spec.clone();
+        warm.steps = 0;
+        warm.init_from = Some(init.clone());
+        train(&warm, &dir.join("c"), false, 100).unwrap();
+        let a =
+            candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();
+        let c =
+            candle_core::safetensors::load(dir.join("c/export-0/model.safetensors"), &Device::Cpu)
+                .unwrap();
+        assert_eq!(a.len(), c.len());
+        for (k, t) in &a {
+            let d = (t - &c[k]).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{k} moved");
+        }
+        // Another architecture is refused, naming the flags to fix.
+        let mut wider = spec.config.clone();
+        if let ToyConfig::Classifier(c) = &mut wider {
+            c.width = 8;
+        }
+        let e = InitFrom::read(&source, &wider).unwrap_err().to_string();
+        assert!(e.contains("--arch"), "{e}");
+        // Weights that changed after the run was specified are refused.
+        let mut tampered = warm.clone();
+        tampered.init_from = Some(InitFrom {
+            sha256: "0".repeat(64),
+            ..init
+        });
+        let e = train(&tampered, &dir.join("d"), false, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sha256"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
