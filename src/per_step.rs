@@ -130,8 +130,9 @@ pub struct PerStepArgs {
     /// known), instead of --mask; e.g. 8,8,24,24 is the centre box of a 32×32 image.
     #[arg(long = "box", value_name = "X0,Y0,X1,Y1", value_parser = observation::parse_box)]
     pub fill_box: Option<[usize; 4]>,
-    /// FlowChef: step size η of x_t ← x_t − η·∇L(x̂0) (default: 0.5 for inpaint and deblur —
-    /// for inpainting this lands x̂0 on the known pixels —, f²/2 for superres, 0.1 for class).
+    /// FlowChef: step size η of x_t ← x_t − η·∇L(x̂0) (default: 0.2 for inpaint — 0.5 would
+    /// land x̂0 on the known pixels every step, which measured less coherent fills —, 0.5 for
+    /// deblur, f²/2 for superres, 0.1 for class).
     #[arg(long, value_name = "η")]
     pub lr: Option<f64>,
     /// FlowChef: inner updates K per guided step (the velocity stays frozen).
@@ -362,7 +363,12 @@ fn flowchef(a: &PerStepArgs, t: &Target, given: Option<&Observation>) -> Result<
         TaskArg::Inpaint => {
             let obs = observed(kind, a, t, given, true)?;
             let (mask, target) = mask_and_target(&obs)?;
-            (Box::new(MaskedSquare { mask, target }), 0.5)
+            // η = ½ would put x̂0 exactly on the known pixels each step; a partial step
+            // (residual ×0.6 per step) leaves the model room to blend the fill with its
+            // context. On held-out toy images (data seed 9100, 60 images, the toy U-Net at
+            // 8,250 steps), η 0.1 / 0.2 / 0.3 / 0.5 gave fill errors 0.126 / 0.117 / 0.118 /
+            // 0.138 with known-pixel errors 0.013 / 0.007 / 0.004 / 0.0002.
+            (Box::new(MaskedSquare { mask, target }), 0.2)
         }
         TaskArg::Superres => {
             let obs = observed(kind, a, t, given, false)?;

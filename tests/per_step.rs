@@ -173,7 +173,7 @@ fn flags_reach_the_strategies_and_rows_are_what_each_costs() {
     assert_eq!(rows(&rep), rows(&plain));
 }
 
-/// Runs `kind` on dataset image 0 with a centre box through the library.
+/// Runs `kind` on dataset image 0 with a centre box through the library (FlowChef with η ½).
 fn inpaint(kind: StrategyKind, guided_steps: Option<usize>) -> (Vec<f32>, Vec<f32>, Vec<f32>, u64) {
     let (src, _) = data::image(9001, 0);
     let known = box_mask([10, 10, 22, 22], [3, 32, 32]).unwrap();
@@ -184,6 +184,7 @@ fn inpaint(kind: StrategyKind, guided_steps: Option<usize>) -> (Vec<f32>, Vec<f3
             per_step: PerStepArgs {
                 task: TaskArg::Inpaint,
                 guided_steps,
+                lr: Some(0.5),
                 ..PerStepArgs::default()
             },
             ..StrategyArgs::default()
