@@ -517,14 +517,27 @@ pub const TOP_K: usize = 16;
 fn package(p: &PackageArgs) -> Result<()> {
     use steerdiff_pipelines::toy::model::{self, Manifest, ManifestEntry};
     use steerdiff_pipelines::toy::ToyConfig;
-    let notes: std::collections::BTreeMap<String, String> = p
-        .note
-        .iter()
-        .filter_map(|n| {
-            n.split_once('=')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-        })
-        .collect();
+    let names = [
+        model::FLOW,
+        model::FLOW_WEAK,
+        model::CLASSIFIER,
+        model::EVAL_CLASSIFIER,
+    ];
+    let mut notes = std::collections::BTreeMap::new();
+    for n in &p.note {
+        match n.split_once('=') {
+            Some((name, text)) if names.contains(&name) => {
+                notes.insert(name.to_string(), text.to_string());
+            }
+            _ => crate::error::input_error!(
+                "--note `{n}` is not NAME=TEXT with NAME one of {}",
+                names.join(", ")
+            ),
+        }
+    }
+    // Everything is read and checked first, then written through temporaries and renamed
+    // into place together: a missing or bad export leaves the assets folder as it was.
+    let mut staged = crate::output::Staged::new();
     let mut models = std::collections::BTreeMap::new();
     for (name, src) in [
         (model::FLOW, &p.flow),
@@ -532,28 +545,38 @@ fn package(p: &PackageArgs) -> Result<()> {
         (model::CLASSIFIER, &p.classifier),
         (model::EVAL_CLASSIFIER, &p.eval_classifier),
     ] {
-        let dest = p.out.join(name);
-        std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-        for f in ["config.json", "model.safetensors"] {
-            std::fs::copy(src.join(f), dest.join(f))
-                .with_context(|| format!("copying {}", src.join(f).display()))?;
-        }
-        let config: ToyConfig =
-            serde_json::from_str(&std::fs::read_to_string(dest.join("config.json"))?)
-                .context("config.json")?;
-        let mut training: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(src.join("train.json"))?)
-                .context("train.json")?;
+        let read = |f: &str| -> Result<Vec<u8>> {
+            match std::fs::read(src.join(f)) {
+                Ok(bytes) => Ok(bytes),
+                Err(e) => crate::error::input_error!(
+                    "cannot read {}: {e}; pass an export-STEP/ folder of `toy train` (config.json, \
+                     model.safetensors, train.json)",
+                    src.join(f).display()
+                ),
+            }
+        };
+        let (config_bytes, weights, train_json) = (
+            read("config.json")?,
+            read("model.safetensors")?,
+            read("train.json")?,
+        );
+        let config: ToyConfig = serde_json::from_slice(&config_bytes)
+            .with_context(|| format!("{}", src.join("config.json").display()))?;
+        let mut training: serde_json::Value = serde_json::from_slice(&train_json)
+            .with_context(|| format!("{}", src.join("train.json").display()))?;
         if let Some(n) = notes.get(name) {
             training["note"] = serde_json::Value::String(n.clone());
         }
-        let weights = dest.join("model.safetensors");
+        let dest = p.out.join(name);
+        std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        staged.add(&dest.join("config.json"), &config_bytes)?;
+        staged.add(&dest.join("model.safetensors"), &weights)?;
         models.insert(
             name.to_string(),
             ManifestEntry {
                 dir: name.to_string(),
-                sha256: model::sha256_file(&weights)?,
-                bytes: std::fs::metadata(&weights)?.len(),
+                sha256: model::sha256_hex(&weights),
+                bytes: weights.len() as u64,
                 config,
                 training,
             },
@@ -572,7 +595,8 @@ fn package(p: &PackageArgs) -> Result<()> {
         models,
     };
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
-    std::fs::write(p.out.join("manifest.json"), text)?;
+    staged.add(&p.out.join("manifest.json"), text.as_bytes())?;
+    staged.commit()?;
     eprintln!("steerdiff: wrote {}", p.out.join("manifest.json").display());
     Ok(())
 }

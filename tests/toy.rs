@@ -1,6 +1,7 @@
 //! The embedded toy models: the shipped weights load and match the manifest, a fixed seed gives
 //! a fixed image, CFG-guided samples are recognised by the evaluation classifier, and the CLI
-//! writes images with the toy as the default model.
+//! writes images with the toy as the default model, and `toy package` writes a whole assets
+//! folder or none.
 
 use std::path::Path;
 use std::process::Command;
@@ -150,4 +151,103 @@ fn diagnose_reports_every_noise_level_and_denoises_low_noise_well() {
         cells[6].trim_end_matches(" %").parse::<f64>().unwrap() >= 90.0,
         "{text}"
     );
+}
+
+/// Copies the shipped model `name` into `dir` as `toy train` exports it.
+fn as_export(name: &str, dir: &Path) {
+    let manifest = Manifest::load(&assets_dir()).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(assets_dir().join(name).join(f), dir.join(f)).unwrap();
+    }
+    let training = &manifest.entry(name).unwrap().training;
+    std::fs::write(dir.join("train.json"), training.to_string()).unwrap();
+}
+
+#[test]
+fn package_writes_a_loadable_assets_folder_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = [
+        model::FLOW,
+        model::FLOW_WEAK,
+        model::CLASSIFIER,
+        model::EVAL_CLASSIFIER,
+    ];
+    for name in names {
+        as_export(name, &tmp.path().join(name));
+    }
+    let out = tmp.path().join("assets");
+    let package = |eval_export: &Path, note: &str| {
+        Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+            .args(["toy", "package", "--note", note, "--out"])
+            .arg(&out)
+            .arg("--flow")
+            .arg(tmp.path().join(model::FLOW))
+            .arg("--weak")
+            .arg(tmp.path().join(model::FLOW_WEAK))
+            .arg("--classifier")
+            .arg(tmp.path().join(model::CLASSIFIER))
+            .arg("--eval-classifier")
+            .arg(eval_export)
+            .output()
+            .unwrap()
+    };
+    let ok = package(
+        &tmp.path().join(model::EVAL_CLASSIFIER),
+        "toy-flow=repackaged",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let manifest = Manifest::load(&out).unwrap();
+    let shipped = Manifest::load(&assets_dir()).unwrap();
+    for name in names {
+        assert_eq!(
+            manifest.entry(name).unwrap().sha256,
+            shipped.entry(name).unwrap().sha256
+        );
+    }
+    assert_eq!(
+        manifest.entry(model::FLOW).unwrap().training["note"],
+        "repackaged"
+    );
+    ToyClassifier::load(&out, model::EVAL_CLASSIFIER).unwrap();
+    let before = std::fs::read(out.join("manifest.json")).unwrap();
+    // An export without its train.json fails before anything is written.
+    let broken = tmp.path().join("broken");
+    as_export(model::EVAL_CLASSIFIER, &broken);
+    std::fs::remove_file(broken.join("train.json")).unwrap();
+    let bad = package(&broken, "toy-flow=changed");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("train.json"));
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before);
+    let leftovers: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|p| p.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A note for no model is refused.
+    let typo = package(&tmp.path().join(model::EVAL_CLASSIFIER), "toy-flw=x");
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("toy-flow-weak"));
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            found.extend(walk(&p));
+        } else {
+            found.push(p.display().to_string());
+        }
+    }
+    found
 }
