@@ -539,12 +539,8 @@ fn package(p: &PackageArgs) -> Result<()> {
     // into place together: a missing or bad export leaves the assets folder as it was.
     let mut staged = crate::output::Staged::new();
     let mut models = std::collections::BTreeMap::new();
-    for (name, src) in [
-        (model::FLOW, &p.flow),
-        (model::FLOW_WEAK, &p.weak),
-        (model::CLASSIFIER, &p.classifier),
-        (model::EVAL_CLASSIFIER, &p.eval_classifier),
-    ] {
+    let sources = [&p.flow, &p.weak, &p.classifier, &p.eval_classifier];
+    for (name, src) in names.into_iter().zip(sources) {
         let read = |f: &str| -> Result<Vec<u8>> {
             match std::fs::read(src.join(f)) {
                 Ok(bytes) => Ok(bytes),
