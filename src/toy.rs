@@ -273,10 +273,14 @@ fn run_train(t: &TrainArgs) -> Result<()> {
     spec.export_at.extend(&t.export_at);
     let device = crate::device::parse_device(&t.device)?;
     let state = train::train_on(&spec, &t.out, t.resume, t.log_every.max(1), &device)?;
-    eprintln!(
-        "trained {} steps in {:.0} s; recent loss {:.5}",
-        state.step, state.elapsed_s, state.recent_loss
-    );
+    if state.recent_loss.is_finite() {
+        eprintln!(
+            "trained {} steps in {:.0} s; recent loss {:.5}",
+            state.step, state.elapsed_s, state.recent_loss
+        );
+    } else {
+        eprintln!("trained {} steps (none in this run)", state.step);
+    }
     Ok(())
 }
 

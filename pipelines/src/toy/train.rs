@@ -988,6 +988,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sha256"), "{e}");
+        // A run started afresh does not resume as a warm start (its streams would shift).
+        let mut longer = warm.clone();
+        longer.steps = 4;
+        let e = train(&longer, &dir.join("a"), true, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("same --init-from"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
