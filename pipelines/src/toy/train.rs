@@ -158,7 +158,9 @@ impl InitFrom {
     /// to the weights in `self.dir`, after checking their sha256.
     fn apply(&self, opt: &AdamW, ema: &mut Ema, dev: &Device) -> Result<()> {
         let path = Path::new(&self.dir).join("model.safetensors");
-        let found = super::model::sha256_file(&path)?;
+        // Read once: the bytes that are hashed are the bytes that are loaded.
+        let bytes = std::fs::read(&path).map_err(|e| io(e, &path))?;
+        let found = super::model::sha256_hex(&bytes);
         if found != self.sha256 {
             return Err(Error::Spec(format!(
                 "{}: sha256 {found} is not the {} this run was started with; the warm start's \
@@ -167,7 +169,7 @@ impl InitFrom {
                 self.sha256
             )));
         }
-        let saved = candle_core::safetensors::load(&path, dev)?;
+        let saved = candle_core::safetensors::load_buffer(&bytes, dev)?;
         let mut used = 0;
         for (i, (name, var)) in opt.vars.iter().enumerate() {
             if super::repa::is_projector(name) {
@@ -579,9 +581,9 @@ pub fn train_on(
         };
         export(dir, &opt, &ema, &info)?;
     }
+    let offset = spec.init_from.as_ref().map_or(0, |i| i.stream_offset);
     while state.step < spec.steps {
         let step = state.step;
-        let offset = spec.init_from.as_ref().map_or(0, |i| i.stream_offset);
         let (loss, part) = step_loss(&net, spec, offset + step, &dev)?;
         let lv = loss.to_scalar::<f32>()? as f64;
         if !lv.is_finite() {
@@ -904,6 +906,21 @@ mod tests {
         }
     }
 
+    fn load_cpu(path: &Path) -> HashMap<String, Tensor> {
+        candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn resume_continues_exactly() {
         let dir = std::env::temp_dir().join(format!("steerdiff-toy-resume-{}", std::process::id()));
@@ -920,21 +937,10 @@ mod tests {
         train(&half, &dir.join("b"), false, 100).unwrap();
         let resumed = train(&spec, &dir.join("b"), true, 100).unwrap();
         assert_eq!(resumed.step, 4);
-        let a =
-            candle_core::safetensors::load(dir.join("a/export-4/model.safetensors"), &Device::Cpu)
-                .unwrap();
-        let b =
-            candle_core::safetensors::load(dir.join("b/export-4/model.safetensors"), &Device::Cpu)
-                .unwrap();
+        let a = load_cpu(&dir.join("a/export-4/model.safetensors"));
+        let b = load_cpu(&dir.join("b/export-4/model.safetensors"));
         for (k, t) in &a {
-            let d = (t - &b[k])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(t, &b[k]);
             assert!(d < 1e-6, "{k} differs by {d}");
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -961,15 +967,11 @@ mod tests {
         warm.steps = 0;
         warm.init_from = Some(init.clone());
         train(&warm, &dir.join("c"), false, 100).unwrap();
-        let a =
-            candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();
-        let c =
-            candle_core::safetensors::load(dir.join("c/export-0/model.safetensors"), &Device::Cpu)
-                .unwrap();
+        let a = load_cpu(&source.join("model.safetensors"));
+        let c = load_cpu(&dir.join("c/export-0/model.safetensors"));
         assert_eq!(a.len(), c.len());
         for (k, t) in &a {
-            let d = (t - &c[k]).unwrap().abs().unwrap().max_all().unwrap();
-            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{k} moved");
+            assert_eq!(max_abs_diff(t, &c[k]), 0.0, "{k} moved");
         }
         // Another architecture is refused, naming the flags to fix.
         let mut wider = spec.config.clone();
