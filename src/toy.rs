@@ -270,7 +270,10 @@ fn run_train(t: &TrainArgs) -> Result<()> {
         spec.init_from = Some(train::InitFrom::read(dir, &spec.config)?);
     }
     spec.checkpoint_every = t.checkpoint_every.max(1);
+    // The flow spec already exports at steps/8 (the weak twin's point); name each step once.
     spec.export_at.extend(&t.export_at);
+    spec.export_at.sort_unstable();
+    spec.export_at.dedup();
     let device = crate::device::parse_device(&t.device)?;
     let state = train::train_on(&spec, &t.out, t.resume, t.log_every.max(1), &device)?;
     if state.recent_loss.is_finite() {

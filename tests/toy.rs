@@ -15,7 +15,7 @@ use steerdiff::toy_eval;
 /// sha256 of the 8-bit pixels of `generate --class star -n 1 --seed 0 --steps 10` (CFG 1),
 /// recorded on the x86-64 machine the weights were trained on. Another CPU's float rounding
 /// could flip a pixel; then re-record it here, noting the machine.
-const STAR_SEED0_SHA256: &str = "4dfb3dd424033d8730b1ab6ff27bc45473583a1f0268fcf6f17b6a0c7ea86064";
+const STAR_SEED0_SHA256: &str = "2dba26a98b80a2d5a6611285ddbad6ce658a72e9f68f6445a23175594ba500f8";
 
 #[test]
 fn shipped_weights_load_and_match_the_manifest() {
@@ -81,8 +81,6 @@ fn a_fixed_seed_gives_a_fixed_image() {
 }
 
 #[test]
-#[ignore = "fails with the shipped flow model (the evaluation classifier recognises 71.9 % of these \
-            64 CFG-3 samples; see README): run with --ignored after retraining"]
 fn cfg3_samples_are_recognised_by_the_evaluation_classifier() {
     let clf = ToyClassifier::load(&assets_dir(), model::EVAL_CLASSIFIER).unwrap();
     let mut images = Vec::new();
@@ -96,6 +94,7 @@ fn cfg3_samples_are_recognised_by_the_evaluation_classifier() {
     }
     assert_eq!(images.len(), 64);
     let acc = toy_eval::accuracy(&clf, &images, &labels).unwrap();
+    eprintln!("evaluation accuracy {acc} on 64 CFG-3 samples");
     assert!(acc >= 0.8, "evaluation accuracy {acc} at CFG 3");
 }
 

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 
 /// The manifest entry of the main flow model.
 pub const FLOW: &str = "toy-flow";
-/// The manifest entry of the weaker twin (same network, trained 1/8 as long).
+/// The manifest entry of the weaker twin (same network, an early export of the same run).
 pub const FLOW_WEAK: &str = "toy-flow-weak";
 /// The manifest entry of the guidance classifier (steers; also a reward).
 pub const CLASSIFIER: &str = "toy-classifier";
