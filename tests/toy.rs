@@ -9,6 +9,7 @@ use std::process::Command;
 use steerdiff::pipelines::toy::model::{
     self, assets_dir, checked_files, sha256_hex, Manifest, ToyClassifier, ToyFlow,
 };
+use steerdiff::pipelines::toy::train::InitFrom;
 use steerdiff::pipelines::toy::{data, NUM_CLASSES};
 use steerdiff::toy_eval;
 
@@ -44,6 +45,17 @@ fn shipped_weights_load_and_match_the_manifest() {
     ToyClassifier::load(&assets, model::EVAL_CLASSIFIER).unwrap();
     let total: u64 = manifest.models.values().map(|e| e.bytes).sum();
     assert!(total <= 30 << 20, "assets are {total} bytes");
+}
+
+#[test]
+fn a_warm_start_from_the_shipped_flow_model_continues_after_all_its_steps() {
+    let assets = assets_dir();
+    let manifest = Manifest::load(&assets).unwrap();
+    let entry = manifest.entry(model::FLOW).unwrap();
+    let init = InitFrom::read(&assets.join(model::FLOW), &entry.config).unwrap();
+    // The shipped model is itself a warm start: 12,000 steps of its own after 11,000 earlier
+    // ones, so a run from it must draw its data from step 23,000 on, not from 12,000 again.
+    assert_eq!(init.stream_offset, 23_000);
 }
 
 #[test]

@@ -97,15 +97,18 @@ pub struct InitFrom {
     pub dir: String,
     /// sha256 of its `model.safetensors`, checked when the run starts.
     pub sha256: String,
-    /// Steps the weights were trained for: step `s` of this run draws the streams of step
-    /// `stream_offset + s`.
+    /// Steps the weights were trained for, over every run they come from (a warm-started
+    /// model's own steps plus its warm start's offset): step `s` of this run draws the
+    /// streams of step `stream_offset + s`.
     pub stream_offset: u64,
 }
 
 impl InitFrom {
     /// Reads the warm start of `dir`: an export (`train.json` gives the steps trained) or a
-    /// model of a manifest in `dir`'s parent (its entry gives them). `config` is the
-    /// architecture the run builds; the model's `config.json` must match it.
+    /// model of a manifest in `dir`'s parent (its entry gives them). Where that model was
+    /// itself warm-started, its warm start's offset is added, so a chain of runs never draws
+    /// the same images twice. `config` is the architecture the run builds; the model's
+    /// `config.json` must match it.
     pub fn read(dir: &Path, config: &ToyConfig) -> Result<InitFrom> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
@@ -129,7 +132,7 @@ impl InitFrom {
             let text = std::fs::read_to_string(&train_json).map_err(|e| io(e, &train_json))?;
             let info: ExportInfo = serde_json::from_str(&text)
                 .map_err(|e| Error::Spec(format!("{}: {e}", train_json.display())))?;
-            info.step
+            info.step + info.spec.init_from.map_or(0, |i| i.stream_offset)
         } else {
             let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let parent = dir.parent().unwrap_or(Path::new("."));
@@ -141,11 +144,22 @@ impl InitFrom {
                 ))
             })?;
             let entry = manifest.entry(name)?;
-            entry.training["step"].as_u64().ok_or_else(|| {
+            let step = entry.training["step"].as_u64().ok_or_else(|| {
                 Error::Spec(format!(
                     "the manifest entry {name} records no training step; add training.step"
                 ))
-            })?
+            })?;
+            let earlier = &entry.training["spec"]["init_from"];
+            if earlier.is_null() {
+                step
+            } else {
+                let init: InitFrom = serde_json::from_value(earlier.clone()).map_err(|e| {
+                    Error::Spec(format!(
+                        "the manifest entry {name}: training.spec.init_from: {e}"
+                    ))
+                })?;
+                step + init.stream_offset
+            }
         };
         Ok(InitFrom {
             dir: dir.display().to_string(),
@@ -967,6 +981,13 @@ mod tests {
         warm.steps = 0;
         warm.init_from = Some(init.clone());
         train(&warm, &dir.join("c"), false, 100).unwrap();
+        // A warm start from a warm-started run continues after both runs' steps.
+        let mut chained = warm.clone();
+        chained.steps = 3;
+        chained.export_at = vec![];
+        train(&chained, &dir.join("e"), false, 100).unwrap();
+        let again = InitFrom::read(&dir.join("e/export-3"), &spec.config).unwrap();
+        assert_eq!(again.stream_offset, 2 + 3);
         let a = load_cpu(&source.join("model.safetensors"));
         let c = load_cpu(&dir.join("c/export-0/model.safetensors"));
         assert_eq!(a.len(), c.len());
