@@ -14,7 +14,7 @@ pub const MODELS: &[(&str, &str)] = &[
     ),
     (
         "toy-weak",
-        "the toy model's weaker twin (same network, 1/17 of the training), for autoguidance",
+        "the toy model's weaker twin (same network, 1/19 of the training), for autoguidance",
     ),
     (
         "gmm:SPEC.json",
