@@ -128,11 +128,12 @@ impl InitFrom {
             )));
         }
         let train_json = dir.join("train.json");
-        let stream_offset = if train_json.exists() {
+        // An export's train.json, or the manifest entry's `training`, which is the packaged
+        // train.json (plus a note).
+        let info: ExportInfo = if train_json.exists() {
             let text = std::fs::read_to_string(&train_json).map_err(|e| io(e, &train_json))?;
-            let info: ExportInfo = serde_json::from_str(&text)
-                .map_err(|e| Error::Spec(format!("{}: {e}", train_json.display())))?;
-            info.step + info.spec.init_from.map_or(0, |i| i.stream_offset)
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Spec(format!("{}: {e}", train_json.display())))?
         } else {
             let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let parent = dir.parent().unwrap_or(Path::new("."));
@@ -143,24 +144,14 @@ impl InitFrom {
                     dir.display()
                 ))
             })?;
-            let entry = manifest.entry(name)?;
-            let step = entry.training["step"].as_u64().ok_or_else(|| {
+            serde_json::from_value(manifest.entry(name)?.training.clone()).map_err(|e| {
                 Error::Spec(format!(
-                    "the manifest entry {name} records no training step; add training.step"
+                    "the manifest entry {name}: training is not a `toy train` export record \
+                     (step, spec, …): {e}"
                 ))
-            })?;
-            let earlier = &entry.training["spec"]["init_from"];
-            if earlier.is_null() {
-                step
-            } else {
-                let init: InitFrom = serde_json::from_value(earlier.clone()).map_err(|e| {
-                    Error::Spec(format!(
-                        "the manifest entry {name}: training.spec.init_from: {e}"
-                    ))
-                })?;
-                step + init.stream_offset
-            }
+            })?
         };
+        let stream_offset = info.step + info.spec.init_from.map_or(0, |i| i.stream_offset);
         Ok(InitFrom {
             dir: dir.display().to_string(),
             sha256: super::model::sha256_file(&dir.join("model.safetensors"))?,
