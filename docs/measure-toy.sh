@@ -33,7 +33,8 @@ classes=(circle square triangle cross ring star diamond heart bars arrow)
             "--cfg 1,3 --gfcg-scale 3 --autoguidance-scale 3 --steps 30 -n 100 --seed 1000000" \
             "--json > $out/perstep/$c.json"
     done
-    echo "$bin toy inpaint -n 1000 --steps 30 --box-size 12 --grid 10 -o $out/flowchef-inpaint.png" \
+    echo "$bin toy inpaint -n 1000 --steps 30 --box-size 12 --grid 10 --time-travel 4" \
+        "-o $out/flowchef-inpaint.png" \
         "--json $out/inpaint.json > /dev/null"
     echo "$bin toy samples -o $out/toy-samples.png --per-class 6 --cfgs 1,3"
 } | xargs -P "$jobs" -I{} bash -c "{} 2>> $out/stderr.log"

@@ -81,6 +81,11 @@ pub struct GenerateArgs {
     /// Guide only while the noise level σ/α lies in [LO, HI].
     #[arg(long, value_name = "LO,HI", value_parser = parse_interval, allow_hyphen_values = true)]
     pub cfg_interval: Option<(f64, f64)>,
+    /// Time travel (RePaint's resampling): after every step but the last, noise the state
+    /// back and run the step again, U more times (0 = off). Harmonises the fills of --guidance
+    /// replace / flowchef with their context; costs about 1 + U times the model rows.
+    #[arg(long, value_name = "U", default_value_t = 0)]
+    pub time_travel: usize,
     /// Number of samples (groups); group g uses seed SEED + g.
     #[arg(short = 'n', long = "num", default_value_t = 1)]
     pub num: usize,
@@ -212,6 +217,7 @@ impl GenerateArgs {
             cfg: self.cfg,
             cfg_rescale: self.cfg_rescale,
             cfg_interval: self.cfg_interval,
+            time_travel: self.time_travel,
             n: self.num,
             seed: self.seed,
             strategy: self.strategy.clone(),

@@ -61,10 +61,14 @@ pub struct InpaintArgs {
     /// CFG scale with --conditional (1 = none).
     #[arg(long, default_value_t = 1.0)]
     pub cfg: f64,
+    /// Also run both methods with time travel (RePaint's resampling): every step but the last
+    /// revisited U more times (0 = not).
+    #[arg(long, value_name = "U", default_value_t = 0)]
+    pub time_travel: usize,
     /// Seed of image 0's sampling noise (image i uses SEED + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Picture grid PNG: rows source, mask, masked input, FlowChef, replacement.
+    /// Picture grid PNG: rows source, mask, masked input, then one per method.
     #[arg(short = 'o', long = "output", value_name = "PNG")]
     pub output: PathBuf,
     /// Images shown in the grid (the first ones).
@@ -78,7 +82,7 @@ pub struct InpaintArgs {
 /// One method's row.
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodRow {
-    /// `flowchef` or `replacement`.
+    /// `flowchef` or `replacement`, with ` + time travel U=…` when revisiting steps.
     pub method: String,
     /// Images inpainted.
     pub images: usize,
@@ -134,10 +138,21 @@ fn masked_input(src: &[f32], known: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// One method of the demo.
+struct Method {
+    /// Its name in the table.
+    name: String,
+    /// Its row label in the picture.
+    label: &'static str,
+    kind: StrategyKind,
+    /// Time travel's extra visits per step.
+    time_travel: usize,
+}
+
 /// One method on image `i`: the output pixels and the model rows spent.
 fn inpaint(
     a: &InpaintArgs,
-    kind: StrategyKind,
+    method: &Method,
     obs: &Observation,
     label: u32,
     i: usize,
@@ -156,10 +171,11 @@ fn inpaint(
             .then(|| CLASS_NAMES[label as usize].to_string()),
         steps: a.steps,
         cfg: a.cfg,
+        time_travel: method.time_travel,
         n: 1,
         seed: a.seed + i as u64,
         strategy: StrategyArgs {
-            kind,
+            kind: method.kind,
             per_step,
             ..StrategyArgs::default()
         },
@@ -195,10 +211,32 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
     let unknown: Vec<f32> = known.iter().map(|k| 1.0 - k).collect();
     let eval = ToyClassifier::load(&model::assets_dir(), model::EVAL_CLASSIFIER)
         .context("loading the toy evaluation classifier")?;
-    let methods = [
-        ("flowchef", StrategyKind::Flowchef),
-        ("replacement", StrategyKind::Replace),
+    let method = |name: &str, label, kind, time_travel| Method {
+        name: name.to_string(),
+        label,
+        kind,
+        time_travel,
+    };
+    let mut methods = vec![
+        method("flowchef", "flowchef", StrategyKind::Flowchef, 0),
+        method("replacement", "replace", StrategyKind::Replace, 0),
     ];
+    if a.time_travel > 0 {
+        let u = a.time_travel;
+        let tt = format!(" + time travel U={u}");
+        methods.push(method(
+            &format!("flowchef{tt}"),
+            "chef tt",
+            StrategyKind::Flowchef,
+            u,
+        ));
+        methods.push(method(
+            &format!("replacement{tt}"),
+            "repl tt",
+            StrategyKind::Replace,
+            u,
+        ));
+    }
     let rotation = match a.data_rotation {
         Some(r) => r,
         None => model::Manifest::load(&model::assets_dir())?
@@ -208,8 +246,8 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
     let mut sources = Vec::with_capacity(a.num);
     let mut labels = Vec::with_capacity(a.num);
     let mut outputs: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(a.num); methods.len()];
-    let mut rows_spent = [0u64; 2];
-    let mut seconds = [0f64; 2];
+    let mut rows_spent = vec![0u64; methods.len()];
+    let mut seconds = vec![0f64; methods.len()];
     for i in 0..a.num {
         let (src, label) = data::image_with(rotation, a.data_seed, i as u64);
         let obs = Observation {
@@ -217,9 +255,9 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
             dims,
             known: Some(known.clone()),
         };
-        for (m, (_, kind)) in methods.iter().enumerate() {
+        for (m, method) in methods.iter().enumerate() {
             let started = Instant::now();
-            let (out, rows) = inpaint(a, *kind, &obs, label, i)?;
+            let (out, rows) = inpaint(a, method, &obs, label, i)?;
             seconds[m] += started.elapsed().as_secs_f64();
             rows_spent[m] += rows;
             outputs[m].push(out);
@@ -229,7 +267,7 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
     }
     let source_accuracy = crate::toy_eval::accuracy(&eval, &sources, &labels)?;
     let mut rows = Vec::new();
-    for (m, (name, _)) in methods.iter().enumerate() {
+    for (m, method) in methods.iter().enumerate() {
         let outs = &outputs[m];
         let mean = |w: &[f32]| {
             outs.iter()
@@ -239,7 +277,7 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
                 / a.num as f64
         };
         rows.push(MethodRow {
-            method: name.to_string(),
+            method: method.name.clone(),
             images: a.num,
             known_mae: mean(&known),
             fill_mae: mean(&unknown),
@@ -254,7 +292,8 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
         let scale = 3;
         let cell = data::SIZE * scale + 4;
         let left = 12 * 4 * 2 + 8;
-        let names = ["source", "mask", "input", "flowchef", "replace"];
+        let mut names = vec!["source", "mask", "input"];
+        names.extend(methods.iter().map(|m| m.label));
         let mut c = Canvas::new(left + shown * cell, names.len() * cell + 4, [255, 255, 255]);
         let mask_img: Vec<f32> = known.iter().map(|k| k * 2.0 - 1.0).collect();
         for (r, name) in names.iter().enumerate() {

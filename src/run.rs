@@ -10,7 +10,7 @@ use candle_core::Device;
 use serde::Serialize;
 use std::sync::Arc;
 use steerdiff_guidance::sampler::{self, Sampler};
-use steerdiff_guidance::strategy::ClassifierFree;
+use steerdiff_guidance::strategy::{ClassifierFree, TimeTravel};
 use steerdiff_guidance::{
     Condition, Denoiser, Engine, GroupSpec, Guidance, NoisePath, Outcome, Population, TraceSink,
 };
@@ -172,6 +172,8 @@ pub struct Options {
     pub cfg_rescale: f64,
     /// Guide only while `σ/α ∈ [lo, hi]`.
     pub cfg_interval: Option<(f64, f64)>,
+    /// Extra visits of every step but the last ([`TimeTravel`]; 0 = none).
+    pub time_travel: usize,
     /// Number of groups (independent samples).
     pub n: usize,
     /// Seed of group 0; group `g` uses `seed + g`.
@@ -196,6 +198,7 @@ impl Default for Options {
             cfg: 1.0,
             cfg_rescale: 0.0,
             cfg_interval: None,
+            time_travel: 0,
             n: 1,
             seed: 0,
             strategy: StrategyArgs::default(),
@@ -238,6 +241,9 @@ pub struct Parameters {
     pub cfg_rescale: f64,
     /// CFG interval on `σ/α`, `null` = always.
     pub cfg_interval: Option<[f64; 2]>,
+    /// Time travel's extra visits of every step but the last; absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub time_travel: usize,
     /// Number of groups.
     pub n: usize,
     /// Particles per group.
@@ -251,6 +257,11 @@ pub struct Parameters {
     /// The shard this run is, if it is one; absent from whole (or merged) runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardRecord>,
+}
+
+/// `serde` helper: leaves a zero count out of a record.
+pub(crate) fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// The shard a run is, as recorded.
@@ -392,6 +403,7 @@ pub struct Job {
     sampler: Sampler,
     cfg: Option<ClassifierFree>,
     strategy: Built,
+    time_travel: Option<TimeTravel>,
     cond: Condition,
     groups: Vec<GroupSpec>,
     parameters: Parameters,
@@ -615,6 +627,7 @@ impl Job {
             cfg: opts.cfg,
             cfg_rescale: opts.cfg_rescale,
             cfg_interval: opts.cfg_interval.map(|(lo, hi)| [lo, hi]),
+            time_travel: opts.time_travel,
             n: opts.n,
             particles_per_group: particles,
             seed: opts.seed,
@@ -628,6 +641,10 @@ impl Job {
             sampler,
             cfg,
             strategy,
+            time_travel: (opts.time_travel > 0).then_some(TimeTravel {
+                revisits: opts.time_travel,
+                max_steps: None,
+            }),
             cond,
             groups,
             parameters,
@@ -740,6 +757,9 @@ impl Job {
             .collect();
         if let Built::Step(s) = &self.strategy {
             guidance.push(Box::new(s.as_ref()));
+        }
+        if let Some(t) = self.time_travel {
+            guidance.push(Box::new(t));
         }
         let mut models = vec![self.denoiser()];
         if let Some(g) = &self.guide {

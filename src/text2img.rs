@@ -35,7 +35,7 @@ use anyhow::{Context as _, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use serde_json::Value;
-use steerdiff_guidance::strategy::ClassifierFree;
+use steerdiff_guidance::strategy::{ClassifierFree, TimeTravel};
 use steerdiff_guidance::{Condition, Denoiser, Engine, GroupSpec, Guidance, Population, TraceSink};
 use steerdiff_pipelines::sd::clip_model::ClipModel;
 use steerdiff_pipelines::sd::clip_rewards::{Aesthetic, ClipScore, ClipZeroShot};
@@ -88,6 +88,9 @@ pub struct TextParameters {
     pub eta: f64,
     /// CFG scale.
     pub cfg: f64,
+    /// Time travel's extra visits of every step but the last; absent when 0.
+    #[serde(skip_serializing_if = "crate::run::is_zero")]
+    pub time_travel: usize,
     /// Image height, pixels.
     pub height: usize,
     /// Image width, pixels.
@@ -510,6 +513,12 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     if let Built::Step(g) = &strategy {
         guidance.push(Box::new(g.as_ref()));
     }
+    if args.time_travel > 0 {
+        guidance.push(Box::new(TimeTravel {
+            revisits: args.time_travel,
+            max_steps: None,
+        }));
+    }
     let engine = Engine {
         models: std::iter::once(&*sd as &dyn Denoiser)
             .chain(guide.as_deref().map(|g| g as &dyn Denoiser))
@@ -555,6 +564,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         steps,
         eta: sampler.solver.eta().unwrap_or(0.0),
         cfg: cfg_scale,
+        time_travel: args.time_travel,
         height,
         width,
         dtype: format!("{dtype:?}").to_lowercase(),

@@ -1,7 +1,8 @@
 //! The per-step strategies on the command line and in `steerdiff eval` (GFCG, autoguidance,
 //! dynamic CFG, FlowChef, replacement) on the toy model: flags reach the strategy and the
 //! record, model rows are what each method costs, FlowChef and dynamic CFG add none, FlowChef
-//! lands on the known pixels, the inpainting demo runs, and bad input is refused in one line
+//! lands on the known pixels, time travel revisits steps at their cost, the inpainting demo
+//! runs, and bad input is refused in one line
 //! with exit code 2 and nothing written. Few samples and steps: plumbing, not quality.
 
 use std::path::Path;
@@ -171,6 +172,42 @@ fn flags_reach_the_strategies_and_rows_are_what_each_costs() {
         ],
     );
     assert_eq!(rows(&rep), rows(&plain));
+    // Time travel: every step but the last visited 1 + U times, each visit its rows again;
+    // recorded, and traced with the visit number.
+    let trace = tmp.path().join("tt.jsonl");
+    let tt = run(
+        "tt",
+        &[
+            "--guidance",
+            "replace",
+            "--image",
+            &png,
+            "--box",
+            "8,8,24,24",
+            "--time-travel",
+            "2",
+            "--trace",
+            trace.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rows(&tt), n * (steps + 2 * (steps - 1)));
+    assert_eq!(tt["parameters"]["time_travel"], 2);
+    assert!(plain["parameters"].get("time_travel").is_none());
+    let visits: Vec<(u64, u64)> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["visit"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        visits,
+        [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0)]
+    );
 }
 
 /// Runs `kind` on dataset image 0 with a centre box through the library (FlowChef with η ½).
@@ -235,6 +272,7 @@ fn the_inpainting_demo_reports_both_methods_and_draws_the_grid() {
         guided_steps: Some(3),
         conditional: false,
         cfg: 1.0,
+        time_travel: 1,
         seed: 0,
         output: png.clone(),
         grid: 2,
@@ -242,16 +280,31 @@ fn the_inpainting_demo_reports_both_methods_and_draws_the_grid() {
     };
     let r = inpaint_demo::measure(&args).unwrap();
     assert_eq!(r.fill_box, [10, 10, 22, 22]);
-    assert_eq!(r.rows.len(), 2);
+    assert_eq!(
+        r.rows.len(),
+        4,
+        "both methods, without and with time travel"
+    );
     for row in &r.rows {
         assert_eq!(row.images, 2);
-        assert_eq!(row.nfe_per_image, 3.0, "{}", row.method);
+        // Time travel revisits the first two of the three steps once each.
+        let nfe = if row.method.contains("time travel U=1") {
+            5.0
+        } else {
+            3.0
+        };
+        assert_eq!(row.nfe_per_image, nfe, "{}", row.method);
         assert!(row.known_mae < 1e-4, "{}: {}", row.method, row.known_mae);
         assert!((0.0..=1.0).contains(&row.class_agreement));
     }
     let img = image::open(&png).unwrap();
-    assert!(img.width() > 2 * 32 && img.height() >= 5 * 32);
-    assert!(inpaint_demo::markdown(&r).contains("| flowchef | 2 |"));
+    assert!(img.width() > 2 * 32 && img.height() >= 7 * 32);
+    let table = inpaint_demo::markdown(&r);
+    assert!(table.contains("| flowchef | 2 |"), "{table}");
+    assert!(
+        table.contains("| replacement + time travel U=1 | 2 |"),
+        "{table}"
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //!     children = max over strategies of expand  → branch particles (fresh lineages)
 //!     x      = solver.step(x, guided, particle history, particle noise)      (to target(i))
 //!     each strategy.select may reweight / resample / prune
+//!     repeat max over strategies of revisits times:                           (time travel)
+//!         x = forward process from target(i) back to points[i]; the step again
 //! ```
 //!
 //! Everything a particle owns lives in the [`Population`]; the engine holds no sampling state.
@@ -24,6 +26,7 @@ use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::Population;
 use crate::prediction::Prediction;
+use crate::rng::Domain;
 use crate::schedule::Schedule;
 use crate::solver::Solver;
 use crate::trace::{TraceLine, TraceSink};
@@ -93,7 +96,7 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Runs the schedule from `pop`, writing one trace line per step to `trace` if given.
+    /// Runs the schedule from `pop`, writing one trace line per visited step to `trace` if given.
     pub fn run(
         &self,
         mut pop: Population,
@@ -104,92 +107,22 @@ impl<'a> Engine<'a> {
         let mut ledger = Ledger::default();
         let mut timing = Timing::default();
         for index in 0..self.schedule.steps() {
-            let step = self.step(index)?;
-            let mut line = TraceLine::new();
-            line.insert("step".into(), index.into());
-            line.insert("timestep".into(), step.from.timestep.into());
-            line.insert("alpha".into(), step.from.alpha.into());
-            line.insert("sigma".into(), step.from.sigma.into());
-
-            // 1–2. Rows and combination (or the look-ahead a strategy already made).
-            let mut guided = match pop.pending.take() {
-                Some(p) if p.x0.dim(0)? == pop.len() => {
-                    line.insert("reused_lookahead".into(), true.into());
-                    p
-                }
-                _ => self.guided(&step, &pop, &mut ledger, &mut timing, &mut line)?,
-            };
-
-            // 3. Steer the state with the prediction frozen.
-            for g in &self.guidance {
-                let mut cx = Context {
-                    engine: self,
-                    ledger: &mut ledger,
-                    timing: &mut timing,
-                    trace: &mut line,
-                };
-                g.steer(&step, &mut pop, &mut guided, &mut cx)?;
-            }
-
-            // 4. Branch.
-            let children = self
+            let first = self.step(index)?;
+            let visits = 1 + self
                 .guidance
                 .iter()
-                .map(|g| g.expand(&step, &pop))
+                .map(|g| g.revisits(&first))
                 .max()
-                .unwrap_or(1);
-            if children == 0 {
-                return Err(Error::InvalidArgument(
-                    "a strategy asked for 0 children".into(),
-                ));
-            }
-            if children > 1 {
-                let idx: Vec<usize> = (0..pop.len())
-                    .flat_map(|i| std::iter::repeat_n(i, children))
-                    .collect();
-                pop = pop.gather(&idx, index)?;
-                let t = Tensor::from_vec(
-                    idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                    idx.len(),
-                    pop.x.device(),
-                )?;
-                guided = guided.gather(&t)?;
-            }
-
-            // 5. Transition.
-            let noise = if self.solver.is_stochastic() {
-                Some(pop.step_noise(index)?)
-            } else {
-                None
-            };
-            let x = self.solver.step(
-                self.schedule,
-                index,
-                &pop.x,
-                &guided,
-                &pop.history,
-                noise.as_ref(),
-            )?;
-            pop.x = x;
-            pop.pending = None;
-            pop.x0 = Some(guided.x0.clone());
-            if self.solver.history_len() > 0 {
-                pop.history.insert(0, guided.x0);
-                pop.history.truncate(self.solver.history_len());
-            }
-
-            // 6. Select.
-            for g in &self.guidance {
-                let mut cx = Context {
-                    engine: self,
-                    ledger: &mut ledger,
-                    timing: &mut timing,
-                    trace: &mut line,
-                };
-                g.select(&step, &mut pop, &mut cx)?;
-            }
-            if let Some(sink) = trace.as_deref_mut() {
-                sink.record(Value::Object(line))?;
+                .unwrap_or(0);
+            for visit in 0..visits {
+                let step = Step { visit, ..first };
+                if visit > 0 {
+                    pop = self.travel_back(&step, pop)?;
+                }
+                let line = self.visit(&step, &mut pop, &mut ledger, &mut timing)?;
+                if let Some(sink) = trace.as_deref_mut() {
+                    sink.record(Value::Object(line))?;
+                }
             }
         }
         timing.total_s = started.elapsed().as_secs_f64();
@@ -198,6 +131,129 @@ impl<'a> Engine<'a> {
             ledger,
             timing,
         })
+    }
+
+    /// One visit of `step`: rows, combination, steering, branching, transition, selection.
+    /// Returns the step's trace line.
+    fn visit(
+        &self,
+        step: &Step,
+        pop: &mut Population,
+        ledger: &mut Ledger,
+        timing: &mut Timing,
+    ) -> Result<TraceLine> {
+        let index = step.index;
+        let mut line = TraceLine::new();
+        line.insert("step".into(), index.into());
+        if step.visit > 0 {
+            line.insert("visit".into(), step.visit.into());
+        }
+        line.insert("timestep".into(), step.from.timestep.into());
+        line.insert("alpha".into(), step.from.alpha.into());
+        line.insert("sigma".into(), step.from.sigma.into());
+
+        // 1–2. Rows and combination (or the look-ahead a strategy already made).
+        let mut guided = match pop.pending.take() {
+            Some(p) if p.x0.dim(0)? == pop.len() => {
+                line.insert("reused_lookahead".into(), true.into());
+                p
+            }
+            _ => self.guided(step, pop, ledger, timing, &mut line)?,
+        };
+
+        // 3. Steer the state with the prediction frozen.
+        for g in &self.guidance {
+            let mut cx = Context {
+                engine: self,
+                ledger,
+                timing,
+                trace: &mut line,
+            };
+            g.steer(step, pop, &mut guided, &mut cx)?;
+        }
+
+        // 4. Branch.
+        let children = self
+            .guidance
+            .iter()
+            .map(|g| g.expand(step, pop))
+            .max()
+            .unwrap_or(1);
+        if children == 0 {
+            return Err(Error::InvalidArgument(
+                "a strategy asked for 0 children".into(),
+            ));
+        }
+        if children > 1 {
+            let idx: Vec<usize> = (0..pop.len())
+                .flat_map(|i| std::iter::repeat_n(i, children))
+                .collect();
+            *pop = pop.gather(&idx, index)?;
+            let t = Tensor::from_vec(
+                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                idx.len(),
+                pop.x.device(),
+            )?;
+            guided = guided.gather(&t)?;
+        }
+
+        // 5. Transition.
+        let noise = if self.solver.is_stochastic() {
+            Some(pop.step_noise(index, step.visit)?)
+        } else {
+            None
+        };
+        let x = self.solver.step(
+            self.schedule,
+            index,
+            &pop.x,
+            &guided,
+            &pop.history,
+            noise.as_ref(),
+        )?;
+        pop.x = x;
+        pop.pending = None;
+        pop.x0 = Some(guided.x0.clone());
+        if self.solver.history_len() > 0 {
+            pop.history.insert(0, guided.x0);
+            pop.history.truncate(self.solver.history_len());
+        }
+
+        // 6. Select.
+        for g in &self.guidance {
+            let mut cx = Context {
+                engine: self,
+                ledger,
+                timing,
+                trace: &mut line,
+            };
+            g.select(step, pop, &mut cx)?;
+        }
+        Ok(line)
+    }
+
+    /// Time travel before a revisit of `step`: `x` goes from `step.to` back to `step.from` by
+    /// the forward process ([`StepPoint::forward_to`]), with noise from the particle's stream
+    /// `(seed, lineage, visit·2³² + step, Renoise)`. The visit's own `x̂0` leaves the solver
+    /// history, so a multistep solver takes its first-order step on a revisit.
+    fn travel_back(&self, step: &Step, mut pop: Population) -> Result<Population> {
+        let (a, s) = step.to.forward_to(&step.from).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "step {} cannot be revisited: its target (σ {}) is not less noisy than its start \
+                 (σ {})",
+                step.index, step.to.sigma, step.from.sigma
+            ))
+        })?;
+        let z = pop.particle_noise(
+            Domain::Renoise,
+            ((step.visit as u64) << 32) | step.index as u64,
+        )?;
+        pop.x = (pop.x.affine(a, 0.0)? + z.affine(s, 0.0)?)?;
+        pop.pending = None;
+        if self.solver.history_len() > 0 && !pop.history.is_empty() {
+            pop.history.remove(0);
+        }
+        Ok(pop)
     }
 
     /// The [`Step`] of schedule index `index`.
@@ -214,6 +270,7 @@ impl<'a> Engine<'a> {
             from: self.schedule.points[index],
             to: self.schedule.target(index),
             parameterization: self.models[0].parameterization(),
+            visit: 0,
         })
     }
 

@@ -1,4 +1,4 @@
-//! The one guidance trait: five hooks into a sampling step, each doing nothing by default.
+//! The one guidance trait: six hooks into a sampling step, each doing nothing by default.
 //!
 //! | hook | does | used by |
 //! |---|---|---|
@@ -7,6 +7,7 @@
 //! | [`steer`](Guidance::steer) | moves `x_t` using `x̂0`, the model output frozen | FlowChef |
 //! | [`expand`](Guidance::expand) | branches each particle into children before the transition | SVDD, DSearch, Free²Guide |
 //! | [`select`](Guidance::select) | reweights, resamples, prunes, picks after the transition | FK, CoDe, best-of-N |
+//! | [`revisits`](Guidance::revisits) | re-noises the state back and runs the whole step again | time travel (RePaint) |
 //!
 //! Strategies stack: the engine calls every strategy's hook in order. Combinations are additive
 //! in `(x̂0, ε̂)` space starting from the conditional prediction — each term is a difference of
@@ -38,6 +39,10 @@ pub struct Step {
     pub to: StepPoint,
     /// The main model's parameterisation.
     pub parameterization: Parameterization,
+    /// Which visit of this step this is: 0 the first, `1..` a revisit after the state was
+    /// noised back to `from` (see [`Guidance::revisits`]). Strategies that draw noise key it
+    /// by the visit too, so a revisit does not replay the same draw.
+    pub visit: usize,
 }
 
 impl Step {
@@ -238,6 +243,13 @@ pub trait Guidance: Send + Sync {
     fn select(&self, _step: &Step, _pop: &mut Population, _cx: &mut Context) -> Result<()> {
         Ok(())
     }
+
+    /// Extra visits of this step (0 = none): after the transition and `select`, the engine
+    /// noises `x` from `step.to` back to `step.from` with the forward process and runs the
+    /// whole step again, this many times (the engine takes the largest answer).
+    fn revisits(&self, _step: &Step) -> usize {
+        0
+    }
 }
 
 /// A borrowed strategy is a strategy: lets one strategy object serve several engines.
@@ -284,5 +296,8 @@ impl<G: Guidance + ?Sized> Guidance for &G {
     }
     fn select(&self, step: &Step, pop: &mut Population, cx: &mut Context) -> Result<()> {
         (**self).select(step, pop, cx)
+    }
+    fn revisits(&self, step: &Step) -> usize {
+        (**self).revisits(step)
     }
 }

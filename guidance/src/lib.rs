@@ -7,8 +7,8 @@
 //! Everything speaks one form: at a point `x_t = α·x0 + σ·ε` of the path, a model's output
 //! (ε, v, velocity or x0) becomes the pair `(x̂0, ε̂)` ([`Prediction`]); guidance combines
 //! predictions in that space; a [`Solver`] moves the [`Population`] to the next point of the
-//! [`Schedule`]. A strategy is a [`Guidance`] with up to five hooks (requests, combine, steer,
-//! expand, select), and strategies stack.
+//! [`Schedule`]. A strategy is a [`Guidance`] with up to six hooks (requests, combine, steer,
+//! expand, select, revisits), and strategies stack.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};

@@ -38,6 +38,29 @@ impl StepPoint {
     pub fn sigma_ve(&self) -> f64 {
         self.sigma / self.alpha
     }
+
+    /// The forward process from this point to a noisier one, `q(x_to | x_here)`:
+    ///
+    /// ```text
+    /// x_to = a·x_here + s·z,   a = α_to/α,   s = √(σ_to² − a²·σ²),   z ~ N(0, I)
+    /// ```
+    ///
+    /// Returns `(a, s)`. If `x_here = α·x0 + σ·ε` then `x_to = α_to·x0 + s'·ε'` with
+    /// `s'² = a²σ² + s² = σ_to²`: the marginal at `to` exactly, for any data (Lugmayr et al.
+    /// 2022, RePaint, eq. 2 in `(α, σ)` form). `None` when `to` is less noisy (`σ_to/α_to <
+    /// σ/α`) or this point is pure noise (`α = 0`).
+    pub fn forward_to(&self, to: &StepPoint) -> Option<(f64, f64)> {
+        if self.alpha <= 0.0 {
+            return None;
+        }
+        let a = to.alpha / self.alpha;
+        let var = to.sigma * to.sigma - a * a * self.sigma * self.sigma;
+        // Rounding of equal points (σ_to/α_to = σ/α) may leave a tiny negative variance.
+        if var < -1e-12 {
+            return None;
+        }
+        Some((a, var.max(0.0).sqrt()))
+    }
 }
 
 /// Beta schedules of VP diffusion models, as named in diffusers' `beta_schedule`.
@@ -224,6 +247,33 @@ fn rescale_zero_terminal_snr_f32(betas: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_forward_transition_lands_on_the_noisier_marginal() {
+        // x = α·x0 + σ·ε with x0 of variance v: after x' = a·x + s·z the signal coefficient
+        // must be α_to and the noise variance σ_to², on a flow and on a VP path.
+        let vp = VpPath::new(BetaSchedule::ScaledLinear, 0.00085, 0.012, 1000, false);
+        let flow = |t: f64| StepPoint {
+            timestep: t * 1000.0,
+            alpha: 1.0 - t,
+            sigma: t,
+        };
+        let pairs = [(flow(0.3), flow(0.7)), (vp.point(200), vp.point(600))];
+        for (here, to) in pairs {
+            let (a, s) = here.forward_to(&to).expect("to is noisier");
+            assert!((a * here.alpha - to.alpha).abs() < 1e-12);
+            let noise = a * a * here.sigma * here.sigma + s * s;
+            assert!((noise - to.sigma * to.sigma).abs() < 1e-12, "{noise}");
+            assert!(
+                to.forward_to(&here).is_none(),
+                "backwards is not a forward process"
+            );
+        }
+        // From clean data: x_to = α_to·x0 + σ_to·z.
+        let to = flow(0.4);
+        let (a, s) = StepPoint::CLEAN.forward_to(&to).unwrap();
+        assert!((a - to.alpha).abs() < 1e-12 && (s - to.sigma).abs() < 1e-12);
+    }
 
     #[test]
     fn scaled_linear_matches_stable_diffusion_endpoints() {

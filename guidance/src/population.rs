@@ -177,9 +177,10 @@ impl Population {
     }
 
     /// Standard normal noise for a stochastic step: particle `i` reads its stream
-    /// `(seed, lineage, step + 1, Step)`.
-    pub fn step_noise(&self, step: usize) -> Result<Tensor> {
-        self.particle_noise(Domain::Step, step as u64 + 1)
+    /// `(seed, lineage, step + 1, Step)` on the step's first visit, and
+    /// `(seed, lineage, visit·2³² + step + 1, Step)` on a revisit (time travel).
+    pub fn step_noise(&self, step: usize, visit: usize) -> Result<Tensor> {
+        self.particle_noise(Domain::Step, ((visit as u64) << 32) | (step as u64 + 1))
     }
 
     /// Standard normal noise shaped like `x`: particle `i` reads its own stream
@@ -337,14 +338,14 @@ mod tests {
             q
         });
         let a: Vec<f32> = id
-            .step_noise(3)
+            .step_noise(3, 0)
             .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1()
             .unwrap();
         let b: Vec<f32> = p
-            .step_noise(3)
+            .step_noise(3, 0)
             .unwrap()
             .flatten_all()
             .unwrap()

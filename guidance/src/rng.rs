@@ -26,6 +26,8 @@ pub enum Domain {
     Select = 2,
     /// Noise proposals of search strategies.
     Search = 3,
+    /// The forward-process noise of a revisit (time travel), keyed by step and visit.
+    Renoise = 4,
 }
 
 /// The address of one random stream.

@@ -12,6 +12,7 @@ pub mod flowchef;
 pub mod gfcg;
 pub mod noise_search;
 pub mod replacement;
+pub mod time_travel;
 
 pub use autoguidance::Autoguidance;
 pub use cfg::ClassifierFree;
@@ -25,3 +26,4 @@ pub use flowchef::{Cost, FlowChef, GradientEstimate, MaskedSquare};
 pub use gfcg::{Gfcg, ReferenceRule, ScaleRule};
 pub use noise_search::{NoiseSearch, SearchKind};
 pub use replacement::Replacement;
+pub use time_travel::TimeTravel;

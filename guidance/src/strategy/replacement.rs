@@ -10,7 +10,8 @@
 //! with `m` the known-pixel mask and `y` the source. The model is only ever called as in
 //! unguided sampling (no extra rows). At the end of the path (`α = 1`, `σ = 0`) the known
 //! pixels equal `y` exactly; the fill comes from the model's own prediction given the noised
-//! context. `z` is drawn per particle from `(seed, lineage, 2^40 + step, Search)`.
+//! context. `z` is drawn per particle from `(seed, lineage, 2^40 + visit·2^20 + step, Search)`
+//! (`visit` is 0 unless [time travel](super::time_travel) revisits the step).
 
 use candle_core::Tensor;
 
@@ -46,7 +47,10 @@ impl Guidance for Replacement {
                 &dims[1..]
             )));
         }
-        let z = pop.particle_noise(Domain::Search, STREAM_OFFSET + step.index as u64)?;
+        let z = pop.particle_noise(
+            Domain::Search,
+            STREAM_OFFSET + ((step.visit as u64) << 20) + step.index as u64,
+        )?;
         let dtype = pop.x.dtype();
         let dev = pop.x.device().clone();
         let mask = self.mask.to_dtype(dtype)?.to_device(&dev)?;

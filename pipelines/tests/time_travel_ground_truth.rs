@@ -1,0 +1,134 @@
+//! Time travel (RePaint's resampling) against an exact posterior: the 2-D Gaussian of
+//! ALGORITHMS §10.4, `N(0, [[1, 0.8], [0.8, 1]])` on a rectified flow, coordinate 0 known at
+//! `y = 1.5`. The exact posterior of the unknown coordinate is `N(1.2, 0.6²)`.
+//!
+//! Inpainting by replacement alone conditions the unknown coordinate only through the noised
+//! known one, too weakly: its samples land short of the posterior. Noising each step back and
+//! running it again lets the unknown coordinate catch up (RePaint's claim, here exact).
+//!
+//! Measured (4,000 samples, 100 flow-Euler steps): x0[1] ~ (0.535, 0.753) by replacement;
+//! with U = 1 / 4 / 16 revisits (0.758, 0.703) / (0.989, 0.626) / (1.130, 0.599). Further
+//! revisits keep moving the mean (U = 64: 1.181) but shrink the spread (0.558): each revisit
+//! repeats the Euler step's discretisation error, which a revisit-free run makes only once.
+
+use candle_core::{Device, Tensor};
+use steerdiff_guidance::sampler::by_name;
+use steerdiff_guidance::strategy::{Replacement, TimeTravel};
+use steerdiff_guidance::{
+    Condition, Denoiser, Engine, GroupSpec, Guidance, NoisePath, Outcome, Population,
+};
+use steerdiff_pipelines::GaussianDenoiser;
+
+const N: usize = 4000;
+const STEPS: usize = 100;
+const ETA: f64 = 0.0;
+
+fn run(guidance: Vec<Box<dyn Guidance>>) -> Outcome {
+    let model = GaussianDenoiser::new(
+        vec![0.0, 0.0],
+        vec![vec![1.0, 0.8], vec![0.8, 1.0]],
+        NoisePath::flow(),
+    )
+    .unwrap();
+    let s = by_name("flow-euler", model.path(), STEPS, Some(ETA)).unwrap();
+    let groups: Vec<GroupSpec> = (0..N)
+        .map(|g| GroupSpec {
+            seed: g as u64,
+            cond: Condition::Null,
+            particles: 1,
+        })
+        .collect();
+    let pop = Population::new(&groups, &[2], 1.0, &Device::Cpu).unwrap();
+    let engine = Engine {
+        models: vec![&model],
+        schedule: &s.schedule,
+        solver: s.solver.as_ref(),
+        guidance,
+    };
+    engine.run(pop, None).unwrap()
+}
+
+fn replacement() -> Box<dyn Guidance> {
+    Box::new(Replacement {
+        mask: Tensor::new(&[1.0f32, 0.0], &Device::Cpu).unwrap(),
+        target: Tensor::new(&[1.5f32, 0.0], &Device::Cpu).unwrap(),
+    })
+}
+
+/// (mean |x0[0] − y|, mean x0[1], std x0[1]).
+fn stats(out: &Outcome) -> (f64, f64, f64) {
+    let rows: Vec<Vec<f32>> = out.population.x.to_vec2().unwrap();
+    let err = rows.iter().map(|r| (r[0] as f64 - 1.5).abs()).sum::<f64>() / rows.len() as f64;
+    let m = rows.iter().map(|r| r[1] as f64).sum::<f64>() / rows.len() as f64;
+    let s =
+        (rows.iter().map(|r| (r[1] as f64 - m).powi(2)).sum::<f64>() / rows.len() as f64).sqrt();
+    (err, m, s)
+}
+
+#[test]
+fn revisiting_steps_moves_replacement_onto_the_exact_posterior() {
+    let plain = run(vec![replacement()]);
+    let (e0, m0, s0) = stats(&plain);
+    println!("replacement: error {e0:.4}, x0[1] ~ ({m0:.3}, {s0:.3}); exact (1.2, 0.6)");
+    let mut errors = vec![(m0 - 1.2).abs()];
+    let mut last = (m0, s0);
+    for u in [1, 4, 16] {
+        let out = run(vec![
+            replacement(),
+            Box::new(TimeTravel {
+                revisits: u,
+                max_steps: None,
+            }),
+        ]);
+        let (e, m, s) = stats(&out);
+        println!("replacement + time travel U={u}: error {e:.4}, x0[1] ~ ({m:.3}, {s:.3})");
+        assert!(e < 1e-5, "the known coordinate is replaced exactly ({e})");
+        // Every revisited step (all but the last) costs its rows again.
+        let rows = (N * (STEPS + u * (STEPS - 1))) as u64;
+        assert_eq!(out.ledger.total_rows(), rows);
+        errors.push((m - 1.2).abs());
+        last = (m, s);
+    }
+    println!("|mean − 1.2| for U = 0, 1, 4, 16: {errors:?}");
+    assert!(
+        errors.windows(2).all(|w| w[1] < w[0]),
+        "each increase in U brings the mean closer: {errors:?}"
+    );
+    assert!(errors[0] > 0.5, "replacement alone falls short: {errors:?}");
+    let (m, s) = last;
+    assert!(
+        (m - 1.2).abs() <= 0.075 * 1.2 && (s - 0.6).abs() <= 0.05 * 0.6,
+        "U = 16: ({m}, {s})"
+    );
+}
+
+#[test]
+fn revisiting_steps_keeps_the_unconditional_distribution() {
+    // The forward process is exact and the step is the sampler's own, so without conditioning
+    // time travel must leave the prior N(0, Σ) as the sampler alone finds it.
+    let moments = |out: &Outcome| -> Vec<(f64, f64)> {
+        let rows: Vec<Vec<f32>> = out.population.x.to_vec2().unwrap();
+        (0..2)
+            .map(|c| {
+                let n = rows.len() as f64;
+                let m = rows.iter().map(|r| r[c] as f64).sum::<f64>() / n;
+                let v = rows.iter().map(|r| (r[c] as f64 - m).powi(2)).sum::<f64>() / n;
+                (m, v.sqrt())
+            })
+            .collect()
+    };
+    let plain = moments(&run(Vec::new()));
+    let travelled = moments(&run(vec![Box::new(TimeTravel {
+        revisits: 16,
+        max_steps: None,
+    })]));
+    println!("prior N(0, 1) per coordinate: plain {plain:?}, time travel U=16 {travelled:?}");
+    for ((m0, s0), (m, s)) in plain.iter().zip(&travelled) {
+        assert!(m.abs() < 0.05 && (s - 1.0).abs() < 0.04, "({m}, {s})");
+        assert!(
+            (s - 1.0).abs() <= (s0 - 1.0).abs() + 0.01,
+            "std {s} vs plain {s0}"
+        );
+        assert!(m0.abs() < 0.05);
+    }
+}
