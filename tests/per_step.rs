@@ -160,36 +160,22 @@ fn flags_reach_the_strategies_and_rows_are_what_each_costs() {
             "FlowChef {extra:?} adds no model rows"
         );
     }
-    let rep = run(
-        "rep",
-        &[
-            "--guidance",
-            "replace",
-            "--image",
-            &png,
-            "--box",
-            "8,8,24,24",
-        ],
-    );
+    let replace = [
+        "--guidance",
+        "replace",
+        "--image",
+        &png,
+        "--box",
+        "8,8,24,24",
+    ];
+    let rep = run("rep", &replace);
     assert_eq!(rows(&rep), rows(&plain));
     // Time travel: every step but the last visited 1 + U times, each visit its rows again;
     // recorded, and traced with the visit number.
     let trace = tmp.path().join("tt.jsonl");
-    let tt = run(
-        "tt",
-        &[
-            "--guidance",
-            "replace",
-            "--image",
-            &png,
-            "--box",
-            "8,8,24,24",
-            "--time-travel",
-            "2",
-            "--trace",
-            trace.to_str().unwrap(),
-        ],
-    );
+    let mut travel = replace.to_vec();
+    travel.extend(["--time-travel", "2", "--trace", trace.to_str().unwrap()]);
+    let tt = run("tt", &travel);
     assert_eq!(rows(&tt), n * (steps + 2 * (steps - 1)));
     assert_eq!(tt["parameters"]["time_travel"], 2);
     assert!(plain["parameters"].get("time_travel").is_none());

@@ -11,6 +11,9 @@ use steerdiff_guidance::{
 };
 use steerdiff_pipelines::{GaussianDenoiser, GmmDenoiser};
 
+mod common;
+use common::{run_correlated, stats};
+
 const N: usize = 4000;
 
 fn observe() -> MaskedSquare {
@@ -21,41 +24,11 @@ fn observe() -> MaskedSquare {
 }
 
 fn run(chef: Option<FlowChef>) -> Outcome {
-    let model = GaussianDenoiser::new(
-        vec![0.0, 0.0],
-        vec![vec![1.0, 0.8], vec![0.8, 1.0]],
-        NoisePath::flow(),
-    )
-    .unwrap();
-    let s = by_name("flow-euler", model.path(), 100, None).unwrap();
-    let groups: Vec<GroupSpec> = (0..N)
-        .map(|g| GroupSpec {
-            seed: g as u64,
-            cond: Condition::Null,
-            particles: 1,
-        })
+    let guidance = chef
+        .into_iter()
+        .map(|c| Box::new(c) as Box<dyn steerdiff_guidance::Guidance>)
         .collect();
-    let pop = Population::new(&groups, &[2], 1.0, &Device::Cpu).unwrap();
-    let engine = Engine {
-        models: vec![&model],
-        schedule: &s.schedule,
-        solver: s.solver.as_ref(),
-        guidance: chef
-            .into_iter()
-            .map(|c| Box::new(c) as Box<dyn steerdiff_guidance::Guidance>)
-            .collect(),
-    };
-    engine.run(pop, None).unwrap()
-}
-
-/// (mean |x0[0] − y|, mean x0[1], std x0[1]).
-fn stats(out: &Outcome) -> (f64, f64, f64) {
-    let rows: Vec<Vec<f32>> = out.population.x.to_vec2().unwrap();
-    let err = rows.iter().map(|r| (r[0] as f64 - 1.5).abs()).sum::<f64>() / rows.len() as f64;
-    let m = rows.iter().map(|r| r[1] as f64).sum::<f64>() / rows.len() as f64;
-    let s =
-        (rows.iter().map(|r| (r[1] as f64 - m).powi(2)).sum::<f64>() / rows.len() as f64).sqrt();
-    (err, m, s)
+    run_correlated(NoisePath::flow(), "flow-euler", 100, None, N, guidance)
 }
 
 fn chef(estimate: GradientEstimate, lr: f64, k: usize) -> FlowChef {

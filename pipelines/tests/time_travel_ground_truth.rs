@@ -14,12 +14,11 @@
 //! 0.03 (DPM-Solver++(2M)) of the plain run's.
 
 use candle_core::{Device, Tensor};
-use steerdiff_guidance::sampler::by_name;
 use steerdiff_guidance::strategy::{Replacement, TimeTravel};
-use steerdiff_guidance::{
-    Condition, Denoiser, Engine, GroupSpec, Guidance, NoisePath, Outcome, Population,
-};
-use steerdiff_pipelines::GaussianDenoiser;
+use steerdiff_guidance::{Guidance, NoisePath, Outcome};
+
+mod common;
+use common::{run_correlated, stats};
 
 const N: usize = 4000;
 const STEPS: usize = 100;
@@ -35,24 +34,7 @@ fn run_on(
     eta: Option<f64>,
     guidance: Vec<Box<dyn Guidance>>,
 ) -> Outcome {
-    let model =
-        GaussianDenoiser::new(vec![0.0, 0.0], vec![vec![1.0, 0.8], vec![0.8, 1.0]], path).unwrap();
-    let s = by_name(sampler, model.path(), STEPS, eta).unwrap();
-    let groups: Vec<GroupSpec> = (0..N)
-        .map(|g| GroupSpec {
-            seed: g as u64,
-            cond: Condition::Null,
-            particles: 1,
-        })
-        .collect();
-    let pop = Population::new(&groups, &[2], 1.0, &Device::Cpu).unwrap();
-    let engine = Engine {
-        models: vec![&model],
-        schedule: &s.schedule,
-        solver: s.solver.as_ref(),
-        guidance,
-    };
-    engine.run(pop, None).unwrap()
+    run_correlated(path, sampler, STEPS, eta, N, guidance)
 }
 
 fn replacement() -> Box<dyn Guidance> {
@@ -60,16 +42,6 @@ fn replacement() -> Box<dyn Guidance> {
         mask: Tensor::new(&[1.0f32, 0.0], &Device::Cpu).unwrap(),
         target: Tensor::new(&[1.5f32, 0.0], &Device::Cpu).unwrap(),
     })
-}
-
-/// (mean |x0[0] − y|, mean x0[1], std x0[1]).
-fn stats(out: &Outcome) -> (f64, f64, f64) {
-    let rows: Vec<Vec<f32>> = out.population.x.to_vec2().unwrap();
-    let err = rows.iter().map(|r| (r[0] as f64 - 1.5).abs()).sum::<f64>() / rows.len() as f64;
-    let m = rows.iter().map(|r| r[1] as f64).sum::<f64>() / rows.len() as f64;
-    let s =
-        (rows.iter().map(|r| (r[1] as f64 - m).powi(2)).sum::<f64>() / rows.len() as f64).sqrt();
-    (err, m, s)
 }
 
 #[test]
