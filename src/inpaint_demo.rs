@@ -7,6 +7,8 @@
 //!
 //! By default the fill is unconditional (the null class): the model must infer what the shape
 //! is from the pixels around the box, so class agreement measures how coherent the fill is.
+//! `--time-travel U` adds both methods again with every step but the last revisited U more
+//! times ([`TimeTravel`](steerdiff_guidance::strategy::TimeTravel), RePaint's resampling).
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -250,8 +250,8 @@ mod tests {
 
     #[test]
     fn the_forward_transition_lands_on_the_noisier_marginal() {
-        // x = α·x0 + σ·ε with x0 of variance v: after x' = a·x + s·z the signal coefficient
-        // must be α_to and the noise variance σ_to², on a flow and on a VP path.
+        // x = α·x0 + σ·ε: after x' = a·x + s·z the signal coefficient must be α_to and the
+        // noise variance σ_to², on a flow and on a VP path.
         let vp = VpPath::new(BetaSchedule::ScaledLinear, 0.00085, 0.012, 1000, false);
         let flow = |t: f64| StepPoint {
             timestep: t * 1000.0,
