@@ -641,10 +641,7 @@ impl Job {
             sampler,
             cfg,
             strategy,
-            time_travel: (opts.time_travel > 0).then_some(TimeTravel {
-                revisits: opts.time_travel,
-                max_steps: None,
-            }),
+            time_travel: TimeTravel::every_step(opts.time_travel),
             cond,
             groups,
             parameters,

@@ -513,11 +513,8 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     if let Built::Step(g) = &strategy {
         guidance.push(Box::new(g.as_ref()));
     }
-    if args.time_travel > 0 {
-        guidance.push(Box::new(TimeTravel {
-            revisits: args.time_travel,
-            max_steps: None,
-        }));
+    if let Some(t) = TimeTravel::every_step(args.time_travel) {
+        guidance.push(Box::new(t));
     }
     let engine = Engine {
         models: std::iter::once(&*sd as &dyn Denoiser)

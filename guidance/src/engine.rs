@@ -117,7 +117,7 @@ impl<'a> Engine<'a> {
             for visit in 0..visits {
                 let step = Step { visit, ..first };
                 if visit > 0 {
-                    pop = self.travel_back(&step, pop)?;
+                    self.travel_back(&step, &mut pop)?;
                 }
                 let line = self.visit(&step, &mut pop, &mut ledger, &mut timing)?;
                 if let Some(sink) = trace.as_deref_mut() {
@@ -239,7 +239,7 @@ impl<'a> Engine<'a> {
     /// state has no past of its own, and extrapolating from the previous step's `x̂0` (a
     /// different trajectory's) made DPM-Solver++(2M) diverge on the exact Gaussian (std 59
     /// instead of 1 with 16 revisits).
-    fn travel_back(&self, step: &Step, mut pop: Population) -> Result<Population> {
+    fn travel_back(&self, step: &Step, pop: &mut Population) -> Result<()> {
         let (a, s) = step.to.forward_to(&step.from).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "step {} cannot be revisited: its target (σ {}) is not less noisy than its start \
@@ -256,7 +256,7 @@ impl<'a> Engine<'a> {
         if self.solver.history_len() > 0 && !pop.history.is_empty() {
             pop.history.remove(0);
         }
-        Ok(pop)
+        Ok(())
     }
 
     /// The [`Step`] of schedule index `index`.

@@ -28,6 +28,17 @@ pub struct TimeTravel {
     pub max_steps: Option<usize>,
 }
 
+impl TimeTravel {
+    /// `U` revisits of every step but the last, or `None` for `U = 0` (no time travel): the
+    /// setting of `--time-travel U`.
+    pub fn every_step(revisits: usize) -> Option<Self> {
+        (revisits > 0).then_some(TimeTravel {
+            revisits,
+            max_steps: None,
+        })
+    }
+}
+
 impl Guidance for TimeTravel {
     fn name(&self) -> String {
         format!("time-travel(U={})", self.revisits)
