@@ -10,14 +10,15 @@
 //!
 //! ```
 //! use steerdiff::pipelines::GmmSpec;
-//! use steerdiff::run::{Job, Model, Options};
+//! use steerdiff::{Job, LoadOptions, Model, Options};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let spec = GmmSpec::from_json(
 //!     r#"{"dim": 1, "components": [{"weight": 0.5, "mean": [-2], "std": 0.3},
 //!                                  {"weight": 0.5, "mean": [2], "std": 0.3}]}"#,
 //! )?;
-//! let job = Job::new(Model::gmm(spec), &Options { n: 8, steps: 20, ..Options::default() })?;
+//! let model = Model::from_mixture("gmm:<inline>", spec, &LoadOptions::default())?;
+//! let job = Job::new(model, &Options { n: 8, steps: Some(20), ..Options::default() })?;
 //! let outcome = job.run(None)?;
 //! let samples = steerdiff::output::samples(&outcome.population, 0)?;
 //! assert_eq!(samples.len(), 8);
@@ -93,29 +94,15 @@
 pub use steerdiff_guidance as guidance;
 pub use steerdiff_pipelines as pipelines;
 
-pub mod catalog;
 pub mod cli;
-pub mod device;
 pub mod error;
-pub mod eval;
-pub mod inpaint_demo;
-pub mod invocation;
-pub mod merge;
-pub mod observation;
 pub mod output;
-pub mod per_step;
-pub mod plugin_args;
-pub mod png_record;
-pub mod progress;
-pub mod prompt_file;
+pub mod pipeline;
 pub mod run;
-pub mod shard;
-pub mod strategy;
-pub mod text2img;
-pub mod toy;
-pub mod toy_diagnose;
-pub mod toy_eval;
-pub mod toy_grad;
 
+pub use candle_core as candle;
 pub use error::InputError;
-pub use run::{Job, Model, Options, Parameters, PathKind};
+pub use pipeline::{Generated, Pipeline, Request};
+pub use run::strategy::StrategyKind;
+pub use run::{Job, Options, Parameters, PathKind};
+pub use steerdiff_pipelines::model::{load as load_model, LoadOptions, Model};

@@ -4,9 +4,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
+use steerdiff::cli::invocation;
 use steerdiff::cli::{self, Cli, Command};
 use steerdiff::error::{exit_code, one_line, EXIT_FAILURE};
-use steerdiff::invocation;
 
 /// candle allocates a fresh buffer for every tensor op; glibc's malloc hands large ones back to
 /// the kernel immediately, so each op page-faults its output in again. mimalloc keeps freed

@@ -307,7 +307,7 @@ fn list_names_every_model_sampler_guidance_and_reward() {
     let o = steerdiff(&["list"]);
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
-    use steerdiff::catalog::{GUIDANCE, MODELS, REWARDS};
+    use steerdiff::cli::catalog::{GUIDANCE, MODELS, REWARDS};
     use steerdiff::guidance::sampler::SAMPLERS;
     for (name, _) in SAMPLERS.iter().chain(MODELS).chain(GUIDANCE).chain(REWARDS) {
         assert!(text.contains(name), "`{name}` not listed:\n{text}");

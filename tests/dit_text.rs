@@ -130,7 +130,7 @@ fn assert_prompt_conditions(first: &Value, other: (bool, String, Value), family:
     let (ok, err, b) = other;
     assert!(ok, "{err}");
     assert_ne!(
-        first["samples"][0]["latents"], b["samples"][0]["latents"],
+        first["samples"][0]["x"], b["samples"][0]["x"],
         "the prompt conditions {family}"
     );
 }

@@ -213,3 +213,98 @@ fn a_prompt_file_runs_each_line_with_its_overrides() {
         "a bad file must be refused before any run"
     );
 }
+
+/// Every file of a folder, by name.
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_failure_after_the_first_png_leaves_the_folder_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    ok(&[
+        "generate", "--class", "star", "--steps", "3", "-n", "2", "-o", o,
+    ]);
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let before = listing(&out);
+    // The third image's name is taken by a directory: its rename fails after the first two
+    // PNGs (which replace the earlier run's) were moved into place.
+    std::fs::create_dir(out.join("sample-0002.png")).unwrap();
+    let e = steerdiff(&[
+        "generate", "--class", "ring", "--steps", "3", "-n", "4", "-o", o,
+    ]);
+    assert!(!e.status.success());
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        err.contains("sample-0002.png") && err.contains("directory"),
+        "{err}"
+    );
+    assert_eq!(
+        listing(&out),
+        before,
+        "the earlier run and notes.txt, unchanged"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "temporaries or backups left: {hidden:?}");
+}
+
+#[test]
+fn a_rerun_with_fewer_images_replaces_the_earlier_run_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    ok(&[
+        "generate",
+        "--class",
+        "star",
+        "--steps",
+        "3",
+        "-n",
+        "4",
+        "--guidance",
+        "bon",
+        "--particles",
+        "2",
+        "--reward",
+        "classifier",
+        "-o",
+        o,
+    ]);
+    assert!(out.join("top.png").is_file());
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    ok(&[
+        "generate", "--class", "star", "--steps", "3", "-n", "1", "-o", o,
+    ]);
+    let names: Vec<String> = listing(&out).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "grid.png",
+            "notes.txt",
+            "sample-0000.png",
+            "samples.json",
+            "timing.json"
+        ],
+        "no stale images, top.png or grid from the earlier run; the user's file kept"
+    );
+    let record = json(&out.join("samples.json"));
+    assert_eq!(record["samples"].as_array().unwrap().len(), 1);
+}

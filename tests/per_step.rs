@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use steerdiff::inpaint_demo::{self, InpaintArgs};
-use steerdiff::observation::{box_mask, Observation};
-use steerdiff::per_step::{PerStepArgs, TaskArg};
+use steerdiff::cli::toy::inpaint_demo::{self, InpaintArgs};
 use steerdiff::pipelines::toy::data;
-use steerdiff::strategy::{StrategyArgs, StrategyKind};
-use steerdiff::{Job, Model, Options};
+use steerdiff::run::observation::{box_mask, Observation};
+use steerdiff::run::strategy::{PerStepArgs, TaskArg};
+use steerdiff::run::strategy::{StrategyArgs, StrategyKind};
+use steerdiff::{Job, Options};
 
 fn steerdiff(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_steerdiff"))
@@ -201,7 +201,7 @@ fn inpaint(kind: StrategyKind, guided_steps: Option<usize>) -> (Vec<f32>, Vec<f3
     let (src, _) = data::image(9001, 0);
     let known = box_mask([10, 10, 22, 22], [3, 32, 32]).unwrap();
     let opts = Options {
-        steps: 4,
+        steps: Some(4),
         strategy: StrategyArgs {
             kind,
             per_step: PerStepArgs {
@@ -219,7 +219,7 @@ fn inpaint(kind: StrategyKind, guided_steps: Option<usize>) -> (Vec<f32>, Vec<f3
         }),
         ..Options::default()
     };
-    let job = Job::new(Model::parse("toy").unwrap(), &opts).unwrap();
+    let job = Job::load("toy", &opts).unwrap();
     let out = job.run(None).unwrap();
     (
         out.population.row(0).unwrap(),

@@ -197,7 +197,7 @@ fn a_populated_hub_cache_loads_offline() {
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(home.path().join("out/image-000.png").is_file());
+    assert!(home.path().join("out/sample-0000.png").is_file());
     // A file the cached snapshot lacks: named, with the fix.
     fs::remove_file(
         home.path()

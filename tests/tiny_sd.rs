@@ -325,7 +325,7 @@ fn cli_cases(fixture: &str) {
             "{name}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let png = image::open(out.join("image-000.png")).unwrap().to_rgb8();
+        let png = image::open(out.join("sample-0000.png")).unwrap().to_rgb8();
         let got: Vec<f32> = png.as_raw().iter().map(|&b| b as f32 / 255.0).collect();
         let (d, _) = diff(&got, &floats(&case["image_hwc_0_1"]));
         eprintln!("{name} (CLI): image {:.3}/255", d * 255.0);
@@ -363,7 +363,7 @@ fn fk_steering_with_an_image_reward_runs_on_the_tiny_pipeline() {
         serde_json::from_str(&std::fs::read_to_string(out.join("samples.json")).unwrap()).unwrap();
     let samples = record["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 6, "2 groups × 3 particles");
-    assert_eq!(samples[0]["latents"].as_array().unwrap().len(), 4 * 8 * 8);
+    assert_eq!(samples[0]["x"].as_array().unwrap().len(), 4 * 8 * 8);
     assert!(samples.iter().all(|s| s["reward"].is_number()), "{record}");
     assert_eq!(
         record["ledger"]["model_rows"]
@@ -375,19 +375,20 @@ fn fk_steering_with_an_image_reward_runs_on_the_tiny_pipeline() {
         2 * 3 * 4 * 2
     );
     for i in 0..6 {
-        let img = image::open(out.join(format!("image-{i:03}.png"))).unwrap();
+        let name = format!("sample-{:04}-{}.png", i / 3, i % 3);
+        let img = image::open(out.join(name)).unwrap();
         assert_eq!((img.width(), img.height()), (16, 16));
     }
     // Image 4 (group 1, particle 1) carries the arguments that reproduce it byte for byte (the
     // whole run: convolutions round differently at other batch sizes).
     let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
         .args(["info", "--json"])
-        .arg(out.join("image-004.png"))
+        .arg(out.join("sample-0001-1.png"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let info: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(info["file"], "image-004.png");
+    assert_eq!(info["file"], "sample-0001-1.png");
     assert_eq!(info["parameters"], record["parameters"]);
     let argv: Vec<String> = serde_json::from_value(info["argv"].clone()).unwrap();
     let again = dir.path().join("again");
@@ -399,8 +400,8 @@ fn fk_steering_with_an_image_reward_runs_on_the_tiny_pipeline() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
-        std::fs::read(out.join("image-004.png")).unwrap(),
-        std::fs::read(again.join("image-004.png")).unwrap()
+        std::fs::read(out.join("sample-0001-1.png")).unwrap(),
+        std::fs::read(again.join("sample-0001-1.png")).unwrap()
     );
 }
 
@@ -622,7 +623,7 @@ fn clip_and_aesthetic_rewards_run_through_the_cli() {
     let samples = record["samples"].as_array().unwrap();
     // One batch, as the run decodes it (convolutions round differently at other batch sizes,
     // and the CLIP processor sees 8-bit pixels).
-    let latents: Vec<f32> = samples.iter().flat_map(|s| floats(&s["latents"])).collect();
+    let latents: Vec<f32> = samples.iter().flat_map(|s| floats(&s["x"])).collect();
     let latents = Tensor::from_vec(latents, (samples.len(), 4, 8, 8), &Device::Cpu).unwrap();
     let images = sd.decode(&latents).unwrap();
     let want = score
@@ -696,7 +697,7 @@ fn gfcg_and_dynamic_cfg_run_on_prompts_with_a_zero_shot_clip_classifier() {
         );
     }
     assert_ne!(
-        plain["samples"][0]["latents"], gfcg["samples"][0]["latents"],
+        plain["samples"][0]["x"], gfcg["samples"][0]["x"],
         "GFCG changed the sample"
     );
     let (dynamic, _) = run("dyn", &[&["--guidance", "dynamic-cfg"], &zs[..]].concat());
@@ -732,10 +733,7 @@ fn autoguidance_with_a_guide_model_on_the_tiny_pipeline() {
         4 * 2,
         "the model and its guide each step"
     );
-    assert_eq!(
-        plain["samples"][0]["latents"],
-        guided["samples"][0]["latents"]
-    );
+    assert_eq!(plain["samples"][0]["x"], guided["samples"][0]["x"]);
     // A guide nobody reads is refused.
     let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
         .args([

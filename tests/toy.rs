@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::process::Command;
 
+use steerdiff::cli::toy::eval as toy_eval;
 use steerdiff::pipelines::toy::model::{
     self, assets_dir, checked_files, sha256_hex, Manifest, ToyClassifier, ToyFlow,
 };
 use steerdiff::pipelines::toy::train::InitFrom;
 use steerdiff::pipelines::toy::{data, NUM_CLASSES};
-use steerdiff::toy_eval;
 
 /// sha256 of the 8-bit pixels of `generate --class star -n 1 --seed 0 --steps 10` (CFG 1),
 /// recorded on the x86-64 machine the weights were trained on. Another CPU's float rounding
@@ -153,7 +153,11 @@ fn diagnose_reports_every_noise_level_and_denoises_low_noise_well() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let rows: Vec<&str> = text.lines().skip(2).collect();
-    assert_eq!(rows.len(), steerdiff::toy_diagnose::TIMES.len(), "{text}");
+    assert_eq!(
+        rows.len(),
+        steerdiff::cli::toy::diagnose::TIMES.len(),
+        "{text}"
+    );
     // At t = 0.1 the clean estimate is close and the evaluation classifier reads it.
     let cells: Vec<&str> = rows[0].split('|').map(str::trim).collect();
     let err: f64 = cells[4].parse().unwrap();

@@ -24,6 +24,7 @@
 pub mod error;
 pub mod gaussian;
 pub mod gmm;
+pub mod model;
 pub mod reward;
 pub mod sd;
 pub mod toy;

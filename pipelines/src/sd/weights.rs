@@ -33,6 +33,15 @@ impl WeightDType {
         }
     }
 
+    /// The name as written on the command line and in records (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDType::F32 => "f32",
+            WeightDType::F16 => "f16",
+            WeightDType::BF16 => "bf16",
+        }
+    }
+
     /// Parses `f32`, `f16`/`fp16`/`float16`, `bf16`/`bfloat16`.
     pub fn parse(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {

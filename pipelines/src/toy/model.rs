@@ -172,13 +172,28 @@ impl ToyFlow {
     /// Loads the manifest entry `entry` ([`FLOW`] or [`FLOW_WEAK`]) from `assets`, checking
     /// its sha256, and names it `name` in ledgers and records.
     pub fn load(assets: &Path, entry: &str, name: &str) -> Result<Self> {
+        Self::load_on(assets, entry, name, &Device::Cpu)
+    }
+
+    /// [`ToyFlow::load`] with the weights on `device`.
+    pub fn load_on(assets: &Path, entry: &str, name: &str, device: &Device) -> Result<Self> {
         let (config, weights) = checked_files(assets, entry)?;
-        Self::from_files(&config, &weights, name)
+        Self::from_files_on(&config, &weights, name, device)
     }
 
     /// Builds from a config and a safetensors file (no manifest check; for training exports).
     pub fn from_files(config: &ToyConfig, weights: &Path, name: &str) -> Result<Self> {
-        let device = Device::Cpu;
+        Self::from_files_on(config, weights, name, &Device::Cpu)
+    }
+
+    /// [`ToyFlow::from_files`] with the weights on `device`.
+    pub fn from_files_on(
+        config: &ToyConfig,
+        weights: &Path,
+        name: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let device = device.clone();
         let Some(mut net) = FlowNet::new(config, var_builder(weights, &device)?)? else {
             return Err(Error::Spec(format!(
                 "{}: not a flow model",
@@ -330,6 +345,22 @@ impl ToyClassifier {
     /// The most probable class of each image.
     pub fn predict(&self, x: &Tensor) -> Result<Vec<u32>> {
         Ok(self.log_probs(x)?.argmax(1)?.to_vec1::<u32>()?)
+    }
+}
+
+/// FlowChef's classifier cost `−ln p(c | x̂0)` differentiates the toy guidance classifier
+/// with respect to its input: its forward pass is written in ops that back-propagate (it was
+/// trained with them), and its weights are plain tensors, so autograd reaches only the input.
+impl steerdiff_guidance::strategy::DifferentiableClassifier for ToyClassifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn log_prob_tensor(&self, x: &Tensor) -> steerdiff_guidance::Result<Tensor> {
+        ToyClassifier::log_probs(self, x).map_err(|e| steerdiff_guidance::Error::Reward {
+            name: self.name.clone(),
+            message: e.to_string(),
+        })
     }
 }
 

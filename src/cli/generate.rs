@@ -1,50 +1,26 @@
-//! The command line: clap types and what each subcommand does.
+//! `steerdiff generate`: flags → [`Options`] → one [`Job`] → the engine → outputs, for every
+//! model family and device.
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use steerdiff_guidance::TraceSink;
+use steerdiff_pipelines::model::is_text_to_image;
+use steerdiff_pipelines::sd::WeightDType;
 
-use crate::catalog;
+use super::invocation::Flags;
+use super::progress::Progress;
 use crate::error::input_error;
 use crate::output::{self, JsonlTrace};
-use crate::run::{Job, Model, Options, PathKind};
+use crate::run::device::parse_device;
+use crate::run::results;
+use crate::run::shard::Shard;
+use crate::run::strategy::{StrategyArgs, TEXT_TO_IMAGE};
+use crate::run::{Job, Options, PathKind};
 
 /// The model used when `--model` is not given: the embedded toy flow model.
-pub const DEFAULT_MODEL: Option<&str> = Some("toy");
-
-/// Steer pretrained diffusion and flow models at inference time.
-#[derive(Debug, Parser)]
-#[command(name = "steerdiff", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Sample from a model, writing DIR/samples.json (and, for 2-D mixtures, DIR/scatter.png).
-    Generate(Box<GenerateArgs>),
-    /// Name every model, sampler, guidance strategy and reward, with a one-line description.
-    List,
-    /// Run a grid of strategies at matched cost and print a table (or --json).
-    Eval(Box<crate::eval::EvalArgs>),
-    /// The embedded toy models: dataset, training, evaluation.
-    Toy(crate::toy::ToyArgs),
-    /// Show the run record inside a PNG steerdiff wrote, and the command that reproduces it.
-    Info {
-        /// The image.
-        image: PathBuf,
-        /// Print the whole record as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Join the outputs of `generate --shard I/N` runs into the output of the whole run.
-    Merge(crate::merge::MergeArgs),
-}
+pub const DEFAULT_MODEL: &str = "toy";
 
 /// Flags of `steerdiff generate`.
 #[derive(Debug, Args)]
@@ -61,15 +37,16 @@ pub struct GenerateArgs {
     /// Sampler name, see `steerdiff list` (default: ddim on --path vp, flow-euler on --path flow).
     #[arg(long)]
     pub sampler: Option<String>,
-    /// Number of solver steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    /// Number of solver steps [default: 50, or a preset's recommendation].
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Noise scale η of ddim / flow-euler (default: the sampler's own).
     #[arg(long, allow_negative_numbers = true)]
     pub eta: Option<f64>,
-    /// Classifier-free guidance scale (1 = none; needs --class).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub cfg: f64,
+    /// Classifier-free guidance scale (1 = none; needs --class or --prompt) [default: 1, or a
+    /// preset's recommendation].
+    #[arg(long, allow_negative_numbers = true)]
+    pub cfg: Option<f64>,
     /// CFG rescale φ in [0, 1] (0 = off).
     #[arg(
         long,
@@ -79,7 +56,7 @@ pub struct GenerateArgs {
     )]
     pub cfg_rescale: f64,
     /// Guide only while the noise level σ/α lies in [LO, HI].
-    #[arg(long, value_name = "LO,HI", value_parser = parse_interval, allow_hyphen_values = true)]
+    #[arg(long, value_name = "LO,HI", value_parser = crate::run::strategy::interval::parse_interval, allow_hyphen_values = true)]
     pub cfg_interval: Option<(f64, f64)>,
     /// Time travel (RePaint's resampling): after every step but the last, noise the state
     /// back and run the step again, U more times (0 = off). Harmonises the fills of --guidance
@@ -92,7 +69,19 @@ pub struct GenerateArgs {
     /// Seed of group 0.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output directory (created if missing).
+    /// The device: auto (the first GPU this binary was built for, else the CPU), cpu, cuda,
+    /// cuda:N, metal, metal:N.
+    #[arg(long, value_name = "DEVICE", default_value = crate::run::device::DEFAULT_DEVICE)]
+    pub device: String,
+    /// Weight dtype f32, f16 or bf16 [default: f32 on the CPU; bf16 on a GPU for SDXL, SD3
+    /// and FLUX].
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    /// Largest number of model rows in one forward (default: the model's own).
+    #[arg(long, value_name = "ROWS")]
+    pub max_batch: Option<usize>,
+    /// Output directory (created if missing). An earlier run's outputs there are replaced
+    /// whole: its images, grids and timing that this run does not write are removed.
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: PathBuf,
     /// Write one JSON line per step to FILE.
@@ -100,7 +89,7 @@ pub struct GenerateArgs {
     pub trace: Option<PathBuf>,
     /// Steering strategy settings.
     #[command(flatten)]
-    pub strategy: crate::strategy::StrategyArgs,
+    pub strategy: StrategyArgs,
     /// Text-to-image models: the prompt.
     #[arg(long, value_name = "TEXT", help_heading = TEXT_TO_IMAGE)]
     pub prompt: Option<String>,
@@ -118,9 +107,7 @@ pub struct GenerateArgs {
     /// Text-to-image models: image width in pixels (default: the model's native size).
     #[arg(long, help_heading = TEXT_TO_IMAGE)]
     pub width: Option<usize>,
-    /// Text-to-image models: weight dtype f32 (default), f16 or bf16.
-    #[arg(long, value_name = "DTYPE", help_heading = TEXT_TO_IMAGE)]
-    pub dtype: Option<String>,
+
     /// Text-to-image models: the weaker guiding model of autoguidance (and of --gfcg-guide
     /// weak): a preset, folder or repo with the same latent space as --model.
     #[arg(long, value_name = "MODEL", help_heading = TEXT_TO_IMAGE)]
@@ -134,8 +121,8 @@ pub struct GenerateArgs {
     pub ae: Option<PathBuf>,
     /// Text-to-image models: the CLIP model of the `clip` and `aesthetic:MLP` rewards (a
     /// transformers-format folder or Hub repo).
-    #[arg(long, value_name = "SOURCE", default_value = steerdiff_pipelines::sd::clip_model::DEFAULT_CLIP, help_heading = TEXT_TO_IMAGE)]
-    pub clip_model: String,
+    #[arg(long, value_name = "SOURCE", help_heading = TEXT_TO_IMAGE)]
+    pub clip_model: Option<String>,
     /// Text-to-image models: start from these latents (JSON list, or an object with
     /// `initial_latents`), as handed to diffusers' pipeline as `latents=`.
     #[arg(long, value_name = "FILE.json", help_heading = TEXT_TO_IMAGE)]
@@ -143,14 +130,15 @@ pub struct GenerateArgs {
     /// Text-to-image models: img2img from this image (its size sets --height/--width).
     #[arg(long, value_name = "IMAGE", help_heading = TEXT_TO_IMAGE)]
     pub init_image: Option<PathBuf>,
-    /// Text-to-image models: img2img strength in (0, 1] (the fraction of the steps run).
-    #[arg(long, default_value_t = 0.8, help_heading = TEXT_TO_IMAGE)]
-    pub strength: f64,
+    /// Text-to-image models: img2img strength in (0, 1], the fraction of the steps run
+    /// [default: 0.8].
+    #[arg(long, help_heading = TEXT_TO_IMAGE)]
+    pub strength: Option<f64>,
     /// Run only shard I of N: a contiguous block of the -n groups, with the seeds they have in
     /// the whole run (default: from SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX with
     /// STEERDIFF_SHARD_COUNT, if set). Join shards with `steerdiff merge`.
-    #[arg(long, value_name = "I/N", value_parser = crate::shard::Shard::parse)]
-    pub shard: Option<crate::shard::Shard>,
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
     /// Run every line of FILE: a .jsonl of flag overrides per line ({"class": "star", "cfg":
     /// 3}), or one prompt (text models) or class (class-conditional models) per line; line i
     /// writes DIR/line-NNNN/.
@@ -163,18 +151,17 @@ pub struct GenerateArgs {
     /// The flags given (on the command line or in --config), as recorded in every PNG; filled
     /// in from the parsed arguments by the binary.
     #[arg(skip)]
-    pub flags: crate::invocation::Flags,
+    pub flags: Flags,
 }
 
-/// `generate --prompt-file`: one run per line (see [`crate::prompt_file`]).
+/// `generate --prompt-file`: one run per line (see [`crate::cli::prompt_file`]).
 fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
-    use crate::invocation::{self, Flags};
-    let condition = if crate::text2img::is_text_model(args) {
+    let condition = if is_text_to_image(args.model.as_deref().unwrap_or(DEFAULT_MODEL)) {
         "prompt"
     } else {
         "class"
     };
-    let lines = crate::prompt_file::read(file, condition)?;
+    let lines = super::prompt_file::read(file, condition)?;
     // The run-shaping flags of the command line (the record leaves them out) come back here.
     let mut base: Flags = args.flags.clone();
     base.push(("num".into(), vec![args.num.to_string()]));
@@ -183,35 +170,34 @@ fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
         base.push(("shard".into(), vec![format!("{}/{}", s.index, s.count)]));
     }
     for (i, line) in lines.iter().enumerate() {
-        let mut argv = invocation::to_argv(&crate::prompt_file::apply(&base, line));
+        let mut argv = super::invocation::to_argv(&super::prompt_file::apply(&base, line));
         let out = args.output.join(format!("line-{i:04}"));
         argv.push(format!("--output={}", out.display()));
         if let Some(t) = &args.trace {
             argv.push(format!("--trace={}.line-{i:04}", t.display()));
         }
-        let sub = invocation::parse_generate(&argv)
+        let sub = super::invocation::parse_generate(&argv)
             .with_context(|| format!("line {} of `{}`", i + 1, file.display()))?;
         generate(&sub)?;
     }
     Ok(())
 }
 
-/// Parses `LO,HI`.
-pub(crate) fn parse_interval(s: &str) -> std::result::Result<(f64, f64), String> {
-    let bad = || format!("expected LO,HI (two numbers, e.g. 0.28,5.42), got `{s}`");
-    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
-    let lo: f64 = lo.trim().parse().map_err(|_| bad())?;
-    let hi: f64 = hi.trim().parse().map_err(|_| bad())?;
-    Ok((lo, hi))
-}
-
 impl GenerateArgs {
-    /// The run options these flags ask for.
-    pub fn options(&self) -> Options {
-        Options {
+    /// The resolved, clap-free options of the run (the device resolved, `auto` included).
+    pub fn options(&self) -> Result<Options> {
+        let scheduler = match (&self.scheduler, &self.sampler) {
+            (Some(_), Some(_)) => input_error!("give either --scheduler or --sampler, not both"),
+            (s, None) | (None, s) => s.clone(),
+        };
+        Ok(Options {
+            device: parse_device(&self.device)?,
+            dtype: self.dtype.as_deref().map(WeightDType::parse).transpose()?,
             path: self.path,
             class: self.class.clone(),
-            sampler: self.sampler.clone(),
+            prompt: self.prompt.clone(),
+            negative: self.negative.clone(),
+            sampler: scheduler,
             steps: self.steps,
             eta: self.eta,
             cfg: self.cfg,
@@ -223,61 +209,49 @@ impl GenerateArgs {
             strategy: self.strategy.clone(),
             shard: self.shard,
             observation: None,
-        }
+            height: self.height,
+            width: self.width,
+            guide_model: self.guide_model.clone(),
+            text_encoders: self.text_encoders.clone(),
+            ae: self.ae.clone(),
+            clip_model: self.clip_model.clone(),
+            init_latents: self.init_latents.clone(),
+            init_image: self.init_image.clone(),
+            strength: self.strength,
+            max_batch: self.max_batch,
+            custom_reward: None,
+        })
     }
 
     /// The model to load: `--model`, else [`DEFAULT_MODEL`].
-    pub fn model(&self) -> Result<Model> {
-        match self.model.as_deref().or(DEFAULT_MODEL) {
-            Some(m) => Model::parse(m),
-            None => input_error!("no --model given; use --model gmm:SPEC.json"),
-        }
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or(DEFAULT_MODEL)
     }
 }
-
-/// Runs a parsed command line.
-pub fn execute(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Generate(args) => generate(&args),
-        Command::Eval(args) => crate::eval::execute(&args),
-        Command::List => {
-            print!("{}", catalog::listing());
-            Ok(())
-        }
-        Command::Toy(args) => crate::toy::execute(&args),
-        Command::Info { image, json } => crate::png_record::info(&image, json),
-        Command::Merge(args) => crate::merge::merge(&args),
-    }
-}
-
-/// The `--help` heading of the flags only text-to-image models read; elsewhere they are
-/// refused rather than silently ignored.
-pub const TEXT_TO_IMAGE: &str = "Text-to-image models";
 
 /// `steerdiff generate`: checks everything, runs, writes the outputs all or nothing, and prints
-/// a one-line summary on stderr.
+/// a one-line summary on stderr. Every model family takes this one path.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
     if let Some(file) = &args.prompt_file {
         return prompt_file_runs(args, file);
     }
-    if crate::text2img::is_text_model(args) {
-        return crate::text2img::generate(args);
+    if !is_text_to_image(args.model()) {
+        let text_only = super::invocation::generate_command()
+            .get_arguments()
+            .filter(|a| a.get_help_heading() == Some(TEXT_TO_IMAGE))
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .find(|long| args.flags.iter().any(|(l, _)| l == long));
+        if let Some(long) = text_only {
+            input_error!(
+                "--{long} is for text-to-image models; `{}` is not one (drop --{long}, or name a \
+                 Stable Diffusion / SD3 / FLUX model with --model)",
+                args.model()
+            );
+        }
     }
-    let text_only = crate::invocation::generate_command()
-        .get_arguments()
-        .filter(|a| a.get_help_heading() == Some(TEXT_TO_IMAGE))
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .find(|long| args.flags.iter().any(|(l, _)| l == long));
-    if let Some(long) = text_only {
-        input_error!(
-            "--{long} is for text-to-image models; `{}` is not one (drop --{long}, or name a \
-             Stable Diffusion / SD3 / FLUX model with --model)",
-            args.model.as_deref().unwrap_or("toy")
-        );
-    }
-    let mut opts = args.options();
+    let mut opts = args.options()?;
     if opts.shard.is_none() {
-        match crate::shard::Shard::from_env(|k| std::env::var(k).ok()) {
+        match Shard::from_env(|k| std::env::var(k).ok()) {
             Ok(Some((shard, var))) => {
                 eprintln!(
                     "steerdiff: shard {}/{} (from {var})",
@@ -289,17 +263,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             Err(e) => input_error!("{e}"),
         }
     }
-    let job = Job::new(args.model()?, &opts)?;
+    let job = Job::load(args.model(), &opts)?;
     output::prepare_dir(&args.output)?;
     let mut trace = match &args.trace {
         Some(path) => Some(JsonlTrace::create(path)?),
         None => None,
     };
     let result = {
-        let mut progress = crate::progress::Progress::new(
-            job.parameters().steps,
-            trace.as_mut().map(|t| t as &mut dyn TraceSink),
-        );
+        let mut progress =
+            Progress::new(job.steps(), trace.as_mut().map(|t| t as &mut dyn TraceSink));
         let r = job.run(Some(&mut progress));
         progress.finish();
         r
@@ -308,48 +280,18 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         Ok(o) => o,
         Err(e) => return Err(trace.as_mut().and_then(JsonlTrace::take_error).unwrap_or(e)),
     };
-    let records = job.records(&outcome)?;
-    let written = output::write_generate(&args.output, &job, &outcome, &records, trace.as_mut())?;
-    if job.is_toy() {
-        crate::toy::write_images(&args.output, &job, &records, &args.flags)?;
-    }
+    let mut records = results::records(&job, &outcome)?;
+    let argv = super::invocation::to_argv(&args.flags);
+    let written = results::write(&args.output, &job, &outcome, &mut records, &argv, trace)?;
     let reward_calls: u64 = outcome.ledger.reward_calls.values().sum();
     eprintln!(
-        "steerdiff: {} samples → {} ({} model rows, {} reward calls, {:.3} s)",
+        "steerdiff: {} samples → {} ({} model rows, {} reward calls, {:.3} s on {})",
         outcome.population.len(),
         written.samples.display(),
         outcome.ledger.total_rows(),
         reward_calls,
         outcome.timing.total_s,
+        job.parameters().device,
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    /// No two flags of one subcommand share a long name or an id. clap checks this only in
-    /// debug builds; in release a clash lets one flag silently swallow the other's values
-    /// (DSearch's `--width` once took the image width's).
-    #[test]
-    fn no_two_flags_share_a_name() {
-        use clap::CommandFactory;
-        fn check(cmd: &clap::Command, path: &str) {
-            let mut longs = std::collections::BTreeSet::new();
-            let mut ids = std::collections::BTreeSet::new();
-            for arg in cmd.get_arguments() {
-                assert!(
-                    ids.insert(arg.get_id().as_str().to_string()),
-                    "{path}: two arguments with id `{}`",
-                    arg.get_id()
-                );
-                if let Some(long) = arg.get_long() {
-                    assert!(longs.insert(long.to_string()), "{path}: two --{long} flags");
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                check(sub, &format!("{path} {}", sub.get_name()));
-            }
-        }
-        check(&super::Cli::command(), "steerdiff");
-    }
 }

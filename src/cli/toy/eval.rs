@@ -13,8 +13,9 @@ use serde::Serialize;
 use steerdiff_pipelines::toy::model::{self, ToyClassifier};
 use steerdiff_pipelines::toy::{data, CLASS_NAMES, NUM_CLASSES};
 
-use crate::run::{Job, Model, Options, PathKind};
-use crate::toy::{Canvas, EvalArgs};
+use super::EvalArgs;
+use crate::output::Canvas;
+use crate::run::{Job, Options, PathKind};
 
 /// Dataset seed of the fresh evaluation images (training used seeds 1, 2 and 3).
 pub const EVAL_DATA_SEED: u64 = 9001;
@@ -34,13 +35,13 @@ pub fn generate(
     seed: u64,
     steps: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let job = Job::new(
-        Model::parse(model)?,
+    let job = Job::load(
+        model,
         &Options {
             path: PathKind::Flow,
             class: Some(CLASS_NAMES[class as usize].to_string()),
-            steps,
-            cfg,
+            steps: Some(steps),
+            cfg: Some(cfg),
             n,
             seed,
             ..Options::default()

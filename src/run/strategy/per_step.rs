@@ -1,198 +1,31 @@
-//! The per-step strategies on the command line — GFCG, autoguidance, dynamic CFG, FlowChef and
-//! inpainting by replacement — their flags ([`PerStepArgs`]) and how they are built for the
-//! loaded model ([`build`]). Unlike the particle strategies they need the model itself: its
-//! guidance classifier (GFCG, dynamic CFG, FlowChef's class cost), its weaker twin
-//! (autoguidance), its sample shape and path (FlowChef, replacement). Every check happens
-//! here, before sampling, and fails with one line naming the problem and the fix.
+//! Building the per-step strategies — GFCG, autoguidance, dynamic CFG, FlowChef and
+//! inpainting by replacement — for the loaded model ([`build`]). Unlike the particle
+//! strategies they need the model itself: its guidance classifier (GFCG, dynamic CFG,
+//! FlowChef's class cost), its weaker twin (autoguidance), its sample shape and path
+//! (FlowChef, replacement). Every check happens here, before sampling, and fails with one line
+//! naming the problem and the fix.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use candle_core::{Device, Tensor};
-use clap::{Args, ValueEnum};
-use serde::Serialize;
 use steerdiff_guidance::strategy::{
     Autoguidance, ClassifierCost, Cost, DynamicCfg, FlowChef, GaussianDeblur, Gfcg,
     GradientEstimate, MaskedSquare, ReferenceRule, Replacement, ScaleRule, SuperResolution,
 };
 use steerdiff_guidance::{ClassLogProb, Classifier, Condition, Guidance, Reward};
 use steerdiff_pipelines::toy::model::{self as toy_model, ToyClassifier};
-use steerdiff_pipelines::{GmmClassifier, GmmSpec};
 
+use super::kind::StrategyKind;
+use super::per_step_args::{GuideArg, PerStepArgs, ReferenceArg, ScaleRuleArg, TaskArg};
 use crate::error::input_error;
-use crate::observation::{self, Observation};
-use crate::strategy::StrategyKind;
-use crate::toy_grad::ToyGradClassifier;
-
-/// GFCG's reference class on the command line ([`ReferenceRule`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReferenceArg {
-    /// The most probable class other than the target.
-    #[default]
-    Competitor,
-    /// The classifier's top-1 when it is not the target, else the competitor.
-    TopIfWrong,
-}
-
-/// GFCG's scale rule on the command line ([`ScaleRule`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScaleRuleArg {
-    /// w_t = 1 + (w − 1)(1 − p_target): no guidance once the classifier is sure.
-    #[default]
-    Confusion,
-    /// w_t = 1 + (w − 1)·p_ref / (p_target + p_ref).
-    Ratio,
-    /// w_t = w.
-    Constant,
-}
-
-/// Which model gives GFCG's reference-class prediction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum GuideArg {
-    /// The main model (one extra row per step).
-    #[default]
-    Main,
-    /// The weaker twin toy-weak (GFCG + autoguidance: D_weak(c_ref) + w·(D(c) − D_weak(c_ref))).
-    Weak,
-}
-
-/// FlowChef's measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum TaskArg {
-    /// Fill the unknown pixels of --image (--mask PNG, white = known, or --box X0,Y0,X1,Y1).
-    #[default]
-    Inpaint,
-    /// Match --image after average pooling by --superres-factor (--image full size, or already
-    /// downsampled).
-    Superres,
-    /// Match --image, the observed blur of a Gaussian of --blur-sigma pixels.
-    Deblur,
-    /// Minimise −ln p(--class | x̂0) under the toy guidance classifier (autograd through the
-    /// classifier only).
-    Class,
-}
-
-/// Flags of the per-step strategies.
-#[derive(Debug, Clone, Args, PartialEq, Serialize)]
-pub struct PerStepArgs {
-    /// GFCG: maximum scale w (1 = none); x̂0 = x̂0_c + (w_t − 1)(x̂0_c − x̂0_ref), the scale
-    /// w_t following --gfcg-scale-rule.
-    #[arg(
-        long,
-        value_name = "W",
-        default_value_t = 3.0,
-        allow_negative_numbers = true
-    )]
-    pub gfcg_scale: f64,
-    /// GFCG: how the reference class is picked from the classifier's reading of x̂0_c.
-    #[arg(long, value_enum, default_value_t = ReferenceArg::Competitor)]
-    pub gfcg_reference: ReferenceArg,
-    /// GFCG: how the scale follows the classifier's confidence in the target class.
-    #[arg(long, value_enum, default_value_t = ScaleRuleArg::Confusion)]
-    pub gfcg_scale_rule: ScaleRuleArg,
-    /// GFCG: guide only while the noise level σ/α lies in [LO, HI] (default: every step).
-    #[arg(long, value_name = "LO,HI", value_parser = crate::cli::parse_interval, allow_hyphen_values = true)]
-    pub gfcg_interval: Option<(f64, f64)>,
-    /// GFCG: the model giving the reference-class prediction (weak = GFCG + autoguidance).
-    #[arg(long, value_enum, default_value_t = GuideArg::Main)]
-    pub gfcg_guide: GuideArg,
-    /// Text-to-image GFCG / dynamic CFG: the competing prompts of the zero-shot CLIP
-    /// classifier (`;`-separated, e.g. "a dog;a fox"); the prompt itself is class 0.
-    #[arg(long, value_name = "TEXT;TEXT…", value_delimiter = ';', help_heading = crate::cli::TEXT_TO_IMAGE)]
-    pub zero_shot: Vec<String>,
-    /// Autoguidance weight w (1 = none): D = D_weak + w·(D − D_weak), D_weak = toy-weak.
-    #[arg(
-        long,
-        value_name = "W",
-        default_value_t = 2.0,
-        allow_negative_numbers = true
-    )]
-    pub autoguidance_scale: f64,
-    /// Dynamic CFG: candidate CFG scales scored every step (comma-separated); the evaluator is
-    /// ln p(class | x̂0(s)) under the guidance classifier (or --reward if given).
-    #[arg(long, value_name = "S,S,…", value_delimiter = ',', default_values_t = [1.0, 2.0, 3.0, 5.0], allow_negative_numbers = true)]
-    pub cfg_candidates: Vec<f64>,
-    /// FlowChef: the measurement to match.
-    #[arg(long, value_enum, default_value_t = TaskArg::Inpaint)]
-    pub task: TaskArg,
-    /// FlowChef / replacement: the observed image (PNG; 32×32 RGB for the toy model).
-    #[arg(long, value_name = "PNG")]
-    pub image: Option<PathBuf>,
-    /// Inpainting: the known pixels, a PNG of the image's size (white = known, black = fill).
-    #[arg(long, value_name = "PNG")]
-    pub mask: Option<PathBuf>,
-    /// Inpainting: fill the rectangle X0,Y0,X1,Y1 (pixels, end exclusive; everything else is
-    /// known), instead of --mask; e.g. 8,8,24,24 is the centre box of a 32×32 image.
-    #[arg(long = "box", value_name = "X0,Y0,X1,Y1", value_parser = observation::parse_box)]
-    pub fill_box: Option<[usize; 4]>,
-    /// FlowChef: step size η of x_t ← x_t − η·∇L(x̂0) (default: 0.2 for inpaint — 0.5 would
-    /// land x̂0 on the known pixels every step, which measured less coherent fills —, 0.5 for
-    /// deblur, f²/2 for superres, 0.1 for class).
-    #[arg(long, value_name = "η")]
-    pub lr: Option<f64>,
-    /// FlowChef: inner updates K per guided step (the velocity stays frozen).
-    #[arg(long, value_name = "K", default_value_t = 1)]
-    pub inner_steps: usize,
-    /// FlowChef: guide only the first N steps (default: all but the last).
-    #[arg(long, value_name = "N")]
-    pub guided_steps: Option<usize>,
-    /// FlowChef: zeroth-order variant with M antithetic pairs (cost values only; default: the
-    /// exact gradient).
-    #[arg(long, value_name = "M")]
-    pub zo_pairs: Option<usize>,
-    /// FlowChef zeroth-order: smoothing radius μ.
-    #[arg(long, value_name = "μ", default_value_t = 0.05)]
-    pub zo_mu: f64,
-    /// FlowChef superres: down-sampling factor f.
-    #[arg(long, value_name = "F", default_value_t = 2)]
-    pub superres_factor: usize,
-    /// FlowChef deblur: the blur's standard deviation in pixels.
-    #[arg(long, value_name = "PX", default_value_t = 1.0)]
-    pub blur_sigma: f64,
-    /// FlowChef deblur: the blur kernel's (odd) size.
-    #[arg(long, value_name = "K", default_value_t = 5)]
-    pub blur_size: usize,
-}
-
-impl Default for PerStepArgs {
-    fn default() -> Self {
-        PerStepArgs {
-            gfcg_scale: 3.0,
-            zero_shot: Vec::new(),
-            gfcg_reference: ReferenceArg::Competitor,
-            gfcg_scale_rule: ScaleRuleArg::Confusion,
-            gfcg_interval: None,
-            gfcg_guide: GuideArg::Main,
-            autoguidance_scale: 2.0,
-            cfg_candidates: vec![1.0, 2.0, 3.0, 5.0],
-            task: TaskArg::Inpaint,
-            image: None,
-            mask: None,
-            fill_box: None,
-            lr: None,
-            inner_steps: 1,
-            guided_steps: None,
-            zo_pairs: None,
-            zo_mu: 0.05,
-            superres_factor: 2,
-            blur_sigma: 1.0,
-            blur_size: 5,
-        }
-    }
-}
+use crate::run::observation::{self, Observation};
 
 /// What [`build`] needs to know about the loaded model.
 pub struct Target<'a> {
     /// The model as named (`toy`, `gmm:…`), for messages.
     pub model: &'a str,
-    /// The mixture, when the model is one (its Bayes classifier guides GFCG / dynamic CFG).
-    pub gmm: Option<&'a GmmSpec>,
-    /// True for the toy models.
+    /// True for the toy models (3×32×32 images in `[-1, 1]`).
     pub toy: bool,
     /// True when the model's path is a rectified flow.
     pub flow: bool,
@@ -202,12 +35,13 @@ pub struct Target<'a> {
     pub cond: Condition,
     /// The CFG scale of the run (1 = none).
     pub cfg: f64,
-    /// The model's own guidance classifier, when the caller has one (a zero-shot CLIP
-    /// classifier over prompts for text-to-image models); else the toy's or the mixture's.
+    /// The guidance classifier on x̂0: the model's own (the toy's, a mixture's Bayes
+    /// classifier), or a zero-shot CLIP classifier over prompts for text-to-image models.
     pub classifier: Option<Arc<dyn Classifier>>,
-    /// The caller supplies a weaker guiding model as engine model 1 (`--guide-model`); the toy
-    /// has its own twin.
+    /// A weaker guiding model is engine model 1 (the toy's twin, or `--guide-model`).
     pub has_guide: bool,
+    /// The model is text-conditioned (its classes are prompts).
+    pub text: bool,
 }
 
 /// A built per-step strategy.
@@ -230,17 +64,10 @@ fn toy_classifier() -> Result<ToyClassifier> {
         .context("loading the toy guidance classifier")
 }
 
-/// The guidance classifier of the model: the toy's `toy-classifier`, or a mixture's exact
-/// Bayes classifier.
+/// The guidance classifier of the model.
 fn classifier(kind: StrategyKind, t: &Target) -> Result<Arc<dyn Classifier>> {
-    if let Some(c) = &t.classifier {
-        return Ok(c.clone());
-    }
-    if t.toy {
-        return Ok(Arc::new(toy_classifier()?));
-    }
-    match t.gmm {
-        Some(spec) => Ok(Arc::new(GmmClassifier { spec: spec.clone() })),
+    match &t.classifier {
+        Some(c) => Ok(c.clone()),
         None => input_error!(
             "--guidance {} needs a classifier of the model's samples; `{}` has none (use --model toy)",
             kind.cli_name(),
@@ -252,7 +79,7 @@ fn classifier(kind: StrategyKind, t: &Target) -> Result<Arc<dyn Classifier>> {
 fn class_of(kind: StrategyKind, t: &Target) -> Result<u32> {
     match t.cond {
         Condition::Class(c) => Ok(c),
-        Condition::Prompt(i) if t.classifier.is_some() => Ok(i),
+        Condition::Prompt(i) if t.text && t.classifier.is_some() => Ok(i),
         _ => input_error!(
             "--guidance {} needs --class NAME: it steers towards a class",
             kind.cli_name()
@@ -427,7 +254,7 @@ fn flowchef(a: &PerStepArgs, t: &Target, given: Option<&Observation>) -> Result<
                 );
             }
             let class = class_of(kind, t)?;
-            let clf = Arc::new(ToyGradClassifier(toy_classifier()?));
+            let clf = Arc::new(toy_classifier()?);
             (Box::new(ClassifierCost::new(clf, class, 1.0)), 0.1)
         }
     };
@@ -473,7 +300,7 @@ pub fn build(
             kind.cli_name()
         );
     }
-    if !a.zero_shot.is_empty() && t.classifier.is_none() {
+    if !a.zero_shot.is_empty() && !t.text {
         input_error!(
             "--zero-shot names the competing prompts of a text-to-image model's zero-shot CLIP \
              classifier; `{}` has its own classes",

@@ -47,17 +47,9 @@ pub struct PluginArgs {
 }
 
 impl Default for PluginArgs {
+    /// clap's defaults, as the `#[arg]` attributes above state them.
     fn default() -> Self {
-        PluginArgs {
-            plugin_timeout: 60.0,
-            plugin_startup_timeout: 120.0,
-            plugin_retries: 2,
-            plugin_on_error: OnErrorArg::Abort,
-            plugin_concurrency: 1,
-            plugin_batch: None,
-            plugin_allow_remote: false,
-            plugin_no_cache: false,
-        }
+        crate::run::clap_defaults::parse_defaults()
     }
 }
 

@@ -13,7 +13,7 @@
 //! dynamic CFG 2 — the rows of CFG): `--cfg 1,2` runs every strategy at each CFG scale, so one
 //! grid holds conditional, CFG, GFCG, GFCG + CFG and autoguidance; dynamic CFG picks its own
 //! scale (`--cfg-candidates`) and runs once. FlowChef and replacement need an image and a mask:
-//! their comparison is the inpainting demo ([`crate::inpaint_demo`]).
+//! their comparison is the inpainting demo ([`crate::cli::toy::inpaint_demo`]).
 
 use std::time::Instant;
 
@@ -23,8 +23,9 @@ use serde::Serialize;
 use steerdiff_guidance::{Condition, Outcome};
 
 use crate::error::input_error;
-use crate::run::{Job, Model, Options, PathKind};
-use crate::strategy::{StrategyArgs, StrategyKind};
+use crate::run::device::{parse_device, DEFAULT_DEVICE};
+use crate::run::strategy::{StrategyArgs, StrategyKind};
+use crate::run::{Job, Options, PathKind};
 
 /// Flags of `steerdiff eval`.
 #[derive(Debug, Args)]
@@ -71,12 +72,19 @@ pub struct EvalArgs {
     /// Seed of group 0.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The device: auto (the first GPU this binary was built for, else the CPU), cpu, cuda,
+    /// cuda:N, metal, metal:N.
+    #[arg(long, value_name = "DEVICE", default_value = DEFAULT_DEVICE)]
+    pub device: String,
+    /// Weight dtype f32, f16 or bf16 (default: the model's own on the device).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Settings of the per-step strategies (GFCG, autoguidance, dynamic CFG).
     #[command(flatten)]
-    pub per_step: crate::per_step::PerStepArgs,
+    pub per_step: crate::run::strategy::PerStepArgs,
 }
 
 /// One row of the table.
@@ -132,7 +140,7 @@ pub fn run_grid(args: &EvalArgs) -> Result<Vec<Row>> {
             );
         }
     }
-    let toy = matches!(Model::parse(&args.model)?, Model::Toy { .. });
+    let toy = args.model == "toy" || args.model == "toy-weak";
     let reward_spec = args
         .reward
         .clone()
@@ -191,14 +199,20 @@ fn run_one(
         path: args.path,
         class: args.class.clone(),
         sampler: args.sampler.clone(),
-        steps: args.steps,
-        cfg: if dynamic { 1.0 } else { cfg },
+        steps: Some(args.steps),
+        cfg: Some(if dynamic { 1.0 } else { cfg }),
+        device: parse_device(&args.device)?,
+        dtype: args
+            .dtype
+            .as_deref()
+            .map(steerdiff_pipelines::sd::WeightDType::parse)
+            .transpose()?,
         n: args.num,
         seed: args.seed,
         strategy,
         ..Options::default()
     };
-    let job = Job::new(Model::parse(&args.model)?, &opts)?;
+    let job = Job::load(&args.model, &opts)?;
     let start = Instant::now();
     let outcome = job.run(None)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -223,7 +237,7 @@ fn measure(
     let scores = match reward_spec {
         Some(spec) => {
             let reward = job.reward(spec)?;
-            crate::run::score_final(job, reward.as_ref(), &pop.x, &pop.conds())?
+            crate::run::score_final(reward.as_ref(), &pop.x, &pop.conds())?
         }
         None => Vec::new(),
     };
@@ -236,13 +250,14 @@ fn measure(
         (reward_mean, reward_max)
     };
     let eval_class = match (&args.eval_class, job.condition()) {
-        (Some(name), _) => Some(job.class_label(name)?),
+        (Some(name), _) => Some(job.model().class(name)?.0),
         (None, Condition::Class(c)) => Some(c),
         _ => None,
     };
     let eval_accuracy = eval_class
-        .map(|c| job.held_out_accuracy(&xs, c))
-        .transpose()?;
+        .map(|c| job.model().held_out_accuracy(&xs, c))
+        .transpose()?
+        .flatten();
     Ok(Row {
         strategy: kind.cli_name(),
         cfg,

@@ -1,11 +1,11 @@
-//! The run record inside every PNG, and `steerdiff info` to read it back.
+//! The run record inside every PNG (`steerdiff info` reads it back).
 //!
 //! Each sample PNG carries an iTXt chunk `parameters` (the keyword A1111 and sd.cpp use) whose
 //! text is JSON: the steerdiff version, the `generate` arguments that reproduce exactly this
 //! image, the file that run writes it to, and the resolved parameters of that run. For the
 //! toy model the run is the one-image run (the flags with `--seed` set to the image's group
 //! seed and `-n 1`); for text-to-image models it is the whole run, because their
-//! convolutions round differently at other batch sizes. Re-running the arguments writes a
+//! batched forwards round differently at other batch sizes. Re-running the arguments writes a
 //! byte-identical file, chunk included.
 
 use std::path::Path;
@@ -90,33 +90,5 @@ pub fn read(path: &Path) -> Result<(ImageRecord, Vec<u8>)> {
             "`{}`: its `{KEYWORD}` text is not a steerdiff record ({e})",
             path.display()
         ),
-    }
-}
-
-/// `steerdiff info IMAGE.png`: the record, as text or (`json`) as JSON.
-pub fn info(path: &Path, json: bool) -> Result<()> {
-    let (record, _) = read(path)?;
-    let text = if json {
-        format!("{}\n", serde_json::to_string_pretty(&record)?)
-    } else {
-        let mut t = format!("written by steerdiff {}\n", record.steerdiff);
-        t += &format!(
-            "reproduce (writes {}): {} -o OUT\n",
-            record.file,
-            crate::invocation::shell_line(&record.argv)
-        );
-        if let Some(r) = record.reward {
-            t += &format!("reward: {r}\n");
-        }
-        t + &format!(
-            "parameters: {}\n",
-            serde_json::to_string_pretty(&record.parameters)?
-        )
-    };
-    use std::io::Write as _;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        // A closed pipe (`steerdiff info X | head`) is not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
     }
 }

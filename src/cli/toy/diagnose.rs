@@ -46,7 +46,7 @@ pub fn diagnose(args: &DiagnoseArgs) -> Result<()> {
     let clf = ToyClassifier::load(&assets, model::EVAL_CLASSIFIER)?;
     let n = args.images.max(1);
     let dev = Device::Cpu;
-    let (pix, labels) = data::batch(crate::toy_eval::EVAL_DATA_SEED, 0, n);
+    let (pix, labels) = data::batch(super::eval::EVAL_DATA_SEED, 0, n);
     let x0 = Tensor::from_vec(pix, (n, 3, data::SIZE, data::SIZE), &dev)?;
     let key = StreamKey {
         seed: 5,

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
+use crate::cli::invocation::Flags;
 use crate::error::input_error;
-use crate::invocation::Flags;
 
 /// The flag overrides of each line of `path`; `condition` names the flag a plain-text line
 /// sets (`prompt` or `class`).
@@ -37,7 +37,7 @@ pub fn read(path: &Path, condition: &str) -> Result<Vec<Flags>> {
         };
         let mut flags = Flags::new();
         for (key, value) in obj {
-            let (long, values) = match crate::invocation::flag_for(&key, &value) {
+            let (long, values) = match crate::cli::invocation::flag_for(&key, &value) {
                 Ok(Some(f)) => f,
                 Ok(None) => continue,
                 Err(e) => input_error!("{}: {e}", where_()),

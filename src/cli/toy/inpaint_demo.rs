@@ -19,13 +19,13 @@ use serde::Serialize;
 use steerdiff_pipelines::toy::model::{self, ToyClassifier};
 use steerdiff_pipelines::toy::{data, CLASS_NAMES};
 
+use super::eval::EVAL_DATA_SEED;
 use crate::error::input_error;
-use crate::observation::{box_mask, centre_box, Observation};
-use crate::per_step::{PerStepArgs, TaskArg};
-use crate::run::{Job, Model, Options, PathKind};
-use crate::strategy::{StrategyArgs, StrategyKind};
-use crate::toy::Canvas;
-use crate::toy_eval::EVAL_DATA_SEED;
+use crate::output::Canvas;
+use crate::run::observation::{box_mask, centre_box, Observation};
+use crate::run::strategy::{PerStepArgs, TaskArg};
+use crate::run::strategy::{StrategyArgs, StrategyKind};
+use crate::run::{Job, Options, PathKind};
 
 /// Flags of `steerdiff toy inpaint`.
 #[derive(Debug, Clone, Args)]
@@ -171,8 +171,8 @@ fn inpaint(
         class: a
             .conditional
             .then(|| CLASS_NAMES[label as usize].to_string()),
-        steps: a.steps,
-        cfg: a.cfg,
+        steps: Some(a.steps),
+        cfg: Some(a.cfg),
         time_travel: method.time_travel,
         n: 1,
         seed: a.seed + i as u64,
@@ -184,7 +184,7 @@ fn inpaint(
         observation: Some(obs.clone()),
         ..Options::default()
     };
-    let job = Job::new(Model::parse("toy")?, &opts)?;
+    let job = Job::load("toy", &opts)?;
     let out = job.run(None)?;
     Ok((out.population.row(0)?, out.ledger.total_rows()))
 }
@@ -267,7 +267,7 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
         sources.push(src);
         labels.push(label);
     }
-    let source_accuracy = crate::toy_eval::accuracy(&eval, &sources, &labels)?;
+    let source_accuracy = super::eval::accuracy(&eval, &sources, &labels)?;
     let mut rows = Vec::new();
     for (m, method) in methods.iter().enumerate() {
         let outs = &outputs[m];
@@ -283,7 +283,7 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
             images: a.num,
             known_mae: mean(&known),
             fill_mae: mean(&unknown),
-            class_agreement: crate::toy_eval::accuracy(&eval, outs, &labels)?,
+            class_agreement: super::eval::accuracy(&eval, outs, &labels)?,
             nfe_per_image: rows_spent[m] as f64 / a.num as f64,
             seconds: seconds[m],
         });

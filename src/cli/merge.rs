@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::error::input_error;
 use crate::output::Staged;
+use crate::run::results::{grid_label, grid_png, top_png};
 
 /// Flags of `steerdiff merge`.
 #[derive(Debug, Args)]
@@ -118,44 +119,53 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
                 add_counts(&mut timing, &t);
             }
         }
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("listing `{}`", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("sample-") && n.ends_with(".png"))
-            })
-            .collect();
-        names.sort();
-        for p in names {
-            let bytes = std::fs::read(&p).with_context(|| format!("reading `{}`", p.display()))?;
-            staged.add(&args.output.join(p.file_name().expect("a file")), &bytes)?;
+    }
+    // Each sample's PNG, copied byte for byte, and the grid and top images redrawn from them.
+    let dir_of = |group: usize| {
+        shards.iter().find(|(_, _, _, v)| {
+            v["parameters"].is_object()
+                && v["samples"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|x| x["group"] == group))
+        })
+    };
+    let prompted = params["prompt"].is_string();
+    let class_name = params["class_name"].as_str();
+    let mut scored = vec![];
+    for s in &samples {
+        let Some(name) = s["image"].as_str() else {
+            continue;
+        };
+        let group = s["group"].as_u64().unwrap_or(0) as usize;
+        let Some((_, _, dir, _)) = dir_of(group) else {
+            continue;
+        };
+        let path = dir.join(name);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("reading `{}`", path.display()))?;
+        let img = image::load_from_memory(&bytes)
+            .with_context(|| format!("`{}` is not an image", path.display()))?
+            .to_rgb8();
+        staged.add(&args.output.join(name), &bytes)?;
+        let seed = s["seed"].as_u64().unwrap_or(0);
+        cells.push((img.clone(), grid_label(class_name, prompted, seed)));
+        if let Some(score) = s["eval_reward"].as_f64().or(s["reward"].as_f64()) {
+            scored.push((score, img));
         }
     }
     staged.add(
         &args.output.join("timing.json"),
         format!("{}\n", serde_json::to_string_pretty(&timing)?).as_bytes(),
     )?;
-    if params["model"]
-        .as_str()
-        .is_some_and(|m| m.starts_with("toy"))
-    {
-        let name = params["class_name"]
-            .as_str()
-            .unwrap_or("uncond")
-            .to_string();
-        for s in &samples {
-            let x: Vec<f32> = serde_json::from_value(s["x"].clone()).context("a sample's x")?;
-            cells.push((x, format!("{name} {}", s["seed"])));
-        }
-        let cols = (cells.len() as f64).sqrt().ceil() as usize;
-        staged.add(
-            &args.output.join("grid.png"),
-            &crate::toy::grid(&cells, cols, 4).png()?,
-        )?;
+    if !cells.is_empty() {
+        staged.add(&args.output.join("grid.png"), &grid_png(&cells)?)?;
     }
+    if let Some(png) = top_png(scored)? {
+        staged.add(&args.output.join("top.png"), &png)?;
+    }
+    let files: Vec<PathBuf> = staged.destinations().map(|p| p.to_path_buf()).collect();
     staged.commit()?;
+    crate::output::remove_stale(&args.output, &files)?;
     eprintln!(
         "steerdiff: merged {} shards, {} samples → {}",
         shards.len(),

@@ -3,11 +3,33 @@
 use anyhow::{bail, Result};
 use candle_core::Device;
 
-/// Parses `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` into a device.
+/// The `--device` used when none is given.
+pub const DEFAULT_DEVICE: &str = "auto";
+
+/// Parses `auto`, `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` into a device.
 ///
-/// A GPU device needs a binary built with the matching feature (`--features cuda` or
-/// `--features metal`); without it the error says so and how to rebuild.
+/// `auto` takes the first GPU the binary was built for (CUDA, then Metal) and falls back to
+/// the CPU. A named GPU device needs a binary built with the matching feature
+/// (`--features cuda` or `--features metal`); without it the error says so and how to
+/// rebuild. Errors are the user's to fix (exit code 2).
 pub fn parse_device(spec: &str) -> Result<Device> {
+    parse(spec).map_err(|e| anyhow::Error::new(crate::error::InputError(e.to_string())))
+}
+
+fn parse(spec: &str) -> Result<Device> {
+    if spec == "auto" {
+        if candle_core::utils::cuda_is_available() {
+            if let Ok(d) = Device::new_cuda(0) {
+                return Ok(d);
+            }
+        }
+        if candle_core::utils::metal_is_available() {
+            if let Ok(d) = Device::new_metal(0) {
+                return Ok(d);
+            }
+        }
+        return Ok(Device::Cpu);
+    }
     let (kind, ordinal) = match spec.split_once(':') {
         Some((k, n)) => match n.parse::<usize>() {
             Ok(n) => (k, n),
@@ -27,7 +49,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "cpu" if ordinal == 0 => Ok(Device::Cpu),
         "cuda" => built("cuda", Device::new_cuda(ordinal)),
         "metal" => built("metal", Device::new_metal(ordinal)),
-        _ => bail!("unknown --device `{spec}`; valid: cpu, cuda, cuda:N, metal, metal:N"),
+        _ => bail!("unknown --device `{spec}`; valid: auto, cpu, cuda, cuda:N, metal, metal:N"),
     }
 }
 
@@ -38,6 +60,8 @@ mod tests {
     #[test]
     fn cpu_parses_and_bad_names_are_refused() {
         assert!(matches!(parse_device("cpu").unwrap(), Device::Cpu));
+        #[cfg(not(any(feature = "cuda", feature = "metal")))]
+        assert!(matches!(parse_device("auto").unwrap(), Device::Cpu));
         for bad in ["gpu", "cpu:1", "cuda:x", ""] {
             let e = parse_device(bad).unwrap_err().to_string();
             assert!(e.contains("--device"), "{bad}: {e}");

@@ -1,0 +1,574 @@
+//! One interface for every model family: the exact Gaussian mixtures (`gmm:SPEC.json`), the
+//! embedded toy flow models (`toy`, `toy-weak`) and the text-to-image families (Stable
+//! Diffusion 1.x/2.x/XL/Turbo presets, diffusers folders and Hub repos, SD3 / FLUX single
+//! files).
+//!
+//! [`load`] takes a model spec and [`LoadOptions`] (device, dtype, …) and returns a [`Model`]
+//! that answers the same questions whatever the family: its denoiser, how a condition is
+//! named (a class name or a prompt), its samplers by name, samples → pixels, its guidance
+//! classifier, its weaker twin, and a record of its configuration and weight hashes. Callers
+//! never match on the family; this file is the one place that does.
+//!
+//! ```
+//! use steerdiff_pipelines::model::{self, LoadOptions};
+//! let toy = model::load("toy", &LoadOptions::default())?;
+//! assert_eq!(toy.denoiser().sample_shape(), vec![3, 32, 32]);
+//! assert_eq!(toy.class("star")?.0, 5);
+//! # Ok::<(), steerdiff_pipelines::Error>(())
+//! ```
+
+mod rewards;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+use steerdiff_guidance::sampler::{self, Sampler};
+use steerdiff_guidance::{Classifier, Denoiser, NoisePath};
+
+use crate::sd::preview::LatentPreview;
+use crate::sd::rewards::Pixels;
+use crate::sd::text_to_image::TextToImage;
+use crate::sd::{self, WeightDType};
+use crate::toy::{self, ToyFlow};
+use crate::{Error, GmmClassifier, GmmDenoiser, GmmSpec, Result};
+
+pub use rewards::{RewardBuilder, RewardSettings};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where the model's tensors live (default: the CPU).
+    pub device: Device,
+    /// Weight dtype; `None` = the family's default on `device` ([`default_dtype`]).
+    pub dtype: Option<WeightDType>,
+    /// The Gaussian path a mixture is sampled on (`None` = VP with DDPM's betas); other
+    /// families have their own.
+    pub mixture_path: Option<NoisePath>,
+    /// SD3 / FLUX single files: the text encoders (a diffusers folder or Hub repo).
+    pub text_encoders: Option<String>,
+    /// FLUX single files: the autoencoder file.
+    pub ae: Option<PathBuf>,
+    /// Largest number of model rows per forward (`None` = the family's own).
+    pub max_batch: Option<usize>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            device: Device::Cpu,
+            dtype: None,
+            mixture_path: None,
+            text_encoders: None,
+            ae: None,
+            max_batch: None,
+        }
+    }
+}
+
+/// The families behind [`Model`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// An exact Gaussian mixture: samples are vectors, conditions are its classes.
+    Mixture,
+    /// The embedded toy flow model: 3×32×32 images, ten shape classes.
+    Toy,
+    /// A text-to-image latent model: conditions are prompts, samples are latents.
+    TextToImage,
+}
+
+enum Inner {
+    Mixture(GmmDenoiser),
+    Toy { flow: ToyFlow, weak: bool },
+    Text(Arc<dyn TextToImage>),
+}
+
+/// A loaded model of any family (see the module docs).
+pub struct Model {
+    source: String,
+    inner: Inner,
+    record: Value,
+    device: Device,
+    dtype: WeightDType,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("source", &self.source)
+            .field("family", &self.family())
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+/// The dtype a family runs in when none is asked for: f32 on the CPU; on a GPU bf16 for
+/// SDXL, SD3 and FLUX (whose fp32 weights rarely fit or pay off), f32 for the rest.
+pub fn default_dtype(family: Option<sd::Family>, device: &Device) -> WeightDType {
+    match family {
+        Some(sd::Family::StableDiffusionXl | sd::Family::StableDiffusion3 | sd::Family::Flux)
+            if !device.is_cpu() =>
+        {
+            WeightDType::BF16
+        }
+        _ => WeightDType::F32,
+    }
+}
+
+/// The text-to-image family a spec names, read from a preset or a folder's
+/// `model_index.json` without loading weights; `None` when it cannot tell cheaply.
+fn text_family(spec: &str) -> Option<sd::Family> {
+    if let Some(p) = sd::preset(spec) {
+        return Some(p.family);
+    }
+    match sd::Source::parse(spec).ok()? {
+        sd::Source::File(_) => Some(sd::Family::Flux),
+        sd::Source::Folder(dir) => {
+            let text = std::fs::read_to_string(dir.join("model_index.json")).ok()?;
+            let class = serde_json::from_str::<Value>(&text).ok()?["_class_name"]
+                .as_str()?
+                .to_string();
+            Some(if class.contains("XL") {
+                sd::Family::StableDiffusionXl
+            } else if class.contains("StableDiffusion3") {
+                sd::Family::StableDiffusion3
+            } else if class.contains("Flux") {
+                sd::Family::Flux
+            } else {
+                sd::Family::StableDiffusion
+            })
+        }
+        sd::Source::Hub { .. } => None,
+    }
+}
+
+/// The model names that are not text-to-image specs, for messages.
+pub const CLASS_MODELS: &str = "toy, toy-weak, gmm:SPEC.json";
+
+/// Whether `spec` names a text-to-image model (a preset, a diffusers folder, a Hub repo, a
+/// single file) rather than the toy or a mixture.
+pub fn is_text_to_image(spec: &str) -> bool {
+    spec != "toy"
+        && spec != "toy-weak"
+        && !spec.starts_with("gmm:")
+        && sd::Source::parse(spec).is_ok()
+}
+
+/// Loads the model `spec` names: `toy`, `toy-weak`, `gmm:SPEC.json`, or a text-to-image spec
+/// (see [`crate::sd::text_to_image::load`]).
+pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
+    if spec == "toy" || spec == "toy-weak" {
+        return load_toy(spec == "toy-weak", opts);
+    }
+    if let Some(path) = spec.strip_prefix("gmm:") {
+        return load_mixture(spec, path, opts);
+    }
+    if !is_text_to_image(spec) {
+        return Err(Error::Spec(format!(
+            "unknown model `{spec}`; valid: {CLASS_MODELS}, a preset ({}), a diffusers folder, \
+             an ORG/NAME Hub repo or an SD3 / FLUX .safetensors file (see `steerdiff list`)",
+            sd::PRESETS
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let dtype = opts
+        .dtype
+        .unwrap_or_else(|| default_dtype(text_family(spec), &opts.device));
+    let mut sd_opts = sd::LoadOptions {
+        dtype,
+        device: opts.device.clone(),
+        ..sd::LoadOptions::default()
+    };
+    if let Some(b) = opts.max_batch {
+        sd_opts.max_batch = b;
+    }
+    let model = sd::text_to_image::load(
+        spec,
+        opts.text_encoders.as_deref(),
+        opts.ae.as_deref(),
+        &sd_opts,
+    )?;
+    let mut record = serde_json::json!({ "family": "text-to-image" });
+    if let Some(t) = &opts.text_encoders {
+        record["text_encoders"] = t.clone().into();
+    }
+    if let Some(a) = &opts.ae {
+        record["ae"] = a.display().to_string().into();
+    }
+    Ok(Model {
+        source: spec.to_string(),
+        inner: Inner::Text(Arc::from(model)),
+        record,
+        device: opts.device.clone(),
+        dtype,
+    })
+}
+
+fn only_f32(opts: &LoadOptions, what: &str) -> Result<WeightDType> {
+    match opts.dtype {
+        None | Some(WeightDType::F32) => Ok(WeightDType::F32),
+        Some(d) => Err(Error::Spec(format!(
+            "{what} runs in f32 only (asked for {}); drop --dtype",
+            d.name()
+        ))),
+    }
+}
+
+fn load_toy(weak: bool, opts: &LoadOptions) -> Result<Model> {
+    let dtype = only_f32(opts, "the toy model")?;
+    let (entry, name) = if weak {
+        (toy::model::FLOW_WEAK, "toy-weak")
+    } else {
+        (toy::model::FLOW, "toy")
+    };
+    let assets = toy::model::assets_dir();
+    let context = |e: Error| Error::Spec(format!("loading the toy model `{name}`: {e}"));
+    let (config, _) = toy::model::checked_files(&assets, entry).map_err(context)?;
+    let flow = ToyFlow::load_on(&assets, entry, name, &opts.device).map_err(context)?;
+    let mut record = serde_json::to_value(&config)
+        .map_err(|e| Error::Spec(format!("recording the toy config: {e}")))?;
+    // The weights' sha256 (checked at load), so a record names the exact model.
+    record["weights_sha256"] = toy::model::Manifest::load(&assets)?
+        .entry(entry)?
+        .sha256
+        .clone()
+        .into();
+    Ok(Model {
+        source: name.to_string(),
+        inner: Inner::Toy { flow, weak },
+        record,
+        device: opts.device.clone(),
+        dtype,
+    })
+}
+
+fn load_mixture(spec: &str, path: &str, opts: &LoadOptions) -> Result<Model> {
+    let dtype = only_f32(opts, "a Gaussian mixture")?;
+    if path.is_empty() {
+        return Err(Error::Spec(format!(
+            "model `{spec}` names no spec file; use --model gmm:SPEC.json"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Spec(format!(
+            "cannot read GMM spec `{path}`: {e}; give an existing JSON file as --model gmm:SPEC.json"
+        ))
+    })?;
+    let mixture = GmmSpec::from_json(&text).map_err(|e| {
+        Error::Spec(format!(
+            "GMM spec `{path}`: {e} (expected {{\"dim\": D, \"components\": [{{\"weight\": w, \
+             \"mean\": [D numbers], \"std\": s, \"class\": c}}, …]}})"
+        ))
+    })?;
+    Model::mixture(spec, mixture, opts, dtype)
+}
+
+impl Model {
+    /// A Gaussian mixture given directly, named `source` in records.
+    pub fn from_mixture(source: &str, spec: GmmSpec, opts: &LoadOptions) -> Result<Model> {
+        let dtype = only_f32(opts, "a Gaussian mixture")?;
+        Model::mixture(source, spec, opts, dtype)
+    }
+
+    fn mixture(
+        source: &str,
+        spec: GmmSpec,
+        opts: &LoadOptions,
+        dtype: WeightDType,
+    ) -> Result<Model> {
+        let record = serde_json::to_value(&spec)
+            .map_err(|e| Error::Spec(format!("recording the GMM spec: {e}")))?;
+        let path = opts
+            .mixture_path
+            .clone()
+            .unwrap_or_else(GmmDenoiser::vp_path);
+        let denoiser = GmmDenoiser::new(spec, path, "gmm")?;
+        Ok(Model {
+            source: source.to_string(),
+            inner: Inner::Mixture(denoiser),
+            record,
+            device: opts.device.clone(),
+            dtype,
+        })
+    }
+
+    /// The model as named.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Its family.
+    pub fn family(&self) -> Family {
+        match &self.inner {
+            Inner::Mixture(_) => Family::Mixture,
+            Inner::Toy { .. } => Family::Toy,
+            Inner::Text(_) => Family::TextToImage,
+        }
+    }
+
+    /// The device its tensors live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The weight dtype it runs in.
+    pub fn dtype(&self) -> WeightDType {
+        self.dtype
+    }
+
+    /// The denoiser the engine samples.
+    pub fn denoiser(&self) -> &dyn Denoiser {
+        match &self.inner {
+            Inner::Mixture(d) => d,
+            Inner::Toy { flow, .. } => flow,
+            Inner::Text(m) => m.as_ref(),
+        }
+    }
+
+    /// Its configuration and weight hashes, as recorded in every run.
+    pub fn record(&self) -> &Value {
+        &self.record
+    }
+
+    /// The mixture, for a Gaussian-mixture model.
+    pub fn mixture_spec(&self) -> Option<&GmmSpec> {
+        match &self.inner {
+            Inner::Mixture(d) => Some(&d.spec),
+            _ => None,
+        }
+    }
+
+    /// Whether one sample's computation is independent of the batch it shares (the toy
+    /// predicts image by image; a mixture is exact). Text-to-image forwards are batched, so
+    /// their rows round differently with the batch size.
+    pub fn batch_stable(&self) -> bool {
+        !matches!(self.inner, Inner::Text(_))
+    }
+
+    /// A class by name or label: `(label, name)`; refused by text-to-image models.
+    pub fn class(&self, name: &str) -> Result<(u32, Option<String>)> {
+        match &self.inner {
+            Inner::Mixture(d) => {
+                let label = d.spec.class_by_name(name)?;
+                let cname = d
+                    .spec
+                    .class_names
+                    .as_ref()
+                    .and_then(|n| n.get(label as usize).cloned());
+                Ok((label, cname))
+            }
+            Inner::Toy { .. } => {
+                let label = toy::class_by_name(name).or_else(|| {
+                    name.parse::<u32>()
+                        .ok()
+                        .filter(|&k| (k as usize) < toy::NUM_CLASSES)
+                });
+                match label {
+                    Some(k) => Ok((k, Some(toy::CLASS_NAMES[k as usize].to_string()))),
+                    None => Err(Error::Spec(format!(
+                        "--class: unknown toy class `{name}`; valid: {}",
+                        toy::CLASS_NAMES.join(", ")
+                    ))),
+                }
+            }
+            Inner::Text(_) => Err(Error::Spec(format!(
+                "--class is for class-conditional models; {} takes --prompt",
+                self.source
+            ))),
+        }
+    }
+
+    /// The sampler `name` names (`None`: the family's default) for `steps` steps, and a
+    /// description of what it resolved to (for text-to-image models, the diffusers scheduler
+    /// class). `flow` picks the default of a mixture on a flow path.
+    pub fn sampler(
+        &self,
+        name: Option<&str>,
+        steps: usize,
+        eta: Option<f64>,
+    ) -> Result<(Sampler, String)> {
+        match &self.inner {
+            Inner::Text(m) => m.sampler(name, steps, eta),
+            _ => {
+                let path = self.denoiser().path();
+                let name = name.unwrap_or(if path.is_flow() { "flow-euler" } else { "ddim" });
+                Ok((sampler::by_name(name, path, steps, eta)?, name.to_string()))
+            }
+        }
+    }
+
+    /// The sampler used when none is named (`None` for text-to-image models: their own
+    /// scheduler config).
+    pub fn default_sampler(&self) -> Option<&'static str> {
+        match &self.inner {
+            Inner::Text(_) => None,
+            _ if self.denoiser().path().is_flow() => Some("flow-euler"),
+            _ => Some("ddim"),
+        }
+    }
+
+    /// Text-to-image models: the image size `(height, width)` in pixels.
+    pub fn image_size(&self) -> Option<(usize, usize)> {
+        match &self.inner {
+            Inner::Text(m) => Some(m.image_size()),
+            _ => None,
+        }
+    }
+
+    fn text_mut(&mut self) -> Result<&mut (dyn TextToImage + 'static)> {
+        let source = self.source.clone();
+        match &mut self.inner {
+            Inner::Text(m) => Arc::get_mut(m).ok_or_else(|| {
+                Error::Spec(format!("`{source}` is shared: set its prompts before using it"))
+            }),
+            _ => Err(Error::Spec(format!(
+                "--prompt is for text-to-image models; `{source}` is class-conditional (use --class)"
+            ))),
+        }
+    }
+
+    /// Text-to-image models: sets the image size and encodes the prompts
+    /// (`Condition::Prompt(i)` → `prompts[i]`, `Condition::Null` → `negative`). Call before
+    /// building rewards, which share the model.
+    pub fn set_text(
+        &mut self,
+        (height, width): (usize, usize),
+        prompts: &[&str],
+        negative: Option<&str>,
+    ) -> Result<()> {
+        let m = self.text_mut()?;
+        m.set_image_size(height, width)?;
+        m.set_prompts(prompts, negative)
+    }
+
+    /// How latents (or samples) become pixels for image rewards: the VAE decode, or the
+    /// family's own decoder; `None` for mixtures and the toy (their samples are the pixels).
+    pub fn pixels(&self) -> Option<Pixels> {
+        match &self.inner {
+            Inner::Text(m) => Some(match m.vae() {
+                Some(vae) => Pixels::Decode(vae),
+                None => {
+                    let model = m.clone();
+                    Pixels::Custom(Arc::new(move |x: &Tensor| model.decode(x)))
+                }
+            }),
+            _ => None,
+        }
+    }
+
+    /// The family's linear latent preview (text-to-image models).
+    pub fn latent_preview(&self) -> Option<&'static LatentPreview> {
+        match &self.inner {
+            Inner::Text(m) => Some(m.latent_preview()),
+            _ => None,
+        }
+    }
+
+    /// Final samples `[B, …]` → RGB images, `None` for mixtures (their samples are vectors).
+    pub fn images(&self, x: &Tensor) -> Result<Option<Vec<image::RgbImage>>> {
+        let to_images = |pixels: &Tensor, scale: fn(f32) -> f32| -> Result<Vec<image::RgbImage>> {
+            let (b, _, h, w) = pixels.dims4()?;
+            let mut out = Vec::with_capacity(b);
+            for i in 0..b {
+                let hwc = pixels.get(i)?.permute((1, 2, 0))?.flatten_all()?;
+                let rgb: Vec<u8> = hwc
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .map(|&v| (scale(v) * 255.0).round().clamp(0.0, 255.0) as u8)
+                    .collect();
+                out.push(
+                    image::RgbImage::from_raw(w as u32, h as u32, rgb)
+                        .ok_or_else(|| Error::Spec("image buffer size".into()))?,
+                );
+            }
+            Ok(out)
+        };
+        match &self.inner {
+            Inner::Mixture(_) => Ok(None),
+            // Toy pixels are in [-1, 1].
+            Inner::Toy { .. } => Ok(Some(to_images(x, |v| ((v + 1.0) * 0.5).clamp(0.0, 1.0))?)),
+            // One image at a time: the decoder's convolutions round differently with the
+            // batch, and an image must not depend on which others share its run.
+            Inner::Text(m) => {
+                let mut out = Vec::with_capacity(x.dim(0)?);
+                for i in 0..x.dim(0)? {
+                    out.extend(to_images(&m.decode(&x.narrow(0, i, 1)?)?, |v| v)?);
+                }
+                Ok(Some(out))
+            }
+        }
+    }
+
+    /// Images `[B, 3, H, W]` in `[0, 1]` → clean latents (img2img; text-to-image models).
+    pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        match &self.inner {
+            Inner::Text(m) => m.encode_image(&pixels.to_device(&self.device)?),
+            _ => Err(Error::Spec(format!(
+                "--init-image is for text-to-image models; `{}` is not one",
+                self.source
+            ))),
+        }
+    }
+
+    /// The model's own guidance classifier on x̂0: the toy's `toy-classifier`, a mixture's
+    /// exact Bayes classifier; `None` for text-to-image models (they take a zero-shot CLIP
+    /// classifier, [`RewardBuilder::zero_shot`]).
+    pub fn classifier(&self) -> Result<Option<Arc<dyn Classifier>>> {
+        match &self.inner {
+            Inner::Mixture(d) => Ok(Some(Arc::new(GmmClassifier {
+                spec: d.spec.clone(),
+            }))),
+            Inner::Toy { .. } => Ok(Some(Arc::new(toy_classifier(toy::model::CLASSIFIER)?))),
+            Inner::Text(_) => Ok(None),
+        }
+    }
+
+    /// The weaker twin autoguidance guides with, when the family ships one (the toy's
+    /// `toy-weak`), on the same device.
+    pub fn weak_twin(&self) -> Result<Option<Model>> {
+        match &self.inner {
+            Inner::Toy { weak: false, .. } => Ok(Some(load_toy(
+                true,
+                &LoadOptions {
+                    device: self.device.clone(),
+                    ..LoadOptions::default()
+                },
+            )?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Held-out accuracy: the fraction of final samples `xs` that an evaluator which never
+    /// steered puts in `class` (a mixture's exact Bayes classifier on clean data; the toy's
+    /// independent evaluation classifier). `None` for families without one.
+    pub fn held_out_accuracy(&self, xs: &[Vec<f64>], class: u32) -> Result<Option<f64>> {
+        let n = xs.len().max(1) as f64;
+        match &self.inner {
+            Inner::Mixture(d) => Ok(Some(
+                xs.iter().filter(|x| d.spec.class_of(x) == class).count() as f64 / n,
+            )),
+            Inner::Toy { flow, .. } => {
+                let mut dims = vec![xs.len()];
+                dims.extend(flow.sample_shape());
+                let flat: Vec<f32> = xs.iter().flatten().map(|&v| v as f32).collect();
+                let x = Tensor::from_vec(flat, dims, &Device::Cpu)?;
+                let pred = toy_classifier(toy::model::EVAL_CLASSIFIER)?.predict(&x)?;
+                Ok(Some(
+                    pred.iter().filter(|&&p| p == class).count() as f64 / n,
+                ))
+            }
+            Inner::Text(_) => Ok(None),
+        }
+    }
+}
+
+/// Loads a toy classifier from the shipped assets, its sha256 checked.
+fn toy_classifier(entry: &str) -> Result<toy::ToyClassifier> {
+    toy::ToyClassifier::load(&toy::model::assets_dir(), entry)
+        .map_err(|e| Error::Spec(format!("loading the toy classifier `{entry}`: {e}")))
+}

@@ -1,0 +1,95 @@
+//! The command line: clap types and what each subcommand does. It parses and dispatches;
+//! the work is in [`crate::run`] and [`crate::output`].
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+pub mod catalog;
+pub mod eval;
+pub mod generate;
+pub mod info;
+pub mod invocation;
+pub mod merge;
+pub mod progress;
+pub mod prompt_file;
+pub mod toy;
+
+pub use generate::{generate, GenerateArgs, DEFAULT_MODEL};
+
+/// Steer pretrained diffusion and flow models at inference time.
+#[derive(Debug, Parser)]
+#[command(name = "steerdiff", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample from a model, writing DIR/samples.json (and, for 2-D mixtures, DIR/scatter.png).
+    Generate(Box<GenerateArgs>),
+    /// Name every model, sampler, guidance strategy and reward, with a one-line description.
+    List,
+    /// Run a grid of strategies at matched cost and print a table (or --json).
+    Eval(Box<eval::EvalArgs>),
+    /// The embedded toy models: dataset, training, evaluation.
+    Toy(toy::ToyArgs),
+    /// Show the run record inside a PNG steerdiff wrote, and the command that reproduces it.
+    Info {
+        /// The image.
+        image: PathBuf,
+        /// Print the whole record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the outputs of `generate --shard I/N` runs into the output of the whole run.
+    Merge(merge::MergeArgs),
+}
+
+/// Runs a parsed command line.
+pub fn execute(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate(&args),
+        Command::Eval(args) => eval::execute(&args),
+        Command::List => {
+            print!("{}", catalog::listing());
+            Ok(())
+        }
+        Command::Toy(args) => toy::execute(&args),
+        Command::Info { image, json } => info::info(&image, json),
+        Command::Merge(args) => merge::merge(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// No two flags of one subcommand share a long name or an id. clap checks this only in
+    /// debug builds; in release a clash lets one flag silently swallow the other's values
+    /// (DSearch's `--width` once took the image width's).
+    #[test]
+    fn no_two_flags_share_a_name() {
+        use clap::CommandFactory;
+        fn check(cmd: &clap::Command, path: &str) {
+            let mut longs = std::collections::BTreeSet::new();
+            let mut ids = std::collections::BTreeSet::new();
+            for arg in cmd.get_arguments() {
+                assert!(
+                    ids.insert(arg.get_id().as_str().to_string()),
+                    "{path}: two arguments with id `{}`",
+                    arg.get_id()
+                );
+                if let Some(long) = arg.get_long() {
+                    assert!(longs.insert(long.to_string()), "{path}: two --{long} flags");
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&super::Cli::command(), "steerdiff");
+    }
+}

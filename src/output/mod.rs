@@ -1,0 +1,48 @@
+//! What a run leaves behind, written so that it is never half there: every file of a run is
+//! staged and committed together ([`Staged`]); a failure anywhere leaves the output folder as
+//! it was. `samples.json` holds only deterministic data, so two identical commands write
+//! byte-identical files; wall times go to `timing.json`.
+//!
+//! This module knows files, images and JSON, not runs: the run hands it plain records.
+
+pub mod canvas;
+pub mod png_record;
+pub mod samples;
+pub mod scatter;
+pub mod staged;
+pub mod trace;
+
+pub use canvas::{grid, Canvas};
+pub use samples::{samples, samples_text, timing_json, SampleRecord};
+pub use scatter::{scatter_png, SCATTER_SIZE};
+pub use staged::{remove_stale, Staged};
+pub use trace::JsonlTrace;
+
+use std::fs::{self, File};
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::error::input_error;
+
+/// Creates `dir` if missing and checks that files can be written in it, before any work is
+/// done. Errors name the path (exit code 2).
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    if let Err(e) = fs::create_dir_all(dir) {
+        input_error!(
+            "cannot create output directory `{}`: {e}; choose a writable -o DIR",
+            dir.display()
+        );
+    }
+    let probe = dir.join(format!(".steerdiff-probe-{}", std::process::id()));
+    match File::create(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => input_error!(
+            "cannot write in output directory `{}`: {e}; choose a writable -o DIR",
+            dir.display()
+        ),
+    }
+}

@@ -1,0 +1,135 @@
+//! Running a [`Job`]: the population seeded on the model's device, block by block of
+//! groups, through the engine.
+
+use anyhow::Result;
+use candle_core::Tensor;
+use steerdiff_guidance::{Outcome, Population, TraceSink};
+use steerdiff_pipelines::sd::pipeline::noised;
+
+use super::job::Job;
+use super::strategy::Built;
+
+impl Job {
+    /// Trace lines the run writes (for progress bars): one per step and visit of each block
+    /// of groups.
+    pub fn steps(&self) -> usize {
+        let steps = self.sampler.schedule.points.len().saturating_sub(1);
+        steps * self.blocks().len()
+    }
+
+    /// The groups sampled together in one batch. A batch-stable model takes them all at once;
+    /// a model whose forwards round differently with the batch (text-to-image) samples each
+    /// group alone, so a group's images never depend on which other groups share the run:
+    /// shards, merges and re-runs of part of a run reproduce them bit for bit.
+    pub(super) fn blocks(&self) -> Vec<std::ops::Range<usize>> {
+        if self.model.batch_stable() {
+            vec![0..self.groups.len()]
+        } else {
+            (0..self.groups.len()).map(|g| g..g + 1).collect()
+        }
+    }
+
+    /// Seeds the population (group `g` from seed `S + g`) on the model's device and runs the
+    /// schedule, block by block of groups ([`Job::blocks`]), writing one trace line per step
+    /// to `trace` if given (lines of a block carry its `groups`, `[start, end)` of the run,
+    /// when the run has more than one block).
+    pub fn run(&self, mut trace: Option<&mut dyn TraceSink>) -> Result<Outcome> {
+        let blocks = self.blocks();
+        let mut parts = Vec::with_capacity(blocks.len());
+        for block in &blocks {
+            let first = self.first_group();
+            let mut tagged = trace.as_deref_mut().map(|sink| BlockTrace {
+                sink,
+                groups: (blocks.len() > 1).then(|| [first + block.start, first + block.end]),
+            });
+            parts.push(self.run_block(
+                block.clone(),
+                tagged.as_mut().map(|t| t as &mut dyn TraceSink),
+            )?);
+        }
+        concat(parts)
+    }
+
+    fn run_block(
+        &self,
+        block: std::ops::Range<usize>,
+        trace: Option<&mut dyn TraceSink>,
+    ) -> Result<Outcome> {
+        let groups = &self.groups[block.clone()];
+        let init = self.sampler.schedule.init_noise_sigma;
+        if let Built::Search(search) = &self.strategy {
+            return Ok(search.run(&self.engine(), groups, init, trace)?);
+        }
+        let shape = self.model.denoiser().sample_shape();
+        let mut pop = Population::new(groups, &shape, init, self.model.device())?;
+        match (&self.start, &self.parameters.init_image) {
+            // img2img: α·x0 + σ·ε at the schedule's first point (pop.x holds init_σ·ε).
+            (Some(x0), Some(_)) => {
+                let x0 = x0.repeat((pop.len(), 1, 1, 1))?;
+                let eps = pop.x.affine(1.0 / init, 0.0)?;
+                pop.x = noised(&x0, &eps, &self.sampler.schedule.points[0])?;
+            }
+            // Given latents (one per group), scaled by init_noise_sigma as diffusers does.
+            (Some(latents), None) => {
+                pop.x = latents
+                    .narrow(0, self.first_group() + block.start, block.len())?
+                    .affine(init, 0.0)?
+            }
+            (None, _) => {}
+        }
+        Ok(self.engine().run(pop, trace)?)
+    }
+}
+
+/// A trace sink that tags every line with the block of groups it belongs to.
+struct BlockTrace<'a> {
+    sink: &'a mut dyn TraceSink,
+    groups: Option<[usize; 2]>,
+}
+
+impl TraceSink for BlockTrace<'_> {
+    fn record(&mut self, mut line: serde_json::Value) -> steerdiff_guidance::Result<()> {
+        if let (Some(g), Some(obj)) = (self.groups, line.as_object_mut()) {
+            obj.insert("groups".into(), serde_json::json!(g));
+        }
+        self.sink.record(line)
+    }
+}
+
+/// The outcomes of consecutive blocks of groups as one: populations joined in group order,
+/// ledgers and times added.
+fn concat(mut parts: Vec<Outcome>) -> Result<Outcome> {
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    let mut xs = Vec::with_capacity(parts.len());
+    let mut particles = vec![];
+    let mut ledger = steerdiff_guidance::Ledger::default();
+    let mut timing = steerdiff_guidance::Timing::default();
+    let mut offset = 0;
+    for part in parts {
+        let groups = part.population.groups().len();
+        xs.push(part.population.x);
+        particles.extend(part.population.particles.into_iter().map(|mut p| {
+            p.group += offset;
+            p
+        }));
+        offset += groups;
+        ledger.absorb(&part.ledger);
+        timing.model_s += part.timing.model_s;
+        timing.reward_s += part.timing.reward_s;
+        timing.decode_s += part.timing.decode_s;
+        timing.total_s += part.timing.total_s;
+    }
+    Ok(Outcome {
+        population: Population {
+            x: Tensor::cat(&xs, 0)?,
+            particles,
+            x0: None,
+            history: vec![],
+            pending: None,
+        },
+        ledger,
+        timing,
+    })
+}
