@@ -26,7 +26,9 @@ impl Reward for Bright {
 }
 
 fn main() -> anyhow::Result<()> {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "custom-reward-out".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "custom-reward-out".into());
     std::fs::create_dir_all(&out)?;
     let mut toy = Pipeline::load("toy", &LoadOptions::default())?;
     let request = Request::class("star")

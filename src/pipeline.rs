@@ -136,7 +136,9 @@ impl Request {
 impl Pipeline {
     /// Loads the model `spec` names (`toy`, `gmm:SPEC.json`, `sd15`, a diffusers folder, …).
     pub fn load(spec: &str, opts: &LoadOptions) -> Result<Pipeline> {
-        Ok(Pipeline::from_model(steerdiff_pipelines::model::load(spec, opts)?))
+        Ok(Pipeline::from_model(steerdiff_pipelines::model::load(
+            spec, opts,
+        )?))
     }
 
     /// A pipeline around a model already loaded.
@@ -146,7 +148,9 @@ impl Pipeline {
 
     /// The model.
     pub fn model(&self) -> &Model {
-        self.model.as_ref().expect("the model is back after every request")
+        self.model
+            .as_ref()
+            .expect("the model is back after every request")
     }
 
     /// Runs `request` and returns every final sample with its image, and the run record.

@@ -316,3 +316,33 @@ fn list_names_every_model_sampler_guidance_and_reward() {
         assert!(text.contains(section));
     }
 }
+
+/// Without the `cuda` feature, `--device cuda` on `generate` and `eval` is refused (exit 2)
+/// with the command that rebuilds with it, before anything is loaded or written.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_cuda_without_the_feature_says_how_to_rebuild() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    for args in [
+        &["generate", "--device", "cuda", "--steps", "2", "-o", o][..],
+        &[
+            "eval", "--model", "toy", "--device", "cuda:0", "--class", "star", "-n", "2",
+        ][..],
+    ] {
+        let r = steerdiff(args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--features cuda"), "{args:?}: {err}");
+    }
+    assert!(!out.exists(), "nothing written");
+    // `auto` on a CPU-only build is the CPU, and the record says so.
+    let r = steerdiff(&["generate", "--steps", "2", "-o", o]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let record: Value =
+        serde_json::from_str(&fs::read_to_string(out.join("samples.json")).unwrap()).unwrap();
+    assert_eq!(record["parameters"]["device"], "cpu");
+    assert_eq!(record["parameters"]["dtype"], "f32");
+    assert_eq!(record["parameters"]["schema"], 2);
+}

@@ -258,7 +258,10 @@ fn every_family_writes_one_schema_and_its_shards_merge_into_the_whole_run() {
         let names = |v: &[(String, Vec<u8>)]| v.iter().map(|p| p.0.clone()).collect::<Vec<_>>();
         assert_eq!(names(&a), names(&b), "{family}");
         for ((name, x), (_, y)) in a.iter().zip(&b) {
-            assert!(x == y, "{family}: {name} differs between the whole and the merged run");
+            assert!(
+                x == y,
+                "{family}: {name} differs between the whole and the merged run"
+            );
         }
         if images {
             assert_eq!(

@@ -30,7 +30,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sample from a model, writing DIR/samples.json (and, for 2-D mixtures, DIR/scatter.png).
+    /// Sample from any model on any device, writing DIR/samples.json, one PNG per sample and
+    /// grid.png (image models) or scatter.png (2-D mixtures).
     Generate(Box<GenerateArgs>),
     /// Name every model, sampler, guidance strategy and reward, with a one-line description.
     List,

@@ -106,7 +106,8 @@ impl Job {
             start: p.start,
             parameters: p.parameters,
         };
-        match job.engine().validate() {
+        let valid = job.engine().validate();
+        match valid {
             Ok(()) => Ok(job),
             Err(e) => Err((e.into(), job.into_model())),
         }
