@@ -163,7 +163,8 @@ impl Pipeline {
         opts.device = model.device().clone();
         let job = match Job::with_model(model, &opts) {
             Ok(job) => job,
-            Err((e, model)) => {
+            Err(rejected) => {
+                let (e, model) = *rejected;
                 self.model = Some(model);
                 return Err(e);
             }

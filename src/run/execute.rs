@@ -23,7 +23,7 @@ impl Job {
     /// shards, merges and re-runs of part of a run reproduce them bit for bit.
     pub(super) fn blocks(&self) -> Vec<std::ops::Range<usize>> {
         if self.model.batch_stable() {
-            vec![0..self.groups.len()]
+            std::iter::once(0..self.groups.len()).collect()
         } else {
             (0..self.groups.len()).map(|g| g..g + 1).collect()
         }

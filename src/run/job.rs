@@ -80,17 +80,17 @@ impl Job {
     /// Checks every parameter against `model` and builds the job; errors name the problem
     /// and the fix.
     pub fn new(model: Model, opts: &Options) -> Result<Job> {
-        Job::with_model(model, opts).map_err(|(e, _)| e)
+        Job::with_model(model, opts).map_err(|rejected| rejected.0)
     }
 
-    /// [`Job::new`], giving the model back when the job cannot be built.
+    /// [`Job::new`], giving the model back with the error when the job cannot be built.
     pub fn with_model(
         mut model: Model,
         opts: &Options,
-    ) -> std::result::Result<Job, (anyhow::Error, Model)> {
+    ) -> std::result::Result<Job, Box<(anyhow::Error, Model)>> {
         let p = match Job::parts(&mut model, opts) {
             Ok(p) => p,
-            Err(e) => return Err((e, model)),
+            Err(e) => return Err(Box::new((e, model))),
         };
         let job = Job {
             model,
@@ -109,7 +109,7 @@ impl Job {
         let valid = job.engine().validate();
         match valid {
             Ok(()) => Ok(job),
-            Err(e) => Err((e.into(), job.into_model())),
+            Err(e) => Err(Box::new((e.into(), job.into_model()))),
         }
     }
 
@@ -121,7 +121,7 @@ impl Job {
     fn parts(model: &mut Model, opts: &Options) -> Result<Parts> {
         check_options(opts)?;
         let text = model.family() == Family::TextToImage;
-        let c = conditioning(&model, opts)?;
+        let c = conditioning(model, opts)?;
         // A preset's recommended steps and CFG scale, unless given (sd-turbo: 1 step, no CFG).
         let preset = steerdiff_pipelines::sd::preset(model.source());
         let steps = opts
@@ -140,10 +140,10 @@ impl Job {
         let image_size = prepare_text(model, opts, &c, init_image.as_ref())?;
         // The weaker guiding model of autoguidance for text models, on the same prompts.
         let mut guide = match &opts.guide_model {
-            Some(spec) => Some(load_guide(spec, &model, opts, &c, image_size)?),
+            Some(spec) => Some(load_guide(spec, model, opts, &c, image_size)?),
             None => None,
         };
-        let (mut sampler, scheduler_class) = resolve_sampler(&model, opts, steps)?;
+        let (mut sampler, scheduler_class) = resolve_sampler(model, opts, steps)?;
         if init_image.is_some() {
             let strength = opts.strength.unwrap_or(DEFAULT_STRENGTH);
             sampler.schedule = img2img_schedule(&sampler.schedule, strength)?;
