@@ -26,7 +26,7 @@ use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::Population;
 use crate::prediction::Prediction;
-use crate::rng::Domain;
+use crate::rng::Stream;
 use crate::schedule::Schedule;
 use crate::solver::Solver;
 use crate::trace::{TraceLine, TraceSink};
@@ -233,12 +233,12 @@ impl<'a> Engine<'a> {
     }
 
     /// Time travel before a revisit of `step`: `x` goes from `step.to` back to `step.from` by
-    /// the forward process ([`StepPoint::forward_to`]), with noise from the particle's stream
-    /// `(seed, lineage, visit·2³² + step, Renoise)`. The visit's own `x̂0` leaves the solver
-    /// history, so a multistep solver takes its first-order step on a revisit: the re-noised
-    /// state has no past of its own, and extrapolating from the previous step's `x̂0` (a
-    /// different trajectory's) made DPM-Solver++(2M) diverge on the exact Gaussian (std 59
-    /// instead of 1 with 16 revisits).
+    /// the forward process ([`crate::path::StepPoint::forward_to`]), with noise from the
+    /// particle's stream [`Stream::Renoise`]. The visit's own `x̂0` leaves the solver history,
+    /// so a multistep solver takes its first-order step on a revisit: the re-noised state has no
+    /// past of its own, and extrapolating from the previous step's `x̂0` (a different
+    /// trajectory's) made DPM-Solver++(2M) diverge on the exact Gaussian (std 59 instead of 1
+    /// with 16 revisits).
     fn travel_back(&self, step: &Step, pop: &mut Population) -> Result<()> {
         let (a, s) = step.to.forward_to(&step.from).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -247,10 +247,10 @@ impl<'a> Engine<'a> {
                 step.index, step.to.sigma, step.from.sigma
             ))
         })?;
-        let z = pop.particle_noise(
-            Domain::Renoise,
-            ((step.visit as u64) << 32) | step.index as u64,
-        )?;
+        let z = pop.stream_noise(Stream::Renoise {
+            step: step.index,
+            visit: step.visit,
+        })?;
         pop.x = (pop.x.affine(a, 0.0)? + z.affine(s, 0.0)?)?;
         pop.pending = None;
         if self.solver.history_len() > 0 && !pop.history.is_empty() {

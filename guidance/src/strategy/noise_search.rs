@@ -27,7 +27,7 @@ use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::{GroupSpec, Population};
 use crate::reward::Reward;
-use crate::rng::{Domain, StreamKey};
+use crate::rng::{round_seed, Domain, StreamKey};
 use crate::trace::{TraceLine, TraceSink};
 use crate::{Error, Result};
 
@@ -152,7 +152,7 @@ impl NoiseSearch {
                 .iter()
                 .zip(&counts)
                 .map(|(spec, &k)| GroupSpec {
-                    seed: spec.seed.wrapping_add((round as u64) << 40),
+                    seed: round_seed(spec.seed, round),
                     particles: k,
                     ..*spec
                 })
