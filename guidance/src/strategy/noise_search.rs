@@ -22,7 +22,6 @@ use candle_core::{Device, Tensor};
 use serde_json::json;
 
 use crate::engine::{Engine, Outcome};
-use crate::guidance::Context;
 use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::{GroupSpec, Population};
@@ -171,12 +170,7 @@ impl NoiseSearch {
             let mut line = TraceLine::new();
             let clean = StepPoint::CLEAN;
             let rewards = {
-                let mut cx = Context {
-                    engine,
-                    ledger: &mut ledger,
-                    timing: &mut timing,
-                    trace: &mut line,
-                };
+                let mut cx = engine.context(&mut ledger, &mut timing, &mut line);
                 cx.score(self.reward.as_ref(), &pop.x, &pop.conds(), clean)?
             };
             let mut start = 0;
