@@ -19,14 +19,11 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde_json::Value;
 
-use crate::condition::Condition;
 use crate::denoiser::Denoiser;
-use crate::guidance::{Context, Guidance, Request, Step};
+use crate::guidance::{Context, Guidance, Step};
 use crate::ledger::{Ledger, Timing};
-use crate::path::StepPoint;
 use crate::population::Population;
-use crate::prediction::Prediction;
-use crate::rng::Domain;
+use crate::rng::Stream;
 use crate::schedule::Schedule;
 use crate::solver::Solver;
 use crate::trace::{TraceLine, TraceSink};
@@ -158,17 +155,12 @@ impl<'a> Engine<'a> {
                 line.insert("reused_lookahead".into(), true.into());
                 p
             }
-            _ => self.guided(step, pop, ledger, timing, &mut line)?,
+            _ => self.context(ledger, timing, &mut line).guided(step, pop)?,
         };
 
         // 3. Steer the state with the prediction frozen.
         for g in &self.guidance {
-            let mut cx = Context {
-                engine: self,
-                ledger,
-                timing,
-                trace: &mut line,
-            };
+            let mut cx = self.context(ledger, timing, &mut line);
             g.steer(step, pop, &mut guided, &mut cx)?;
         }
 
@@ -221,24 +213,19 @@ impl<'a> Engine<'a> {
 
         // 6. Select.
         for g in &self.guidance {
-            let mut cx = Context {
-                engine: self,
-                ledger,
-                timing,
-                trace: &mut line,
-            };
+            let mut cx = self.context(ledger, timing, &mut line);
             g.select(step, pop, &mut cx)?;
         }
         Ok(line)
     }
 
     /// Time travel before a revisit of `step`: `x` goes from `step.to` back to `step.from` by
-    /// the forward process ([`StepPoint::forward_to`]), with noise from the particle's stream
-    /// `(seed, lineage, visit·2³² + step, Renoise)`. The visit's own `x̂0` leaves the solver
-    /// history, so a multistep solver takes its first-order step on a revisit: the re-noised
-    /// state has no past of its own, and extrapolating from the previous step's `x̂0` (a
-    /// different trajectory's) made DPM-Solver++(2M) diverge on the exact Gaussian (std 59
-    /// instead of 1 with 16 revisits).
+    /// the forward process ([`crate::path::StepPoint::forward_to`]), with noise from the
+    /// particle's stream [`Stream::Renoise`]. The visit's own `x̂0` leaves the solver history,
+    /// so a multistep solver takes its first-order step on a revisit: the re-noised state has no
+    /// past of its own, and extrapolating from the previous step's `x̂0` (a different
+    /// trajectory's) made DPM-Solver++(2M) diverge on the exact Gaussian (std 59 instead of 1
+    /// with 16 revisits).
     fn travel_back(&self, step: &Step, pop: &mut Population) -> Result<()> {
         let (a, s) = step.to.forward_to(&step.from).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -247,10 +234,10 @@ impl<'a> Engine<'a> {
                 step.index, step.to.sigma, step.from.sigma
             ))
         })?;
-        let z = pop.particle_noise(
-            Domain::Renoise,
-            ((step.visit as u64) << 32) | step.index as u64,
-        )?;
+        let z = pop.stream_noise(Stream::Renoise {
+            step: step.index,
+            visit: step.visit,
+        })?;
         pop.x = (pop.x.affine(a, 0.0)? + z.affine(s, 0.0)?)?;
         pop.pending = None;
         if self.solver.history_len() > 0 && !pop.history.is_empty() {
@@ -259,181 +246,26 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// The [`Step`] of schedule index `index`.
+    /// The [`Step`] of schedule index `index` (its first visit).
     pub fn step(&self, index: usize) -> Result<Step> {
-        if index >= self.schedule.steps() {
-            return Err(Error::InvalidArgument(format!(
-                "step {index} is past the schedule's {} steps",
-                self.schedule.steps()
-            )));
-        }
-        Ok(Step {
-            index,
-            count: self.schedule.steps(),
-            from: self.schedule.points[index],
-            to: self.schedule.target(index),
-            parameterization: self.models[0].parameterization(),
-            visit: 0,
-        })
+        Step::of(self.schedule, index, self.models[0].parameterization())
     }
 
-    /// Every particle's conditional row plus each strategy's requests, evaluated in batches,
-    /// then combined by each strategy in order: the guided prediction at `step.from`.
-    pub(crate) fn guided(
-        &self,
-        step: &Step,
-        pop: &Population,
-        ledger: &mut Ledger,
-        timing: &mut Timing,
-        line: &mut TraceLine,
-    ) -> Result<Prediction> {
-        // Phase 1: conditional rows plus every request that does not read them; phase 2 (only
-        // when a strategy asks): requests made from this step's conditional prediction.
-        let mut requests = vec![Request {
-            model: 0,
-            conds: pop.conds(),
-        }];
-        let mut spans = vec![0..0; self.guidance.len()];
-        for (k, g) in self.guidance.iter().enumerate() {
-            if !g.needs().cond_before_requests {
-                let asked = self.checked(g.as_ref(), g.requests(step, pop, None)?, pop)?;
-                spans[k] = requests.len()..requests.len() + asked.len();
-                requests.extend(asked);
-            }
+    /// The services strategies get in their hooks: this engine's models, schedule and strategies
+    /// with the run's `ledger`, `timing` and the current step's `trace` line.
+    pub fn context<'c>(
+        &'c self,
+        ledger: &'c mut Ledger,
+        timing: &'c mut Timing,
+        trace: &'c mut TraceLine,
+    ) -> Context<'c> {
+        Context {
+            models: &self.models,
+            schedule: self.schedule,
+            strategies: &self.guidance,
+            ledger,
+            timing,
+            trace,
         }
-        let mut preds = self.evaluate(&requests, &pop.x, &step.from, ledger, timing)?;
-        let late: Vec<usize> = (0..self.guidance.len())
-            .filter(|&k| self.guidance[k].needs().cond_before_requests)
-            .collect();
-        if !late.is_empty() {
-            let mut more = Vec::new();
-            for &k in &late {
-                let g = &self.guidance[k];
-                let asked =
-                    self.checked(g.as_ref(), g.requests(step, pop, Some(&preds[0]))?, pop)?;
-                let start = requests.len() + more.len();
-                spans[k] = start..start + asked.len();
-                more.extend(asked);
-            }
-            preds.extend(self.evaluate(&more, &pop.x, &step.from, ledger, timing)?);
-            requests.extend(more);
-        }
-        let mut guided = preds[0].clone();
-        for (g, span) in self.guidance.iter().zip(&spans) {
-            let mut cx = Context {
-                engine: self,
-                ledger,
-                timing,
-                trace: line,
-            };
-            g.combine(
-                step,
-                pop,
-                &preds[0],
-                &preds[span.clone()],
-                &mut guided,
-                &mut cx,
-            )?;
-        }
-        Ok(guided)
     }
-
-    /// Checks a strategy's requests: one condition per particle, an existing model.
-    fn checked(
-        &self,
-        g: &dyn Guidance,
-        asked: Vec<Request>,
-        pop: &Population,
-    ) -> Result<Vec<Request>> {
-        for r in &asked {
-            if r.conds.len() != pop.len() || r.model >= self.models.len() {
-                return Err(Error::InvalidArgument(format!(
-                    "{} requested rows for {} particles of model {} (have {} particles, {} models)",
-                    g.name(),
-                    r.conds.len(),
-                    r.model,
-                    pop.len(),
-                    self.models.len()
-                )));
-            }
-        }
-        Ok(asked)
-    }
-
-    /// Evaluates every request, one batched call per model, sharing identical requests.
-    fn evaluate(
-        &self,
-        requests: &[Request],
-        x: &Tensor,
-        at: &StepPoint,
-        ledger: &mut Ledger,
-        timing: &mut Timing,
-    ) -> Result<Vec<Prediction>> {
-        // Deduplicate: `unique[k]` is the first request equal to request k.
-        let unique: Vec<usize> = requests
-            .iter()
-            .enumerate()
-            .map(|(k, r)| requests[..k].iter().position(|q| q == r).unwrap_or(k))
-            .collect();
-        let mut out: Vec<Option<Prediction>> = vec![None; requests.len()];
-        let p = x.dim(0)?;
-        for model in 0..self.models.len() {
-            let mine: Vec<usize> = (0..requests.len())
-                .filter(|&k| unique[k] == k && requests[k].model == model)
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let xs: Vec<&Tensor> = mine.iter().map(|_| x).collect();
-            let rows = Tensor::cat(&xs, 0)?;
-            let conds: Vec<Condition> = mine
-                .iter()
-                .flat_map(|&k| requests[k].conds.iter().copied())
-                .collect();
-            let pred = predict(self.models[model], &rows, at, &conds, ledger, timing)?;
-            for (j, &k) in mine.iter().enumerate() {
-                out[k] = Some(pred.narrow(j * p, p)?);
-            }
-        }
-        for k in 0..requests.len() {
-            if out[k].is_none() {
-                out[k] = out[unique[k]].clone();
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|p| p.expect("every request answered"))
-            .collect())
-    }
-}
-
-/// One counted, timed, batched model evaluation converted to `(x̂0, ε̂)`; batches larger than
-/// the model's `max_batch` are split.
-pub(crate) fn predict(
-    model: &dyn Denoiser,
-    x: &Tensor,
-    at: &StepPoint,
-    conds: &[Condition],
-    ledger: &mut Ledger,
-    timing: &mut Timing,
-) -> Result<Prediction> {
-    let n = x.dim(0)?;
-    let chunk = model.max_batch().max(1);
-    let start = Instant::now();
-    let mut outs = Vec::with_capacity(n.div_ceil(chunk));
-    let mut calls = 0;
-    for s in (0..n).step_by(chunk) {
-        let len = chunk.min(n - s);
-        outs.push(model.forward(&x.narrow(0, s, len)?, at, &conds[s..s + len])?);
-        calls += 1;
-    }
-    let raw = if outs.len() == 1 {
-        outs.pop().expect("one chunk")
-    } else {
-        Tensor::cat(&outs, 0)?
-    };
-    Timing::add(&mut timing.model_s, start.elapsed());
-    *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
-    *ledger.model_calls.entry(model.name().into()).or_default() += calls;
-    model.parameterization().to_prediction(&raw, x, at)
 }

@@ -17,14 +17,17 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use crate::condition::Condition;
-use crate::engine::Engine;
+use crate::denoiser::Denoiser;
 use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::Population;
 use crate::prediction::{Parameterization, Prediction};
 use crate::reward::{Reward, RewardContext};
+use crate::rows;
+pub use crate::rows::Request;
+use crate::schedule::Schedule;
 use crate::trace::TraceLine;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where in the schedule a step is.
 #[derive(Debug, Clone, Copy)]
@@ -46,32 +49,31 @@ pub struct Step {
 }
 
 impl Step {
+    /// The first visit of step `index` of `schedule` for a main model of `parameterization`.
+    pub fn of(
+        schedule: &Schedule,
+        index: usize,
+        parameterization: Parameterization,
+    ) -> Result<Step> {
+        if index >= schedule.steps() {
+            return Err(Error::InvalidArgument(format!(
+                "step {index} is past the schedule's {} steps",
+                schedule.steps()
+            )));
+        }
+        Ok(Step {
+            index,
+            count: schedule.steps(),
+            from: schedule.points[index],
+            to: schedule.target(index),
+            parameterization,
+            visit: 0,
+        })
+    }
+
     /// True for the last step of the schedule.
     pub fn is_last(&self) -> bool {
         self.index + 1 == self.count
-    }
-}
-
-/// Extra model rows: one row per particle, of model `model` under `conds[i]` for particle `i`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    /// Index of the model in the engine's model list (0 = main model).
-    pub model: usize,
-    /// One condition per particle.
-    pub conds: Vec<Condition>,
-}
-
-impl Request {
-    /// The unconditional row of the main model for every particle (CFG's reference), or
-    /// nothing when every particle is already unconditional.
-    pub fn unconditional(pop: &Population) -> Vec<Request> {
-        if pop.particles.iter().all(|p| p.cond == Condition::Null) {
-            return Vec::new();
-        }
-        vec![Request {
-            model: 0,
-            conds: vec![Condition::Null; pop.len()],
-        }]
     }
 }
 
@@ -90,11 +92,19 @@ pub struct Needs {
     pub cond_before_requests: bool,
 }
 
-/// Engine services a strategy may use inside `steer` and `select`: scoring rewards and extra
-/// model evaluations (look-ahead), both counted in the ledger, and the step's trace line.
+/// Engine services a strategy may use inside its hooks: scoring rewards and extra model
+/// evaluations (look-ahead), both counted in the ledger, and the step's trace line.
+///
+/// It holds what the hooks need of a run — the models, the schedule and the strategy stack —
+/// not the engine itself, so this module does not depend on the engine (the engine builds a
+/// context with `Engine::context`).
 pub struct Context<'a> {
-    /// The running engine (models, schedule, solver, strategies).
-    pub engine: &'a Engine<'a>,
+    /// Models; index 0 is the main model, others are guiding models (autoguidance).
+    pub models: &'a [&'a dyn Denoiser],
+    /// The points the run visits.
+    pub schedule: &'a Schedule,
+    /// The run's strategies, applied in order (what [`Context::predict_guided`] combines).
+    pub strategies: &'a [Box<dyn Guidance + 'a>],
     /// Costs so far.
     pub ledger: &'a mut Ledger,
     /// Wall time so far.
@@ -117,7 +127,7 @@ impl Context<'_> {
         let scores = reward.score(x0, &RewardContext { conds, at })?;
         Timing::add(&mut self.timing.reward_s, start.elapsed());
         if scores.len() != conds.len() {
-            return Err(crate::Error::Reward {
+            return Err(Error::Reward {
                 name: reward.name().into(),
                 message: format!("returned {} scores for {} items", scores.len(), conds.len()),
             });
@@ -154,24 +164,109 @@ impl Context<'_> {
         at: &StepPoint,
         conds: &[Condition],
     ) -> Result<Prediction> {
-        crate::engine::predict(
-            self.engine.models[model],
-            x,
-            at,
-            conds,
-            self.ledger,
-            self.timing,
-        )
+        rows::predict(self.models[model], x, at, conds, self.ledger, self.timing)
+    }
+
+    /// The [`Step`] of schedule index `index` (its first visit).
+    pub fn step(&self, index: usize) -> Result<Step> {
+        Step::of(self.schedule, index, self.models[0].parameterization())
     }
 
     /// The guided prediction every strategy's `requests` and `combine` make for `pop` at step
     /// `index` — what the engine itself will compute at that step. Used for look-ahead values;
     /// storing the result in `pop.pending` lets the engine reuse it instead of recomputing.
     pub fn predict_guided(&mut self, pop: &Population, index: usize) -> Result<Prediction> {
-        let step = self.engine.step(index)?;
+        let step = self.step(index)?;
         let mut scratch = TraceLine::new();
-        self.engine
-            .guided(&step, pop, self.ledger, self.timing, &mut scratch)
+        Context {
+            models: self.models,
+            schedule: self.schedule,
+            strategies: self.strategies,
+            ledger: self.ledger,
+            timing: self.timing,
+            trace: &mut scratch,
+        }
+        .guided(&step, pop)
+    }
+
+    /// Every particle's conditional row plus each strategy's requests, evaluated in batches,
+    /// then combined by each strategy in order: the guided prediction at `step.from`. The
+    /// strategies' `combine` hooks write to this context's trace line.
+    pub(crate) fn guided(&mut self, step: &Step, pop: &Population) -> Result<Prediction> {
+        let strategies = self.strategies;
+        // Phase 1: conditional rows plus every request that does not read them; phase 2 (only
+        // when a strategy asks): requests made from this step's conditional prediction.
+        let mut requests = vec![Request {
+            model: 0,
+            conds: pop.conds(),
+        }];
+        let mut spans = vec![0..0; strategies.len()];
+        for (k, g) in strategies.iter().enumerate() {
+            if !g.needs().cond_before_requests {
+                let asked = self.checked(g.as_ref(), g.requests(step, pop, None)?, pop)?;
+                spans[k] = requests.len()..requests.len() + asked.len();
+                requests.extend(asked);
+            }
+        }
+        let (x, at) = (&pop.x, &step.from);
+        let mut preds = rows::evaluate(self.models, &requests, x, at, self.ledger, self.timing)?;
+        let late: Vec<usize> = (0..strategies.len())
+            .filter(|&k| strategies[k].needs().cond_before_requests)
+            .collect();
+        if !late.is_empty() {
+            let mut more = Vec::new();
+            for &k in &late {
+                let g = &strategies[k];
+                let asked =
+                    self.checked(g.as_ref(), g.requests(step, pop, Some(&preds[0]))?, pop)?;
+                let start = requests.len() + more.len();
+                spans[k] = start..start + asked.len();
+                more.extend(asked);
+            }
+            preds.extend(rows::evaluate(
+                self.models,
+                &more,
+                x,
+                at,
+                self.ledger,
+                self.timing,
+            )?);
+            requests.extend(more);
+        }
+        let mut guided = preds[0].clone();
+        for (g, span) in strategies.iter().zip(&spans) {
+            g.combine(
+                step,
+                pop,
+                &preds[0],
+                &preds[span.clone()],
+                &mut guided,
+                self,
+            )?;
+        }
+        Ok(guided)
+    }
+
+    /// Checks a strategy's requests: one condition per particle, an existing model.
+    fn checked(
+        &self,
+        g: &dyn Guidance,
+        asked: Vec<Request>,
+        pop: &Population,
+    ) -> Result<Vec<Request>> {
+        for r in &asked {
+            if r.conds.len() != pop.len() || r.model >= self.models.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} requested rows for {} particles of model {} (have {} particles, {} models)",
+                    g.name(),
+                    r.conds.len(),
+                    r.model,
+                    pop.len(),
+                    self.models.len()
+                )));
+            }
+        }
+        Ok(asked)
     }
 
     /// Adds a field to the step's trace line.

@@ -68,6 +68,7 @@ pub mod prediction;
 pub mod resample;
 pub mod reward;
 pub mod rng;
+mod rows;
 pub mod sampler;
 pub mod schedule;
 pub mod solver;

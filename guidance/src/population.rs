@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 
 use crate::condition::Condition;
 use crate::prediction::Prediction;
-use crate::rng::{child_lineage, Domain, StreamKey};
+use crate::rng::{child_lineage, Domain, Stream, StreamKey};
 use crate::{Error, Result};
 
 /// Everything one particle owns besides its rows of the population tensors.
@@ -177,10 +177,16 @@ impl Population {
     }
 
     /// Standard normal noise for a stochastic step: particle `i` reads its stream
-    /// `(seed, lineage, step + 1, Step)` on the step's first visit, and
+    /// [`Stream::SolverStep`], `(seed, lineage, step + 1, Step)` on the step's first visit and
     /// `(seed, lineage, visit·2³² + step + 1, Step)` on a revisit (time travel).
     pub fn step_noise(&self, step: usize, visit: usize) -> Result<Tensor> {
-        self.particle_noise(Domain::Step, ((visit as u64) << 32) | (step as u64 + 1))
+        self.stream_noise(Stream::SolverStep { step, visit })
+    }
+
+    /// Standard normal noise shaped like `x` from every particle's own copy of the named
+    /// `stream` (its [`Stream::key`] under the particle's seed and lineage).
+    pub fn stream_noise(&self, stream: Stream) -> Result<Tensor> {
+        self.particle_noise(stream.domain(), stream.counter())
     }
 
     /// Standard normal noise shaped like `x`: particle `i` reads its own stream

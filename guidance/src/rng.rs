@@ -69,6 +69,98 @@ impl StreamKey {
     }
 }
 
+/// A named per-particle stream of one step: its [`Domain`] and the `step` word of its
+/// [`StreamKey`], packed from the step's coordinates by one fixed layout per stream.
+///
+/// These layouts address every stream the engine and the strategies draw per step and visit;
+/// changing one changes every run's numbers. Coordinates are cast to `u64` and packed exactly
+/// as written (shifts, `|` and `+`), so no two streams of one domain meet in practice: step and
+/// visit counts stay far below the field widths (2¹⁶ directions, 2²⁰ visits, 2³² steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// A stochastic solver step's noise, [`Domain::Step`]: word `visit·2³² | (step + 1)` (the
+    /// first visit of step `k` reads word `k + 1`).
+    SolverStep {
+        /// Schedule step index, 0 = noisiest.
+        step: usize,
+        /// Visit of the step: 0 the first, `1..` a time-travel revisit.
+        visit: usize,
+    },
+    /// Time travel's forward-process noise before a revisit, [`Domain::Renoise`]: word
+    /// `visit·2³² | step`.
+    Renoise {
+        /// Schedule step index of the step being revisited.
+        step: usize,
+        /// The revisit (≥ 1) this noise prepares.
+        visit: usize,
+    },
+    /// Inpainting by replacement: the noise of the known pixels after a transition,
+    /// [`Domain::Search`]: word `2⁴⁰ + visit·2²⁰ + step` (the `2⁴⁰` offset keeps it apart from
+    /// the noise searches' round counters in the same domain).
+    Replacement {
+        /// Schedule step index.
+        step: usize,
+        /// Visit of the step (0 unless time travel revisits it).
+        visit: usize,
+    },
+    /// FlowChef's zeroth-order gradient estimate: one random direction, [`Domain::Search`]:
+    /// word `step·2³² | iteration·2¹⁶ | direction`.
+    FlowChefDirection {
+        /// Schedule step index.
+        step: usize,
+        /// FlowChef's inner iteration within the step.
+        iteration: usize,
+        /// The direction's index among the estimate's pairs.
+        direction: usize,
+    },
+}
+
+/// Offset of [`Stream::Replacement`]'s words within [`Domain::Search`].
+const REPLACEMENT_OFFSET: u64 = 1 << 40;
+
+impl Stream {
+    /// What the stream's numbers are for.
+    pub fn domain(&self) -> Domain {
+        match self {
+            Stream::SolverStep { .. } => Domain::Step,
+            Stream::Renoise { .. } => Domain::Renoise,
+            Stream::Replacement { .. } | Stream::FlowChefDirection { .. } => Domain::Search,
+        }
+    }
+
+    /// The packed `step` word of the stream's [`StreamKey`].
+    pub fn counter(&self) -> u64 {
+        match *self {
+            Stream::SolverStep { step, visit } => ((visit as u64) << 32) | (step as u64 + 1),
+            Stream::Renoise { step, visit } => ((visit as u64) << 32) | step as u64,
+            Stream::Replacement { step, visit } => {
+                REPLACEMENT_OFFSET + ((visit as u64) << 20) + step as u64
+            }
+            Stream::FlowChefDirection {
+                step,
+                iteration,
+                direction,
+            } => ((step as u64) << 32) | ((iteration as u64) << 16) | direction as u64,
+        }
+    }
+
+    /// The full address of this stream for the particle of `seed` and `lineage`.
+    pub fn key(&self, seed: u64, lineage: u64) -> StreamKey {
+        StreamKey {
+            seed,
+            lineage,
+            step: self.counter(),
+            domain: self.domain(),
+        }
+    }
+}
+
+/// The group seed of round `round` of a noise search, whose trajectories must differ from every
+/// other round's: `seed + round·2⁴⁰` (wrapping).
+pub fn round_seed(seed: u64, round: usize) -> u64 {
+    seed.wrapping_add((round as u64) << 40)
+}
+
 /// A fresh lineage id for the copy in `slot` of a particle of lineage `parent` made at `step`.
 ///
 /// SplitMix64 finalisers over the three words: deterministic, and collisions among the few
@@ -121,5 +213,77 @@ mod tests {
         let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.01, "var {var}");
+    }
+
+    /// Every named stream packs exactly the word the hand-written expressions it replaced
+    /// produced, so every run's noise is unchanged.
+    #[test]
+    fn named_streams_pack_the_historical_words() {
+        let grid = [0usize, 1, 2, 3, 7, 15, 49, 255, 1000, 65_535];
+        for &step in &grid {
+            for &visit in &grid {
+                let (s, v) = (step as u64, visit as u64);
+                let solver = Stream::SolverStep { step, visit };
+                assert_eq!(solver.counter(), (v << 32) | (s + 1));
+                assert_eq!(solver.domain(), Domain::Step);
+                let renoise = Stream::Renoise { step, visit };
+                assert_eq!(renoise.counter(), (v << 32) | s);
+                assert_eq!(renoise.domain(), Domain::Renoise);
+                let replacement = Stream::Replacement { step, visit };
+                assert_eq!(replacement.counter(), (1u64 << 40) + (v << 20) + s);
+                assert_eq!(replacement.domain(), Domain::Search);
+                for &direction in &grid[..6] {
+                    let chef = Stream::FlowChefDirection {
+                        step,
+                        iteration: visit,
+                        direction,
+                    };
+                    let m = direction as u64;
+                    assert_eq!(chef.counter(), (s << 32) | (v << 16) | m);
+                    assert_eq!(chef.domain(), Domain::Search);
+                }
+            }
+        }
+        // A few words pinned as numbers.
+        let pinned = [
+            (Stream::SolverStep { step: 0, visit: 0 }.counter(), 1),
+            (Stream::SolverStep { step: 9, visit: 0 }.counter(), 10),
+            (
+                Stream::SolverStep { step: 3, visit: 2 }.counter(),
+                0x2_0000_0004,
+            ),
+            (
+                Stream::Renoise { step: 5, visit: 1 }.counter(),
+                0x1_0000_0005,
+            ),
+            (
+                Stream::Replacement { step: 7, visit: 3 }.counter(),
+                0x100_0030_0007,
+            ),
+            (
+                Stream::FlowChefDirection {
+                    step: 4,
+                    iteration: 2,
+                    direction: 5,
+                }
+                .counter(),
+                0x4_0002_0005,
+            ),
+            (round_seed(11, 0), 11),
+            (round_seed(11, 3), 0x300_0000_000b),
+            (round_seed(u64::MAX, 1), (1 << 40) - 1),
+        ];
+        for (i, (got, want)) in pinned.into_iter().enumerate() {
+            assert_eq!(got, want, "pinned word {i}");
+        }
+        let key = Stream::Renoise { step: 2, visit: 1 }.key(7, 9);
+        let old = StreamKey {
+            seed: 7,
+            lineage: 9,
+            step: (1u64 << 32) | 2,
+            domain: Domain::Renoise,
+        };
+        assert_eq!(key, old);
+        assert_eq!(key.normals(8), old.normals(8));
     }
 }

@@ -6,6 +6,7 @@
 use crate::guidance::{Context, Guidance, Needs, Request, Step};
 use crate::population::Population;
 use crate::prediction::Prediction;
+use crate::strategy::combine::{add_guidance, Weight};
 use crate::{Error, Result};
 
 /// Autoguidance with a guiding model.
@@ -64,9 +65,7 @@ impl Guidance for Autoguidance {
         cx: &mut Context,
     ) -> Result<()> {
         if let Some(bad) = extra.first() {
-            let w = self.scale - 1.0;
-            guided.x0 = (&guided.x0 + (&cond.x0 - &bad.x0)?.affine(w, 0.0)?)?;
-            guided.eps = (&guided.eps + (&cond.eps - &bad.eps)?.affine(w, 0.0)?)?;
+            add_guidance(guided, cond, bad, Weight::Scalar(self.scale - 1.0))?;
         }
         cx.trace("autoguidance_scale", self.scale);
         Ok(())

@@ -17,6 +17,7 @@ use crate::condition::Condition;
 use crate::guidance::{Context, Guidance, Request, Step};
 use crate::population::Population;
 use crate::prediction::Prediction;
+use crate::strategy::combine::{add_guidance, Weight};
 use crate::{Error, Result};
 
 /// Classifier-free guidance.
@@ -90,9 +91,7 @@ impl Guidance for ClassifierFree {
             cx.trace("cfg_scale", 1.0);
             return Ok(());
         };
-        let w = self.scale - 1.0;
-        guided.x0 = (&guided.x0 + (&cond.x0 - &uncond.x0)?.affine(w, 0.0)?)?;
-        guided.eps = (&guided.eps + (&cond.eps - &uncond.eps)?.affine(w, 0.0)?)?;
+        add_guidance(guided, cond, uncond, Weight::Scalar(self.scale - 1.0))?;
         if self.rescale > 0.0 {
             let p = step.parameterization;
             let out_cfg = p.from_prediction(guided, &step.from)?;

@@ -159,7 +159,7 @@ impl Guidance for Code {
         } else {
             let next = cx.predict_guided(pop, step.index + 1)?;
             let x0 = next.x0.clone();
-            (Some(next), x0, cx.engine.step(step.index + 1)?.from)
+            (Some(next), x0, cx.step(step.index + 1)?.from)
         };
         let values = cx.score(self.reward.as_ref(), &x0, &pop.conds(), at)?;
         for (p, &v) in pop.particles.iter_mut().zip(&values) {

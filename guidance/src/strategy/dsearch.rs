@@ -156,7 +156,7 @@ impl Guidance for DSearch {
             self.reward.as_ref(),
             &next.x0,
             &pop.conds(),
-            cx.engine.step(step.index + 1)?.from,
+            cx.step(step.index + 1)?.from,
         )?;
         for (p, &v) in pop.particles.iter_mut().zip(&values) {
             p.reward = Some(v);

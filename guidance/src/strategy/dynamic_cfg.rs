@@ -8,12 +8,11 @@
 
 use std::sync::Arc;
 
-use candle_core::Tensor;
-
 use crate::guidance::{Context, Guidance, Request, Step};
 use crate::population::Population;
 use crate::prediction::Prediction;
 use crate::reward::Reward;
+use crate::strategy::combine::{add_scaled, difference, row_weights, Weight};
 use crate::{Error, Result};
 
 /// Greedy per-step choice of the CFG scale.
@@ -60,13 +59,12 @@ impl Guidance for DynamicCfg {
         let Some(uncond) = extra.first() else {
             return Ok(());
         };
-        let dx0 = (&cond.x0 - &uncond.x0)?;
-        let deps = (&cond.eps - &uncond.eps)?;
+        let delta = difference(cond, uncond)?;
         let conds = pop.conds();
         let n = pop.len();
         let mut best = vec![(f64::NEG_INFINITY, 1.0f64); n];
         for &s in &self.scales {
-            let x0 = (&guided.x0 + dx0.affine(s - 1.0, 0.0)?)?;
+            let x0 = (&guided.x0 + delta.x0.affine(s - 1.0, 0.0)?)?;
             let mut total = vec![0.0; n];
             for (r, w) in &self.evaluators {
                 for (t, v) in total
@@ -82,16 +80,8 @@ impl Guidance for DynamicCfg {
                 }
             }
         }
-        let mut shape = vec![n];
-        shape.extend(std::iter::repeat_n(1, dx0.rank() - 1));
-        let w = Tensor::from_vec(
-            best.iter().map(|b| (b.1 - 1.0) as f32).collect::<Vec<_>>(),
-            shape,
-            dx0.device(),
-        )?
-        .to_dtype(dx0.dtype())?;
-        guided.x0 = (&guided.x0 + dx0.broadcast_mul(&w)?)?;
-        guided.eps = (&guided.eps + deps.broadcast_mul(&w)?)?;
+        let w = row_weights(best.iter().map(|b| (b.1 - 1.0) as f32).collect(), &delta.x0)?;
+        add_scaled(guided, &delta, Weight::PerRow(&w))?;
         cx.trace(
             "dynamic_cfg_scale",
             best.iter().map(|b| b.1).collect::<Vec<_>>(),

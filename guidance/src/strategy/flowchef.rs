@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::guidance::{Context, Guidance, Needs, Step};
 use crate::population::Population;
 use crate::prediction::Prediction;
-use crate::rng::{Domain, StreamKey};
+use crate::rng::Stream;
 use crate::{Error, Result};
 
 /// A cost on clean-sample estimates, minimised by FlowChef.
@@ -88,12 +88,12 @@ impl FlowChef {
         for p in &pop.particles {
             let mut block: Vec<Vec<f64>> = Vec::new();
             for (m, dir) in directions.iter_mut().enumerate() {
-                let key = StreamKey {
-                    seed: p.seed,
-                    lineage: p.lineage,
-                    step: ((step as u64) << 32) | ((k as u64) << 16) | m as u64,
-                    domain: Domain::Search,
-                };
+                let key = Stream::FlowChefDirection {
+                    step,
+                    iteration: k,
+                    direction: m,
+                }
+                .key(p.seed, p.lineage);
                 if block.len() == numel {
                     block.clear();
                 }

@@ -29,7 +29,6 @@
 
 use std::sync::Arc;
 
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::Classifier;
@@ -37,6 +36,7 @@ use crate::condition::Condition;
 use crate::guidance::{Context, Guidance, Needs, Request, Step};
 use crate::population::Population;
 use crate::prediction::Prediction;
+use crate::strategy::combine::{add_guidance, row_weights, Weight};
 use crate::{Error, Result};
 
 /// How the reference class is chosen.
@@ -207,16 +207,8 @@ impl Guidance for Gfcg {
             return Ok(());
         };
         let chosen = self.choose(pop, cond)?;
-        let mut shape = vec![pop.len()];
-        shape.extend(std::iter::repeat_n(1, cond.x0.rank() - 1));
-        let w = Tensor::from_vec(
-            chosen.iter().map(|(_, e)| *e as f32).collect::<Vec<_>>(),
-            shape,
-            cond.x0.device(),
-        )?
-        .to_dtype(cond.x0.dtype())?;
-        guided.x0 = (&guided.x0 + (&cond.x0 - &reference.x0)?.broadcast_mul(&w)?)?;
-        guided.eps = (&guided.eps + (&cond.eps - &reference.eps)?.broadcast_mul(&w)?)?;
+        let w = row_weights(chosen.iter().map(|(_, e)| *e as f32).collect(), &cond.x0)?;
+        add_guidance(guided, cond, reference, Weight::PerRow(&w))?;
         cx.trace(
             "gfcg",
             serde_json::json!({

@@ -4,6 +4,7 @@ pub mod autoguidance;
 pub mod cfg;
 pub mod classifier_cost;
 pub mod code;
+pub mod combine;
 pub mod costs;
 pub mod dsearch;
 pub mod dynamic_cfg;

@@ -22,12 +22,11 @@ use candle_core::{Device, Tensor};
 use serde_json::json;
 
 use crate::engine::{Engine, Outcome};
-use crate::guidance::Context;
 use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::{GroupSpec, Population};
 use crate::reward::Reward;
-use crate::rng::{Domain, StreamKey};
+use crate::rng::{round_seed, Domain, StreamKey};
 use crate::trace::{TraceLine, TraceSink};
 use crate::{Error, Result};
 
@@ -152,7 +151,7 @@ impl NoiseSearch {
                 .iter()
                 .zip(&counts)
                 .map(|(spec, &k)| GroupSpec {
-                    seed: spec.seed.wrapping_add((round as u64) << 40),
+                    seed: round_seed(spec.seed, round),
                     particles: k,
                     ..*spec
                 })
@@ -171,12 +170,7 @@ impl NoiseSearch {
             let mut line = TraceLine::new();
             let clean = StepPoint::CLEAN;
             let rewards = {
-                let mut cx = Context {
-                    engine,
-                    ledger: &mut ledger,
-                    timing: &mut timing,
-                    trace: &mut line,
-                };
+                let mut cx = engine.context(&mut ledger, &mut timing, &mut line);
                 cx.score(self.reward.as_ref(), &pop.x, &pop.conds(), clean)?
             };
             let mut start = 0;

@@ -10,19 +10,16 @@
 //! with `m` the known-pixel mask and `y` the source. The model is only ever called as in
 //! unguided sampling (no extra rows). At the end of the path (`α = 1`, `σ = 0`) the known
 //! pixels equal `y` exactly; the fill comes from the model's own prediction given the noised
-//! context. `z` is drawn per particle from `(seed, lineage, 2^40 + visit·2^20 + step, Search)`
-//! (`visit` is 0 unless [time travel](super::time_travel) revisits the step).
+//! context. `z` is drawn per particle from the stream [`Stream::Replacement`],
+//! `(seed, lineage, 2^40 + visit·2^20 + step, Search)` (`visit` is 0 unless
+//! [time travel](super::time_travel) revisits the step).
 
 use candle_core::Tensor;
 
 use crate::guidance::{Context, Guidance, Step};
 use crate::population::Population;
-use crate::rng::Domain;
+use crate::rng::Stream;
 use crate::{Error, Result};
-
-/// Offset of the replacement noise's step counter within the `Search` domain (keeps it apart
-/// from the noise searches' round counters).
-const STREAM_OFFSET: u64 = 1 << 40;
 
 /// Replace known pixels with the noised source after every step.
 pub struct Replacement {
@@ -47,10 +44,10 @@ impl Guidance for Replacement {
                 &dims[1..]
             )));
         }
-        let z = pop.particle_noise(
-            Domain::Search,
-            STREAM_OFFSET + ((step.visit as u64) << 20) + step.index as u64,
-        )?;
+        let z = pop.stream_noise(Stream::Replacement {
+            step: step.index,
+            visit: step.visit,
+        })?;
         let dtype = pop.x.dtype();
         let dev = pop.x.device().clone();
         let mask = self.mask.to_dtype(dtype)?.to_device(&dev)?;

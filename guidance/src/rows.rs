@@ -1,0 +1,116 @@
+//! Model rows: what a strategy asks the models for ([`Request`]) and the counted, timed, batched
+//! evaluations that answer it. The guidance context (the guided prediction, look-ahead) and so
+//! the engine use it; it knows nothing of either.
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use crate::condition::Condition;
+use crate::denoiser::Denoiser;
+use crate::ledger::{Ledger, Timing};
+use crate::path::StepPoint;
+use crate::population::Population;
+use crate::prediction::Prediction;
+use crate::Result;
+
+/// Extra model rows: one row per particle, of model `model` under `conds[i]` for particle `i`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Index of the model in the engine's model list (0 = main model).
+    pub model: usize,
+    /// One condition per particle.
+    pub conds: Vec<Condition>,
+}
+
+impl Request {
+    /// The unconditional row of the main model for every particle (CFG's reference), or
+    /// nothing when every particle is already unconditional.
+    pub fn unconditional(pop: &Population) -> Vec<Request> {
+        if pop.particles.iter().all(|p| p.cond == Condition::Null) {
+            return Vec::new();
+        }
+        vec![Request {
+            model: 0,
+            conds: vec![Condition::Null; pop.len()],
+        }]
+    }
+}
+
+/// Evaluates every request on rows `x` at `at`, one batched call per model, sharing identical
+/// requests; answer `k` belongs to request `k`.
+pub(crate) fn evaluate(
+    models: &[&dyn Denoiser],
+    requests: &[Request],
+    x: &Tensor,
+    at: &StepPoint,
+    ledger: &mut Ledger,
+    timing: &mut Timing,
+) -> Result<Vec<Prediction>> {
+    // Deduplicate: `unique[k]` is the first request equal to request k.
+    let unique: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .map(|(k, r)| requests[..k].iter().position(|q| q == r).unwrap_or(k))
+        .collect();
+    let mut out: Vec<Option<Prediction>> = vec![None; requests.len()];
+    let p = x.dim(0)?;
+    for (model, &denoiser) in models.iter().enumerate() {
+        let mine: Vec<usize> = (0..requests.len())
+            .filter(|&k| unique[k] == k && requests[k].model == model)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let xs: Vec<&Tensor> = mine.iter().map(|_| x).collect();
+        let rows = Tensor::cat(&xs, 0)?;
+        let conds: Vec<Condition> = mine
+            .iter()
+            .flat_map(|&k| requests[k].conds.iter().copied())
+            .collect();
+        let pred = predict(denoiser, &rows, at, &conds, ledger, timing)?;
+        for (j, &k) in mine.iter().enumerate() {
+            out[k] = Some(pred.narrow(j * p, p)?);
+        }
+    }
+    for k in 0..requests.len() {
+        if out[k].is_none() {
+            out[k] = out[unique[k]].clone();
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|p| p.expect("every request answered"))
+        .collect())
+}
+
+/// One counted, timed, batched model evaluation converted to `(x̂0, ε̂)`; batches larger than
+/// the model's `max_batch` are split.
+pub(crate) fn predict(
+    model: &dyn Denoiser,
+    x: &Tensor,
+    at: &StepPoint,
+    conds: &[Condition],
+    ledger: &mut Ledger,
+    timing: &mut Timing,
+) -> Result<Prediction> {
+    let n = x.dim(0)?;
+    let chunk = model.max_batch().max(1);
+    let start = Instant::now();
+    let mut outs = Vec::with_capacity(n.div_ceil(chunk));
+    let mut calls = 0;
+    for s in (0..n).step_by(chunk) {
+        let len = chunk.min(n - s);
+        outs.push(model.forward(&x.narrow(0, s, len)?, at, &conds[s..s + len])?);
+        calls += 1;
+    }
+    let raw = if outs.len() == 1 {
+        outs.pop().expect("one chunk")
+    } else {
+        Tensor::cat(&outs, 0)?
+    };
+    Timing::add(&mut timing.model_s, start.elapsed());
+    *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
+    *ledger.model_calls.entry(model.name().into()).or_default() += calls;
+    model.parameterization().to_prediction(&raw, x, at)
+}
