@@ -222,6 +222,7 @@ impl Job {
                 classifier,
                 has_guide: guide.is_some() || model.family() == Family::Toy,
                 text,
+                device: model.device().clone(),
             };
             let built = per_step::build(
                 kind,

@@ -42,6 +42,8 @@ pub struct Target<'a> {
     pub has_guide: bool,
     /// The model is text-conditioned (its classes are prompts).
     pub text: bool,
+    /// The model's device (observations are put there).
+    pub device: Device,
 }
 
 /// A built per-step strategy.
@@ -160,12 +162,13 @@ fn observed(
     Ok(obs)
 }
 
-fn tensor(v: &[f32], dims: [usize; 3]) -> Result<Tensor> {
-    Ok(Tensor::from_vec(v.to_vec(), dims.as_slice(), &Device::Cpu)?)
+/// An observed image (or mask) as a tensor on the model's device.
+fn tensor(v: &[f32], dims: [usize; 3], t: &Target) -> Result<Tensor> {
+    Ok(Tensor::from_vec(v.to_vec(), dims.as_slice(), &t.device)?)
 }
 
 /// The inpainting pair `(mask, target)` as tensors shaped like one sample.
-fn mask_and_target(obs: &Observation) -> Result<(Tensor, Tensor)> {
+fn mask_and_target(obs: &Observation, t: &Target) -> Result<(Tensor, Tensor)> {
     let known = obs.known.as_deref().unwrap_or(&[]);
     if known.len() != obs.image.len() {
         input_error!(
@@ -174,7 +177,10 @@ fn mask_and_target(obs: &Observation) -> Result<(Tensor, Tensor)> {
             obs.image.len()
         );
     }
-    Ok((tensor(known, obs.dims)?, tensor(&obs.image, obs.dims)?))
+    Ok((
+        tensor(known, obs.dims, t)?,
+        tensor(&obs.image, obs.dims, t)?,
+    ))
 }
 
 fn flowchef(a: &PerStepArgs, t: &Target, given: Option<&Observation>) -> Result<FlowChef> {
@@ -189,7 +195,7 @@ fn flowchef(a: &PerStepArgs, t: &Target, given: Option<&Observation>) -> Result<
     let (cost, default_lr): (Box<dyn Cost>, f64) = match a.task {
         TaskArg::Inpaint => {
             let obs = observed(kind, a, t, given, true)?;
-            let (mask, target) = mask_and_target(&obs)?;
+            let (mask, target) = mask_and_target(&obs, t)?;
             // η = ½ would put x̂0 exactly on the known pixels each step; a partial step
             // (residual ×0.6 per step) leaves the model room to blend the fill with its
             // context. On held-out toy images (data seed 9100, 60 images, the toy U-Net at
@@ -204,7 +210,7 @@ fn flowchef(a: &PerStepArgs, t: &Target, given: Option<&Observation>) -> Result<
             if f == 0 || h % f != 0 || w % f != 0 {
                 input_error!("--superres-factor {f} must divide the image size {w}×{h}");
             }
-            let img = tensor(&obs.image, obs.dims)?;
+            let img = tensor(&obs.image, obs.dims, t)?;
             let target = if obs.dims == [c, h, w] {
                 img.unsqueeze(0)?.avg_pool2d(f)?.squeeze(0)?
             } else if obs.dims == [c, h / f, w / f] {
@@ -236,7 +242,7 @@ fn flowchef(a: &PerStepArgs, t: &Target, given: Option<&Observation>) -> Result<
                 );
             }
             let cost =
-                GaussianDeblur::new(a.blur_sigma, a.blur_size, tensor(&obs.image, obs.dims)?)
+                GaussianDeblur::new(a.blur_sigma, a.blur_size, tensor(&obs.image, obs.dims, t)?)
                     .context("--blur-sigma / --blur-size")?;
             (Box::new(cost), 0.5)
         }
@@ -381,7 +387,7 @@ pub fn build(
         StrategyKind::Flowchef => Box::new(flowchef(a, t, observation)?),
         StrategyKind::Replace => {
             let obs = observed(kind, a, t, observation, true)?;
-            let (mask, target) = mask_and_target(&obs)?;
+            let (mask, target) = mask_and_target(&obs, t)?;
             Box::new(Replacement { mask, target })
         }
         _ => input_error!("--guidance {} is not a per-step strategy", kind.cli_name()),
