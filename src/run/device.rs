@@ -19,7 +19,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 fn parse(spec: &str) -> Result<Device> {
     if spec == "auto" {
         if candle_core::utils::cuda_is_available() {
-            if let Ok(d) = Device::new_cuda(0) {
+            if let Ok(d) = cuda(0) {
                 return Ok(d);
             }
         }
@@ -37,19 +37,51 @@ fn parse(spec: &str) -> Result<Device> {
         },
         None => (spec, 0),
     };
-    let built = |feature: &str, r: candle_core::Result<Device>| -> Result<Device> {
+    let built = |feature: &str, compiled: bool, r: candle_core::Result<Device>| {
         r.map_err(|e| {
-            anyhow::anyhow!(
-                "--device {spec}: {e} (a {feature} device needs a binary built with \
-                 `cargo build --release --features {feature}`)"
-            )
+            if compiled {
+                anyhow::anyhow!("--device {spec}: {e}")
+            } else {
+                anyhow::anyhow!(
+                    "--device {spec}: {e} (a {feature} device needs a binary built with \
+                     `cargo build --release --features {feature}`)"
+                )
+            }
         })
     };
     match kind {
         "cpu" if ordinal == 0 => Ok(Device::Cpu),
-        "cuda" => built("cuda", Device::new_cuda(ordinal)),
-        "metal" => built("metal", Device::new_metal(ordinal)),
+        "cuda" => built("cuda", cfg!(feature = "cuda"), cuda(ordinal)),
+        "metal" => built("metal", cfg!(feature = "metal"), Device::new_metal(ordinal)),
         _ => bail!("unknown --device `{spec}`; valid: auto, cpu, cuda, cuda:N, metal, metal:N"),
+    }
+}
+
+/// Opens CUDA device `ordinal` and runs one matrix product on it, so that the driver and
+/// cuBLAS are loaded now. cudarc loads them at run time and panics when a library is missing;
+/// that panic becomes an error naming the libraries and how to point at them.
+fn cuda(ordinal: usize) -> candle_core::Result<Device> {
+    let open = || -> candle_core::Result<Device> {
+        let d = Device::new_cuda(ordinal)?;
+        let x = candle_core::Tensor::ones((2, 2), candle_core::DType::F32, &d)?;
+        x.matmul(&x)?.to_vec2::<f32>()?;
+        Ok(d)
+    };
+    if !cfg!(feature = "cuda") {
+        return open();
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(open);
+    std::panic::set_hook(hook);
+    match result {
+        Ok(r) => r,
+        Err(_) => Err(candle_core::Error::Msg(
+            "cannot load CUDA's libraries (the driver's libcuda.so.1, CUDA 13's libcublas.so.13 \
+             and libcurand.so.10): put the folders holding them on LD_LIBRARY_PATH (PyTorch's \
+             pip packages have them under site-packages/nvidia/*/lib)"
+                .into(),
+        )),
     }
 }
 

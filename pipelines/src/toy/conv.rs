@@ -119,7 +119,6 @@ impl CustomOp1 for Col2Im {
 pub fn conv3x3(layer: &Linear, x: &Tensor) -> Result<Tensor> {
     let c = x.dim(3)?;
     let weight = layer.weight();
-    let o = weight.dim(0)?;
     if weight.dim(1)? != 9 * c {
         candle_core::bail!(
             "conv3x3: weight {:?} does not take 9×{c} inputs",
@@ -130,6 +129,15 @@ pub fn conv3x3(layer: &Linear, x: &Tensor) -> Result<Tensor> {
         let cols = x.contiguous()?.apply_op1(Im2Col)?;
         return super::nn::rows(layer, &cols);
     }
+    conv3x3_candle(layer, x)
+}
+
+/// [`conv3x3`] off the CPU ([`Im2Col`] and [`Col2Im`] have CPU kernels only): candle's
+/// `conv2d`, which every backend runs. `layer`'s weight is checked by the caller.
+fn conv3x3_candle(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    let c = x.dim(3)?;
+    let weight = layer.weight();
+    let o = weight.dim(0)?;
     // [O, 9C] (tap-major) → [O, C, 3, 3] for candle's NCHW convolution.
     let kernel = weight.reshape((o, 3, 3, c))?.permute((0, 3, 1, 2))?;
     let y = x
@@ -190,6 +198,25 @@ mod tests {
             .unwrap();
         let y = conv3x3(&Linear::new(weight, Some(bias)), &x).unwrap();
         assert!(max_abs((y - reference).unwrap()) < 1e-4);
+    }
+
+    /// The path a GPU tensor takes, forced on the CPU: the same convolution and input gradient.
+    #[test]
+    fn the_device_fallback_equals_the_cpu_gather() {
+        let x = normals(7, &[2, 5, 6, 4]);
+        let weight = normals(8, &[7, 36]);
+        let layer = Linear::new(weight, Some(normals(9, &[7])));
+        let run = |f: fn(&Linear, &Tensor) -> Result<Tensor>| {
+            let v = Var::from_tensor(&x).unwrap();
+            let y = f(&layer, v.as_tensor()).unwrap();
+            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            (y, g.get(v.as_tensor()).unwrap().clone())
+        };
+        let (ya, ga) = run(conv3x3);
+        let (yb, gb) = run(conv3x3_candle);
+        let (dy, dg) = (max_abs((ya - yb).unwrap()), max_abs((ga - gb).unwrap()));
+        assert!(dy < 1e-4, "value differs by {dy}");
+        assert!(dg < 1e-3, "gradient differs by {dg}");
     }
 
     #[test]

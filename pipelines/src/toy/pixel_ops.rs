@@ -149,7 +149,7 @@ pub fn layer_norm(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(Norm)
     } else {
-        super::nn::layer_norm(x, EPS as f64)
+        layer_norm_composed(x)
     }
 }
 
@@ -158,8 +158,19 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() {
         x.contiguous()?.apply_op1(Silu)
     } else {
-        super::nn::silu(x)
+        silu_composed(x)
     }
+}
+
+/// [`layer_norm`] off the CPU (the custom ops above have CPU kernels only): the same function
+/// from candle's differentiable basic ops, which every backend runs.
+fn layer_norm_composed(x: &Tensor) -> Result<Tensor> {
+    super::nn::layer_norm(x, EPS as f64)
+}
+
+/// [`silu`] off the CPU, from candle's basic ops.
+fn silu_composed(x: &Tensor) -> Result<Tensor> {
+    super::nn::silu(x)
 }
 
 #[cfg(test)]
@@ -190,6 +201,39 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// The path a GPU tensor takes, forced on the CPU: the same values as the CPU kernels.
+    #[test]
+    fn the_device_fallback_equals_the_cpu_kernels() {
+        let n = 2 * 3 * 4 * 16;
+        let normals = |seed| {
+            let v = steerdiff_guidance::rng::StreamKey {
+                seed,
+                lineage: 0,
+                step: 0,
+                domain: steerdiff_guidance::rng::Domain::Init,
+            }
+            .normals(n);
+            Tensor::from_vec(v, (2, 3, 4, 16), &Device::Cpu).unwrap()
+        };
+        let x = (normals(11) * 3.0).unwrap();
+        let w = normals(12);
+        type Pair = (fn(&Tensor) -> Tensor, fn(&Tensor) -> Tensor);
+        let pairs: [Pair; 2] = [
+            (
+                |x| layer_norm(x).unwrap(),
+                |x| layer_norm_composed(x).unwrap(),
+            ),
+            (|x| silu(x).unwrap(), |x| silu_composed(x).unwrap()),
+        ];
+        for (kernel, fallback) in pairs {
+            let (ya, ga) = value_and_grad(kernel, &x, &w);
+            let (yb, gb) = value_and_grad(fallback, &x, &w);
+            let (dy, dg) = (max_abs((ya - yb).unwrap()), max_abs((ga - gb).unwrap()));
+            assert!(dy < 1e-5, "value differs by {dy}");
+            assert!(dg < 1e-5, "gradient differs by {dg}");
+        }
     }
 
     #[test]
