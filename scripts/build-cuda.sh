@@ -38,8 +38,9 @@ edits = [
     ('    #[cfg(all(feature = "dynamic-loading", feature = "dynamic-linking"))]\n'
      '    panic!("Both `dynamic-loading` and `dynamic-linking` features are active, this is a bug");\n',
      '    // steerdiff: `dynamic-loading` wins over `dynamic-linking` (scripts/build-cuda.sh).\n'),
-    ('    #[cfg(feature = "dynamic-linking")]\n',
-     '    #[cfg(all(feature = "dynamic-linking", not(feature = "dynamic-loading")))]\n'),
+    ('    #[cfg(feature = "dynamic-linking")]\n    dynamic_linking(major, minor);\n',
+     '    #[cfg(all(feature = "dynamic-linking", not(feature = "dynamic-loading")))]\n'
+     '    dynamic_linking(major, minor);\n'),
 ]
 for old, new in edits:
     if text.count(old) != 1:
