@@ -31,7 +31,11 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$BIN" --version
 "$BIN" generate --device cuda --steps 2 -o "$OUT/smoke" 2>&1 | tail -2
+# Seconds each section may take (the whole check stays under about 9 minutes).
+declare -A limit=([conformance]=150 [toy]=120 [sd15-bench]=240)
 for s in $sections; do
-    echo "== $s"
-    timeout 400 python3 bench/gpu_check.py "$s" "$BIN" "$OUT"
+    echo "== $s ($(date +%T))"
+    timeout "${limit[$s]:-200}" python3 bench/gpu_check.py "$s" "$BIN" "$OUT" ||
+        echo "{\"check\": \"$s\", \"ok\": false, \"error\": \"stopped after ${limit[$s]:-200} s\"}"
 done
+echo "== done ($(date +%T))"
