@@ -129,7 +129,6 @@ def make_sd15(folder):
     for sub, m in [("unet", unet), ("vae", vae), ("text_encoder", text)]:
         m.save_pretrained(os.path.join(folder, sub))
     shutil.copytree(tok_dir, os.path.join(folder, "tokenizer"))
-    return length
     sched.save_pretrained(os.path.join(folder, "scheduler"))
     json.dump({"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
                "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
@@ -138,6 +137,7 @@ def make_sd15(folder):
                "safety_checker": [None, None], "feature_extractor": [None, None],
                "requires_safety_checker": False},
               open(os.path.join(folder, "model_index.json"), "w"))
+    return length
 
 
 def sd15_bench(bin_, out):
@@ -151,7 +151,7 @@ def sd15_bench(bin_, out):
     t = time.time()
     length = make_sd15(folder)
     record(out, check="sd15-make", seconds=round(time.time() - t, 1))
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.bfloat16).to("cuda")
+    pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.bfloat16).to("cuda")
     for size in [512]:
         for batch in [1, 4, 16]:
             lat = torch.randn(2 * batch, 4, size // 8, size // 8, device="cuda", dtype=torch.bfloat16)
