@@ -152,8 +152,9 @@ def sd15_bench(bin_, out):
     length = make_sd15(folder)
     record(out, check="sd15-make", seconds=round(time.time() - t, 1))
     pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.bfloat16).to("cuda")
+    batches = [int(b) for b in os.environ.get("SD15_BATCHES", "1,4,16").split(",")]
     for size in [512]:
-        for batch in [1, 4, 16]:
+        for batch in batches:
             lat = torch.randn(2 * batch, 4, size // 8, size // 8, device="cuda", dtype=torch.bfloat16)
             ctx = torch.randn(2 * batch, length, 768, device="cuda", dtype=torch.bfloat16)
             times = []
@@ -170,27 +171,28 @@ def sd15_bench(bin_, out):
                    dtype="bf16", seconds=round(med, 4))
     del pipe
     torch.cuda.empty_cache()
-    # steerdiff: plain sampling, `images` groups (each its own CFG batch of 2), model time per
-    # step from timing.json; a 2-step run is subtracted from a 12-step one so that loading,
-    # the text encoder and the decode cancel out.
-    for batch in [1, 4]:
+    # steerdiff: plain sampling, `images` groups in one batch (--batch-groups; CFG's rows make
+    # it 2 × images), model time per step from timing.json; a 2-step run is subtracted from a
+    # 12-step one so that loading, the text encoder and the decode cancel out.
+    for batch in batches:
         per = {}
         for steps in [2, 12]:
             tmp = tempfile.mkdtemp()
             argv = [bin_, "generate", "--device", "cuda", "--dtype", "bf16", "--model", folder,
                     "--prompt", "a red cat", "--cfg", "7.5", "--steps", str(steps), "--scheduler", "ddim",
-                    "--height", "512", "--width", "512", "-n", str(batch), "-o", os.path.join(tmp, "o")]
+                    "--height", "512", "--width", "512", "-n", str(batch), "--batch-groups", str(batch), "--max-batch", "64",
+                    "-o", os.path.join(tmp, "o")]
             p, secs = run(argv)
             if p.returncode != 0:
-                record(out, check="sd15-unet-cfg-step", impl="steerdiff", ok=False,
-                       error=p.stderr.strip()[-600:])
+                record(out, check="sd15-unet-cfg-step", impl="steerdiff", images=batch, ok=False,
+                       error=p.stderr.strip()[:700])
                 return
             timing = json.load(open(os.path.join(tmp, "o", "timing.json")))
             per[steps] = (timing["model_s"], secs)
-        step = (per[12][0] - per[2][0]) / 10 / batch
+        step = (per[12][0] - per[2][0]) / 10
         record(out, check="sd15-unet-cfg-step", impl="steerdiff", size=512, images=batch, dtype="bf16",
                seconds=round(step, 4), wall_s_12_steps=round(per[12][1], 1),
-               note="model time per CFG step per image (groups run one at a time)")
+               note="model time of one CFG step of the whole batch")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ pub struct GenerateArgs {
     /// Largest number of model rows in one forward (default: the model's own).
     #[arg(long, value_name = "ROWS")]
     pub max_batch: Option<usize>,
+    /// Text-to-image models: groups sampled together in one batch. 1 keeps every image
+    /// independent of the others (shards and re-runs reproduce it bit for bit); more is
+    /// faster on a GPU.
+    #[arg(long, value_name = "G", default_value_t = 1, help_heading = TEXT_TO_IMAGE)]
+    pub batch_groups: usize,
     /// Output directory (created if missing). An earlier run's outputs there are replaced
     /// whole: its images, grids and timing that this run does not write are removed.
     #[arg(short = 'o', long = "output", value_name = "DIR")]
@@ -219,6 +224,7 @@ impl GenerateArgs {
             init_image: self.init_image.clone(),
             strength: self.strength,
             max_batch: self.max_batch,
+            batch_groups: self.batch_groups,
             custom_reward: None,
         })
     }

@@ -18,15 +18,25 @@ impl Job {
     }
 
     /// The groups sampled together in one batch. A batch-stable model takes them all at once;
-    /// a model whose forwards round differently with the batch (text-to-image) samples each
-    /// group alone, so a group's images never depend on which other groups share the run:
-    /// shards, merges and re-runs of part of a run reproduce them bit for bit.
+    /// a model whose forwards round differently with the batch (text-to-image) samples
+    /// `batch_groups` groups at a time (default 1), in blocks fixed by the run-wide group index
+    /// (`[kG, (k+1)G)`), so a group's images never depend on which other groups share the
+    /// run: shards, merges and re-runs of part of a run reproduce them bit for bit.
     pub(super) fn blocks(&self) -> Vec<std::ops::Range<usize>> {
+        let n = self.groups.len();
         if self.model.batch_stable() {
-            std::iter::once(0..self.groups.len()).collect()
-        } else {
-            (0..self.groups.len()).map(|g| g..g + 1).collect()
+            return std::iter::once(0..n).collect();
         }
+        let size = self.parameters.batch_groups.max(1);
+        let first = self.first_group();
+        let mut out = vec![];
+        let mut start = 0;
+        while start < n {
+            let end = (((first + start) / size + 1) * size - first).min(n);
+            out.push(start..end);
+            start = end;
+        }
+        out
     }
 
     /// Seeds the population (group `g` from seed `S + g`) on the model's device and runs the

@@ -14,15 +14,15 @@ use steerdiff_guidance::strategy::{ClassifierFree, TimeTravel};
 use steerdiff_guidance::{
     Condition, Denoiser, Engine, GroupSpec, Guidance, Reward, RewardContext, StepPoint,
 };
-use steerdiff_pipelines::model::{Family, Model, RewardBuilder, RewardSettings};
+use steerdiff_pipelines::model::{Model, RewardBuilder, RewardSettings};
 use steerdiff_pipelines::sd::pipeline::img2img_schedule;
 
 use super::init::{read_image, read_latents};
 use super::options::{Options, PathKind, DEFAULT_STEPS, DEFAULT_STRENGTH};
 use super::record::{device_name, Parameters, ShardRecord, SCHEMA_VERSION, SEEDING_RULE};
 use super::resolve::{check_options, conditioning, load_guide, prepare_text, resolve_sampler};
-use super::strategy::per_step::{self, Target};
-use super::strategy::{Built, StrategyKind};
+use super::steering::{steering, Steering};
+use super::strategy::Built;
 use crate::error::input_error;
 
 /// A validated run, ready to go: the model, the sampler, the guidance and the groups.
@@ -120,7 +120,6 @@ impl Job {
 
     fn parts(model: &mut Model, opts: &Options) -> Result<Parts> {
         check_options(opts)?;
-        let text = model.family() == Family::TextToImage;
         let c = conditioning(model, opts)?;
         // A preset's recommended steps and CFG scale, unless given (sd-turbo: 1 step, no CFG).
         let preset = steerdiff_pipelines::sd::preset(model.source());
@@ -167,95 +166,12 @@ impl Job {
         } else {
             None
         };
-        let settings = RewardSettings {
-            plugins: opts.strategy.plugin.options()?,
-            prompt: c.texts.first().cloned(),
-            clip_model: opts
-                .clip_model
-                .clone()
-                .unwrap_or_else(|| RewardSettings::default().clip_model),
-        };
-        let rewards = RewardBuilder::new(model, settings.clone());
-        // A library user's own reward stands in for `--reward` (recorded as `rust:NAME`).
-        let custom = opts.custom_reward.as_ref().map(|c| c.0.clone());
-        let custom_spec = custom.as_ref().map(|r| format!("rust:{}", r.name()));
-        let mut strategy_args = opts.strategy.clone();
-        if let Some(spec) = &custom_spec {
-            if strategy_args.reward.is_some() {
-                input_error!("give either a reward spec or a Rust reward, not both");
-            }
-            strategy_args.reward = Some(spec.clone());
-        }
-        let reward = |spec: &str| -> Result<Arc<dyn Reward>> {
-            match (&custom, &custom_spec) {
-                (Some(r), Some(s)) if s == spec => Ok(r.clone()),
-                _ => Ok(rewards.build(spec)?),
-            }
-        };
-        let kind = opts.strategy.kind;
-        let strategy = if kind.is_per_step() {
-            let classifier = if text {
-                if opts.strategy.per_step.zero_shot.is_empty() {
-                    None
-                } else {
-                    let texts: Vec<&str> = c.texts.iter().map(String::as_str).collect();
-                    Some(rewards.zero_shot(&texts)?)
-                }
-            } else {
-                model.classifier()?
-            };
-            if text && classifier.is_none() && kind != StrategyKind::Autoguidance {
-                input_error!(
-                    "--guidance {} on a text-to-image model reads a zero-shot CLIP classifier: \
-                     name the competing prompts with --zero-shot \"TEXT;TEXT\" (the prompt is \
-                     class 0; the CLIP model is --clip-model)",
-                    kind.cli_name()
-                );
-            }
-            let target = Target {
-                model: model.source(),
-                toy: model.family() == Family::Toy,
-                flow: model.denoiser().path().is_flow(),
-                sample_shape: model.denoiser().sample_shape(),
-                cond: c.cond,
-                cfg: cfg_scale,
-                classifier,
-                has_guide: guide.is_some() || model.family() == Family::Toy,
-                text,
-                device: model.device().clone(),
-            };
-            let built = per_step::build(
-                kind,
-                &opts.strategy.per_step,
-                strategy_args.reward.as_deref(),
-                &target,
-                opts.observation.as_ref(),
-                &reward,
-            )?;
-            if guide.is_some() && !built.needs_weak {
-                input_error!(
-                    "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
-                );
-            }
-            if built.needs_weak && guide.is_none() {
-                guide = model
-                    .weak_twin()
-                    .context("loading the guiding model `toy-weak`")?;
-            }
-            Built::Step(built.guidance)
-        } else {
-            if guide.is_some() {
-                input_error!(
-                    "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
-                );
-            }
-            strategy_args.build(steps, reward)?
-        };
-        let eval_reward = match &opts.strategy.eval_reward {
-            Some(spec) => Some(rewards.build(spec).context("--eval-reward")?),
-            None => None,
-        };
-        drop(rewards);
+        let Steering {
+            strategy,
+            args: strategy_args,
+            eval_reward,
+            settings,
+        } = steering(model, opts, &c, cfg_scale, steps, &mut guide)?;
         if opts.init_latents.is_some() && !matches!(strategy, Built::None) {
             input_error!(
                 "--init-latents starts plain sampling; it cannot be combined with --guidance"
@@ -268,7 +184,23 @@ impl Job {
         }
         let particles = opts.strategy.particles_per_group();
         let range = opts.shard.map(|s| s.groups(opts.n)).unwrap_or(0..opts.n);
+        if opts.batch_groups == 0 {
+            input_error!("--batch-groups must be at least 1");
+        }
         if let Some(s) = opts.shard {
+            if !model.batch_stable() && opts.batch_groups > 1 && range.start % opts.batch_groups != 0
+            {
+                input_error!(
+                    "shard {}/{} starts at group {}, inside a block of --batch-groups {}: a \
+                     group's images depend on its block, so shards must start at a multiple of \
+                     it (use -n a multiple of {} × the shard count, or --batch-groups 1)",
+                    s.index,
+                    s.count,
+                    range.start,
+                    opts.batch_groups,
+                    opts.batch_groups
+                );
+            }
             if range.is_empty() {
                 input_error!(
                     "shard {}/{} of a run of {} groups has no groups: use at most {} shards or a \
@@ -345,6 +277,11 @@ impl Job {
                 .map(|_| opts.strength.unwrap_or(DEFAULT_STRENGTH)),
             n: opts.n,
             particles_per_group: particles,
+            batch_groups: if model.batch_stable() {
+                1
+            } else {
+                opts.batch_groups
+            },
             seed: opts.seed,
             seeding: SEEDING_RULE.into(),
             strategy: strategy_args.clone(),

@@ -19,6 +19,7 @@ pub mod record;
 mod resolve;
 pub mod results;
 pub mod shard;
+mod steering;
 pub mod strategy;
 
 pub use job::{score_final, Job};

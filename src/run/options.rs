@@ -113,6 +113,10 @@ pub struct Options {
     pub strength: Option<f64>,
     /// Largest number of model rows per forward (`None`: the model's own).
     pub max_batch: Option<usize>,
+    /// Text-to-image models: groups sampled together in one batch (default 1: every image
+    /// independent of the others; more is faster on a GPU, and a group's images then depend
+    /// on the block of groups it was sampled with).
+    pub batch_groups: usize,
     /// A reward written in Rust, used in place of `strategy.reward` (the library's way to
     /// steer with one's own type; recorded as `rust:NAME`).
     pub custom_reward: Option<CustomReward>,
@@ -159,6 +163,7 @@ impl Default for Options {
             init_image: None,
             strength: None,
             max_batch: None,
+            batch_groups: 1,
             custom_reward: None,
         }
     }

@@ -85,6 +85,9 @@ pub struct Parameters {
     pub n: usize,
     /// Particles per group.
     pub particles_per_group: usize,
+    /// Groups sampled together in one batch (text-to-image models); absent when 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub batch_groups: usize,
     /// Seed of group 0.
     pub seed: u64,
     /// How seeds are assigned to groups.
@@ -94,6 +97,11 @@ pub struct Parameters {
     /// The shard this run is, if it is one; absent from whole (or merged) runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardRecord>,
+}
+
+/// `serde` helper: leaves the default of one out of a record.
+pub(crate) fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 /// `serde` helper: leaves a zero count out of a record.
