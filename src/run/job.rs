@@ -188,7 +188,9 @@ impl Job {
             input_error!("--batch-groups must be at least 1");
         }
         if let Some(s) = opts.shard {
-            if !model.batch_stable() && opts.batch_groups > 1 && range.start % opts.batch_groups != 0
+            if !model.batch_stable()
+                && opts.batch_groups > 1
+                && range.start % opts.batch_groups != 0
             {
                 input_error!(
                     "shard {}/{} starts at group {}, inside a block of --batch-groups {}: a \

@@ -1,0 +1,205 @@
+//! Loading a model of any family from its spec (the one place that reads `toy`, `gmm:` and
+//! text-to-image specs).
+
+use candle_core::Device;
+use serde_json::Value;
+use std::sync::Arc;
+
+use super::{Inner, LoadOptions, Model};
+use crate::sd::{self, WeightDType};
+use crate::toy::{self, ToyFlow};
+use crate::{Error, GmmDenoiser, GmmSpec, Result};
+
+/// The dtype a family runs in when none is asked for: f32 on the CPU; on a GPU bf16 for
+/// SDXL, SD3 and FLUX (whose fp32 weights rarely fit or pay off), f32 for the rest.
+pub fn default_dtype(family: Option<sd::Family>, device: &Device) -> WeightDType {
+    match family {
+        Some(sd::Family::StableDiffusionXl | sd::Family::StableDiffusion3 | sd::Family::Flux)
+            if !device.is_cpu() =>
+        {
+            WeightDType::BF16
+        }
+        _ => WeightDType::F32,
+    }
+}
+
+/// The text-to-image family a spec names, read from a preset or a folder's
+/// `model_index.json` without loading weights; `None` when it cannot tell cheaply.
+fn text_family(spec: &str) -> Option<sd::Family> {
+    if let Some(p) = sd::preset(spec) {
+        return Some(p.family);
+    }
+    match sd::Source::parse(spec).ok()? {
+        sd::Source::File(_) => Some(sd::Family::Flux),
+        sd::Source::Folder(dir) => {
+            let text = std::fs::read_to_string(dir.join("model_index.json")).ok()?;
+            let class = serde_json::from_str::<Value>(&text).ok()?["_class_name"]
+                .as_str()?
+                .to_string();
+            Some(if class.contains("XL") {
+                sd::Family::StableDiffusionXl
+            } else if class.contains("StableDiffusion3") {
+                sd::Family::StableDiffusion3
+            } else if class.contains("Flux") {
+                sd::Family::Flux
+            } else {
+                sd::Family::StableDiffusion
+            })
+        }
+        sd::Source::Hub { .. } => None,
+    }
+}
+
+/// The model names that are not text-to-image specs, for messages.
+pub const CLASS_MODELS: &str = "toy, toy-weak, gmm:SPEC.json";
+
+/// Whether `spec` names a text-to-image model (a preset, a diffusers folder, a Hub repo, a
+/// single file) rather than the toy or a mixture.
+pub fn is_text_to_image(spec: &str) -> bool {
+    spec != "toy"
+        && spec != "toy-weak"
+        && !spec.starts_with("gmm:")
+        && sd::Source::parse(spec).is_ok()
+}
+
+/// Loads the model `spec` names: `toy`, `toy-weak`, `gmm:SPEC.json`, or a text-to-image spec
+/// (see [`crate::sd::text_to_image::load`]).
+pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
+    if spec == "toy" || spec == "toy-weak" {
+        return load_toy(spec == "toy-weak", opts);
+    }
+    if let Some(path) = spec.strip_prefix("gmm:") {
+        return load_mixture(spec, path, opts);
+    }
+    if !is_text_to_image(spec) {
+        return Err(Error::Spec(format!(
+            "unknown model `{spec}`; valid: {CLASS_MODELS}, a preset ({}), a diffusers folder, \
+             an ORG/NAME Hub repo or an SD3 / FLUX .safetensors file (see `steerdiff list`)",
+            sd::PRESETS
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let dtype = opts
+        .dtype
+        .unwrap_or_else(|| default_dtype(text_family(spec), &opts.device));
+    let mut sd_opts = sd::LoadOptions {
+        dtype,
+        device: opts.device.clone(),
+        ..sd::LoadOptions::default()
+    };
+    if let Some(b) = opts.max_batch {
+        sd_opts.max_batch = b;
+    }
+    let model = sd::text_to_image::load(
+        spec,
+        opts.text_encoders.as_deref(),
+        opts.ae.as_deref(),
+        &sd_opts,
+    )?;
+    let mut record = serde_json::json!({ "family": "text-to-image" });
+    if let Some(t) = &opts.text_encoders {
+        record["text_encoders"] = t.clone().into();
+    }
+    if let Some(a) = &opts.ae {
+        record["ae"] = a.display().to_string().into();
+    }
+    Ok(Model {
+        source: spec.to_string(),
+        inner: Inner::Text(Arc::from(model)),
+        record,
+        device: opts.device.clone(),
+        dtype,
+    })
+}
+
+pub(super) fn only_f32(opts: &LoadOptions, what: &str) -> Result<WeightDType> {
+    match opts.dtype {
+        None | Some(WeightDType::F32) => Ok(WeightDType::F32),
+        Some(d) => Err(Error::Spec(format!(
+            "{what} runs in f32 only (asked for {}); drop --dtype",
+            d.name()
+        ))),
+    }
+}
+
+pub(super) fn load_toy(weak: bool, opts: &LoadOptions) -> Result<Model> {
+    let dtype = only_f32(opts, "the toy model")?;
+    let (entry, name) = if weak {
+        (toy::model::FLOW_WEAK, "toy-weak")
+    } else {
+        (toy::model::FLOW, "toy")
+    };
+    let assets = toy::model::assets_dir();
+    let context = |e: Error| Error::Spec(format!("loading the toy model `{name}`: {e}"));
+    let (config, _) = toy::model::checked_files(&assets, entry).map_err(context)?;
+    let flow = ToyFlow::load_on(&assets, entry, name, &opts.device).map_err(context)?;
+    let mut record = serde_json::to_value(&config)
+        .map_err(|e| Error::Spec(format!("recording the toy config: {e}")))?;
+    // The weights' sha256 (checked at load), so a record names the exact model.
+    record["weights_sha256"] = toy::model::Manifest::load(&assets)?
+        .entry(entry)?
+        .sha256
+        .clone()
+        .into();
+    Ok(Model {
+        source: name.to_string(),
+        inner: Inner::Toy { flow, weak },
+        record,
+        device: opts.device.clone(),
+        dtype,
+    })
+}
+
+fn load_mixture(spec: &str, path: &str, opts: &LoadOptions) -> Result<Model> {
+    let dtype = only_f32(opts, "a Gaussian mixture")?;
+    if path.is_empty() {
+        return Err(Error::Spec(format!(
+            "model `{spec}` names no spec file; use --model gmm:SPEC.json"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Spec(format!(
+            "cannot read GMM spec `{path}`: {e}; give an existing JSON file as --model gmm:SPEC.json"
+        ))
+    })?;
+    let mixture = GmmSpec::from_json(&text).map_err(|e| {
+        Error::Spec(format!(
+            "GMM spec `{path}`: {e} (expected {{\"dim\": D, \"components\": [{{\"weight\": w, \
+             \"mean\": [D numbers], \"std\": s, \"class\": c}}, …]}})"
+        ))
+    })?;
+    Model::mixture(spec, mixture, opts, dtype)
+}
+
+impl Model {
+    /// A Gaussian mixture given directly, named `source` in records.
+    pub fn from_mixture(source: &str, spec: GmmSpec, opts: &LoadOptions) -> Result<Model> {
+        let dtype = only_f32(opts, "a Gaussian mixture")?;
+        Model::mixture(source, spec, opts, dtype)
+    }
+
+    fn mixture(
+        source: &str,
+        spec: GmmSpec,
+        opts: &LoadOptions,
+        dtype: WeightDType,
+    ) -> Result<Model> {
+        let record = serde_json::to_value(&spec)
+            .map_err(|e| Error::Spec(format!("recording the GMM spec: {e}")))?;
+        let path = opts
+            .mixture_path
+            .clone()
+            .unwrap_or_else(GmmDenoiser::vp_path);
+        let denoiser = GmmDenoiser::new(spec, path, "gmm")?;
+        Ok(Model {
+            source: source.to_string(),
+            inner: Inner::Mixture(denoiser),
+            record,
+            device: opts.device.clone(),
+            dtype,
+        })
+    }
+}
