@@ -1,10 +1,38 @@
 //! # steerdiff
 //!
 //! Steer pretrained diffusion and flow models at inference time, without gradients through the
-//! model. This crate is the facade: it re-exports the engine ([`guidance`]) and the models
-//! ([`pipelines`]), and holds what the `steerdiff` command line is made of — resolving
-//! parameters into a run ([`run`]), writing outputs so they are never half there ([`output`]),
-//! the command-line types ([`cli`]) and the tables `steerdiff list` prints ([`catalog`]).
+//! model, on the CPU or a GPU. This crate is the facade: a high-level API ([`Pipeline`],
+//! [`Request`]), the engine ([`guidance`]) and the models ([`pipelines`], every family behind
+//! one [`Model`]) re-exported, candle too ([`candle`]), and what the `steerdiff` command line
+//! is made of, layered one way: [`cli`] (clap types) → [`run`] (clap-free [`Options`] → one
+//! [`Job`] for every model and device) → [`output`] (files that are never half there).
+//!
+//! ## Example: steer the toy model with your own Rust reward
+//!
+//! ```
+//! use std::sync::Arc;
+//! use steerdiff::candle::{DType, Tensor};
+//! use steerdiff::guidance::{Result, Reward, RewardContext};
+//! use steerdiff::{LoadOptions, Pipeline, Request, StrategyKind};
+//!
+//! struct Bright; // prefers bright images: the mean pixel of x̂0
+//! impl Reward for Bright {
+//!     fn name(&self) -> &str { "bright" }
+//!     fn score(&self, x0: &Tensor, _cx: &RewardContext) -> Result<Vec<f64>> {
+//!         Ok(x0.flatten_from(1)?.mean(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+//!     }
+//! }
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let mut toy = Pipeline::load("toy", &LoadOptions::default())?; // `LoadOptions { device, .. }`
+//! let request = Request::class("star").steps(8).cfg(3.0)
+//!     .strategy(StrategyKind::Fk, 4).reward(Arc::new(Bright));
+//! let images = toy.generate(&request)?;
+//! assert_eq!(images.len(), 4);
+//! assert!(images.iter().all(|g| g.image.is_some() && g.record.reward.is_some()));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Example: sample a 1-D Gaussian mixture
 //!

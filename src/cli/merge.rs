@@ -123,10 +123,9 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
     // Each sample's PNG, copied byte for byte, and the grid and top images redrawn from them.
     let dir_of = |group: usize| {
         shards.iter().find(|(_, _, _, v)| {
-            v["parameters"].is_object()
-                && v["samples"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|x| x["group"] == group))
+            v["samples"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x["group"] == group))
         })
     };
     let prompted = params["prompt"].is_string();

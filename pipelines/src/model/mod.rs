@@ -194,7 +194,7 @@ impl Model {
 
     /// The sampler `name` names (`None`: the family's default) for `steps` steps, and a
     /// description of what it resolved to (for text-to-image models, the diffusers scheduler
-    /// class). `flow` picks the default of a mixture on a flow path.
+    /// class).
     pub fn sampler(
         &self,
         name: Option<&str>,
