@@ -25,7 +25,9 @@ pub const DEFAULT_MODEL: &str = "toy";
 /// Flags of `steerdiff generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The model: toy (default), toy-weak or gmm:SPEC.json (see `steerdiff list`).
+    /// The model: toy (default), toy-weak, gmm:SPEC.json, a Stable Diffusion / SDXL preset
+    /// (sd15, sdxl, …), a diffusers folder or ORG/NAME repo, or an SD3 / FLUX .safetensors
+    /// file (see `steerdiff list`).
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
     /// The Gaussian path a mixture is sampled on.
