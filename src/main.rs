@@ -10,7 +10,7 @@ use steerdiff::error::{exit_code, one_line, EXIT_FAILURE};
 
 /// candle allocates a fresh buffer for every tensor op; glibc's malloc hands large ones back to
 /// the kernel immediately, so each op page-faults its output in again. mimalloc keeps freed
-/// pages for reuse (measured on the toy DiT: see README, "Speed").
+/// pages for reuse (measured on the toy DiT: see docs/toy-training.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
