@@ -307,10 +307,13 @@ fn list_names_every_model_sampler_guidance_and_reward() {
     let o = steerdiff(&["list"]);
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
-    use steerdiff::cli::catalog::{GUIDANCE, MODELS, REWARDS};
+    use steerdiff::cli::catalog::{guidance, MODELS, REWARDS};
     use steerdiff::guidance::sampler::SAMPLERS;
-    for (name, _) in SAMPLERS.iter().chain(MODELS).chain(GUIDANCE).chain(REWARDS) {
+    for (name, _) in SAMPLERS.iter().chain(MODELS).chain(REWARDS) {
         assert!(text.contains(name), "`{name}` not listed:\n{text}");
+    }
+    for (name, _) in guidance() {
+        assert!(text.contains(&name), "`{name}` not listed:\n{text}");
     }
     for section in ["MODELS", "SAMPLERS", "GUIDANCE", "REWARDS"] {
         assert!(text.contains(section));

@@ -153,6 +153,45 @@ fn pngs(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// Text-to-image records name every weight file the model was read from with its size and
+/// sha256 (recomputed here from the file itself).
+fn check_weight_hashes(family: &str, model: &[String], record: &Value) {
+    if matches!(family, "toy" | "gmm") {
+        return;
+    }
+    let spec = Path::new(&model[1]);
+    let weights = record["parameters"]["model_config"]["weights"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{family}: model_config.weights missing"));
+    // UNet or transformer, autoencoder (in the SD folder, or FLUX's --ae) and text encoders.
+    assert!(weights.len() >= 3, "{family}: {weights:?}");
+    for w in weights {
+        let file = Path::new(w["file"].as_str().unwrap());
+        let path = if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            spec.join(file)
+        };
+        assert_eq!(
+            w["bytes"].as_u64(),
+            Some(std::fs::metadata(&path).unwrap().len()),
+            "{family}: {w}"
+        );
+        let sha = steerdiff::pipelines::toy::model::sha256_file(&path).unwrap();
+        assert_eq!(w["sha256"], sha.as_str(), "{family}: {}", file.display());
+    }
+    if family.starts_with("tiny-sd") {
+        let files: Vec<&str> = weights
+            .iter()
+            .map(|w| w["file"].as_str().unwrap())
+            .collect();
+        assert!(
+            files.contains(&"unet/diffusion_pytorch_model.safetensors"),
+            "{family}: {files:?}"
+        );
+    }
+}
+
 fn check_schema(family: &str, record: &Value, images: bool) {
     let keys: Vec<&String> = record.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["ledger", "parameters", "samples"], "{family}");
@@ -220,6 +259,7 @@ fn every_family_writes_one_schema_and_its_shards_merge_into_the_whole_run() {
         };
         let whole = run("whole", &[]);
         check_schema(family, &whole, images);
+        check_weight_hashes(family, &model, &whole);
         if images {
             for name in ["grid.png", "sample-0000.png"] {
                 assert!(out("whole").join(name).is_file(), "{family}: {name}");

@@ -12,7 +12,7 @@ use serde_json::Value;
 use steerdiff::cli::toy::inpaint_demo::{self, InpaintArgs};
 use steerdiff::pipelines::toy::data;
 use steerdiff::run::observation::{box_mask, Observation};
-use steerdiff::run::strategy::{PerStepArgs, TaskArg};
+use steerdiff::run::strategy::{flowchef, PerStepArgs, PerStepFlags, TaskArg};
 use steerdiff::run::strategy::{StrategyArgs, StrategyKind};
 use steerdiff::{Job, Options};
 
@@ -205,9 +205,15 @@ fn inpaint(kind: StrategyKind, guided_steps: Option<usize>) -> (Vec<f32>, Vec<f3
         strategy: StrategyArgs {
             kind,
             per_step: PerStepArgs {
-                task: TaskArg::Inpaint,
-                guided_steps,
-                lr: Some(0.5),
+                flags: PerStepFlags {
+                    flowchef: flowchef::Flags {
+                        task: TaskArg::Inpaint,
+                        guided_steps,
+                        lr: Some(0.5),
+                        ..flowchef::Flags::default()
+                    },
+                    ..PerStepFlags::default()
+                },
                 ..PerStepArgs::default()
             },
             ..StrategyArgs::default()

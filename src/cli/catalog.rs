@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use steerdiff_guidance::sampler::SAMPLERS;
 
+use crate::run::strategy::StrategyKind;
+
 /// Models: `(how to name it on the command line, one-line description)`.
 pub const MODELS: &[(&str, &str)] = &[
     (
@@ -39,75 +41,25 @@ pub const MODELS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Guidance strategies: `(name, one-line description)`.
-pub const GUIDANCE: &[(&str, &str)] = &[
-    (
-        "cfg",
-        "classifier-free guidance (Ho & Salimans 2022): --cfg S (1 = off, needs --class), \
-         --cfg-rescale PHI (Lin et al. 2024), --cfg-interval LO,HI on σ/α (Kynkäänniemi et al. 2024)",
-    ),
-    (
-        "fk",
-        "--guidance fk: Feynman–Kac steering (Singhal et al. 2025) towards p·exp(λr): \
-         --particles K --lambda L --potential diff|max|add|rt --resample-every/--resample-start \
-         --ess-threshold θ --resampling multinomial|systematic|stratified|residual",
-    ),
-    (
-        "code",
-        "--guidance code: CoDe blockwise best-of-N (Singh et al. 2025): --particles N --block B \
-         [--tau τ for softmax selection]; the winner's look-ahead is reused (N·T rows)",
-    ),
-    ("bon", "--guidance bon: best-of-N on final samples (--particles N)"),
-    (
-        "svdd",
-        "--guidance svdd: SVDD-PM (Li et al. 2024), best of N one-step children every step",
-    ),
-    (
-        "dsearch",
-        "--guidance dsearch: dynamic beam search (Li et al. 2025): --particles (initial beams) \
-         --beams b --children M --dsearch-width w --replace ρ",
-    ),
-    (
-        "random-search",
-        "--guidance random-search: noise search (Ma et al. 2025), 2^r fresh noises in round r, \
-         --rounds R",
-    ),
-    (
-        "gfcg",
-        "--guidance gfcg: gradient-free classifier guidance (Shenoy et al. 2024), needs --class \
-         (or, on text-to-image models, --zero-shot \"TEXT;TEXT\": competitors of the prompt under a \
-         zero-shot CLIP classifier): \
-         --gfcg-scale W --gfcg-reference competitor|top-if-wrong --gfcg-scale-rule \
-         confusion|ratio|constant --gfcg-interval LO,HI --gfcg-guide main|weak; stacks with --cfg",
-    ),
-    (
-        "autoguidance",
-        "--guidance autoguidance: guide with a bad version of the model (Karras et al. 2024), \
-         toy-weak for the toy, --guide-model MODEL for text-to-image models: \
-         --autoguidance-scale W",
-    ),
-    (
-        "dynamic-cfg",
-        "--guidance dynamic-cfg: per-step greedy CFG scale (Papalampidi et al. 2025), needs \
-         --class (or --zero-shot on text-to-image models): --cfg-candidates 1,2,3,5 scored by \
-         ln p(class | x̂0) (or --reward); CFG's rows",
-    ),
-    (
-        "flowchef",
-        "--guidance flowchef: gradient-skipping steering of rectified flows (Patel et al. 2025): \
-         --task inpaint|superres|deblur|class --image PNG --mask PNG | --box X0,Y0,X1,Y1 --lr η \
-         --inner-steps K --guided-steps N --zo-pairs M (zeroth order); no extra model rows",
-    ),
-    (
-        "replace",
-        "--guidance replace: inpainting by replacement (baseline): --image PNG --mask PNG | --box",
-    ),
-    (
-        "zo-search",
-        "--guidance zo-search: zero-order noise search: --neighbours N at cosine --threshold c \
-         on the pivot's sphere, --rounds R",
-    ),
-];
+/// CFG, the per-step guidance every strategy composes with (a flag, not a `--guidance`).
+pub const CFG: (&str, &str) = (
+    "cfg",
+    "classifier-free guidance (Ho & Salimans 2022): --cfg S (1 = off, needs --class), \
+     --cfg-rescale PHI (Lin et al. 2024), --cfg-interval LO,HI on σ/α (Kynkäänniemi et al. 2024)",
+);
+
+/// Guidance: CFG, then every registered strategy's `list` line.
+pub fn guidance() -> Vec<(String, String)> {
+    let mut rows = vec![(CFG.0.to_string(), CFG.1.to_string())];
+    rows.extend(StrategyKind::ALL.iter().map(|k| {
+        let def = k.def();
+        (
+            def.name.to_string(),
+            format!("--guidance {}: {}", def.name, def.list),
+        )
+    }));
+    rows
+}
 
 /// Rewards: `(name, one-line description)`.
 pub const REWARDS: &[(&str, &str)] = &[
@@ -172,11 +124,16 @@ pub const REWARDS: &[(&str, &str)] = &[
 
 /// The text of `steerdiff list`: sections MODELS, SAMPLERS, GUIDANCE, REWARDS.
 pub fn listing() -> String {
-    let sections: [(&str, &[(&str, &str)]); 4] = [
-        ("MODELS", MODELS),
-        ("SAMPLERS", SAMPLERS),
-        ("GUIDANCE", GUIDANCE),
-        ("REWARDS", REWARDS),
+    let owned = |rows: &[(&str, &str)]| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(n, d)| (n.to_string(), d.to_string()))
+            .collect()
+    };
+    let sections = [
+        ("MODELS", owned(MODELS)),
+        ("SAMPLERS", owned(SAMPLERS)),
+        ("GUIDANCE", guidance()),
+        ("REWARDS", owned(REWARDS)),
     ];
     let width = sections
         .iter()
@@ -192,7 +149,7 @@ pub fn listing() -> String {
         if rows.is_empty() {
             let _ = writeln!(out, "  (none yet)");
         }
-        for (name, desc) in rows.iter() {
+        for (name, desc) in rows {
             let _ = writeln!(out, "  {name:<width$}  {desc}");
         }
     }
@@ -215,8 +172,12 @@ mod tests {
     #[test]
     fn listing_names_everything() {
         let text = listing();
-        for (name, _) in MODELS.iter().chain(SAMPLERS).chain(GUIDANCE).chain(REWARDS) {
+        for (name, _) in MODELS.iter().chain(SAMPLERS).chain(REWARDS) {
             assert!(text.contains(name), "{name} missing");
+        }
+        for kind in StrategyKind::ALL {
+            let line = format!("--guidance {}: {}", kind.cli_name(), kind.def().list);
+            assert!(text.contains(&line), "{} missing", kind.cli_name());
         }
         for title in ["MODELS", "SAMPLERS", "GUIDANCE", "REWARDS"] {
             assert!(text.contains(title));

@@ -24,7 +24,9 @@ use steerdiff_guidance::{Condition, Outcome};
 
 use crate::error::input_error;
 use crate::run::device::{parse_device, DEFAULT_DEVICE};
-use crate::run::strategy::{StrategyArgs, StrategyKind};
+use crate::run::strategy::{
+    EvalUse, PerStepArgs, RewardUse, SteeringFlags, StrategyArgs, StrategyKind,
+};
 use crate::run::{Job, Options, PathKind};
 
 /// Flags of `steerdiff eval`.
@@ -51,12 +53,6 @@ pub struct EvalArgs {
     /// Particle budget K per output group (N for best-of-N / CoDe / SVDD).
     #[arg(long, default_value_t = 4)]
     pub budget: usize,
-    /// FK tilt λ.
-    #[arg(long, default_value_t = 1.0)]
-    pub lambda: f64,
-    /// CoDe block size.
-    #[arg(long, default_value_t = 5)]
-    pub block: usize,
     /// Sampler (default: the path's; particle strategies use η = 1).
     #[arg(long)]
     pub sampler: Option<String>,
@@ -82,9 +78,12 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Each strategy's own flags (FK's --lambda, CoDe's --block, …), as `generate` reads them.
+    #[command(flatten)]
+    pub flags: SteeringFlags,
     /// Settings of the per-step strategies (GFCG, autoguidance, dynamic CFG).
     #[command(flatten)]
-    pub per_step: crate::run::strategy::PerStepArgs,
+    pub per_step: PerStepArgs,
 }
 
 /// One row of the table.
@@ -132,12 +131,8 @@ pub fn run_grid(args: &EvalArgs) -> Result<Vec<Row>> {
         input_error!("--cfg is empty; give one or more scales, e.g. 1,2");
     }
     for &kind in &args.strategies {
-        if matches!(kind, StrategyKind::Flowchef | StrategyKind::Replace) {
-            input_error!(
-                "--strategies {}: FlowChef and replacement need an image and a mask; compare \
-                 them with `steerdiff toy inpaint`",
-                kind.cli_name()
-            );
+        if let EvalUse::Refused(why) = kind.def().eval {
+            input_error!("--strategies {}: {why}", kind.cli_name());
         }
     }
     let toy = args.model == "toy" || args.model == "toy-weak";
@@ -146,14 +141,11 @@ pub fn run_grid(args: &EvalArgs) -> Result<Vec<Row>> {
         .clone()
         .or_else(|| toy.then(|| "classifier".to_string()));
     let mut rows = Vec::new();
-    let mut dynamic_done = false;
-    for &cfg in &args.cfg {
+    for (i, &cfg) in args.cfg.iter().enumerate() {
         for &kind in &args.strategies {
-            if kind == StrategyKind::DynamicCfg {
-                if dynamic_done {
-                    continue;
-                }
-                dynamic_done = true;
+            // A strategy that picks its own CFG scale runs once, not at every --cfg.
+            if i > 0 && kind.def().eval == EvalUse::Once {
+                continue;
             }
             rows.push(run_one(args, kind, cfg, reward_spec.as_deref())?);
         }
@@ -168,8 +160,8 @@ fn run_one(
     cfg: f64,
     reward_spec: Option<&str>,
 ) -> Result<Row> {
-    let dynamic = kind == StrategyKind::DynamicCfg;
-    let needs_reward = !(kind == StrategyKind::None || kind.is_per_step());
+    let own_cfg = kind.def().eval == EvalUse::Once;
+    let needs_reward = kind.def().reward == RewardUse::Required;
     if needs_reward && reward_spec.is_none() {
         input_error!(
             "--strategies {} needs --reward SPEC (see `steerdiff list`)",
@@ -178,18 +170,16 @@ fn run_one(
     }
     let strategy = StrategyArgs {
         kind,
-        // Dynamic CFG scores its candidates with --reward when one is given explicitly.
-        reward: if needs_reward {
-            reward_spec.map(str::to_string)
-        } else if dynamic {
-            args.reward.clone()
-        } else {
-            None
+        // A strategy with an optional reward (dynamic CFG's evaluator) takes --reward only
+        // when one is given explicitly.
+        reward: match kind.def().reward {
+            RewardUse::Required => reward_spec.map(str::to_string),
+            RewardUse::Optional => args.reward.clone(),
+            RewardUse::Unused => None,
         },
         per_step: args.per_step.clone(),
         particles: args.budget,
-        lambda: args.lambda,
-        block: args.block,
+        flags: args.flags.clone(),
         // Noise search: the most rounds whose pools (1 + 2 + … + 2^(R−1) = 2^R − 1
         // trajectories) fit in the budget K.
         rounds: ((usize::BITS - (args.budget + 1).leading_zeros()) as usize - 1).max(1),
@@ -200,7 +190,7 @@ fn run_one(
         class: args.class.clone(),
         sampler: args.sampler.clone(),
         steps: Some(args.steps),
-        cfg: Some(if dynamic { 1.0 } else { cfg }),
+        cfg: Some(if own_cfg { 1.0 } else { cfg }),
         device: parse_device(&args.device)?,
         dtype: args
             .dtype
@@ -216,7 +206,7 @@ fn run_one(
     let start = Instant::now();
     let outcome = job.run(None)?;
     let seconds = start.elapsed().as_secs_f64();
-    let cfg = (!dynamic).then_some(cfg);
+    let cfg = (!own_cfg).then_some(cfg);
     measure(args, &job, &outcome, kind, cfg, reward_spec, seconds)
 }
 
@@ -259,7 +249,7 @@ fn measure(
         .transpose()?
         .flatten();
     Ok(Row {
-        strategy: kind.cli_name(),
+        strategy: kind.cli_name().to_string(),
         cfg,
         nfe_per_group: out.ledger.total_rows() as f64 / args.num as f64,
         reward_calls: out.ledger.reward_calls.values().sum(),

@@ -12,3 +12,17 @@ pub fn parse_defaults<T: Args + FromArgMatches>() -> T {
         .expect("every flag of the group has a default or is optional");
     T::from_arg_matches(&matches).expect("clap parses its own defaults")
 }
+
+/// `impl Default for T` by [`parse_defaults`], for a flag group whose defaults clap states.
+macro_rules! defaults_from_clap {
+    ($t:ty) => {
+        impl Default for $t {
+            /// clap's defaults, as the `#[arg]` attributes state them.
+            fn default() -> Self {
+                $crate::run::clap_defaults::parse_defaults()
+            }
+        }
+    };
+}
+
+pub(crate) use defaults_from_clap;

@@ -142,16 +142,6 @@ impl Job {
             Some(spec) => Some(load_guide(spec, model, opts, &c, image_size)?),
             None => None,
         };
-        let (mut sampler, scheduler_class) = resolve_sampler(model, opts, steps)?;
-        if init_image.is_some() {
-            let strength = opts.strength.unwrap_or(DEFAULT_STRENGTH);
-            sampler.schedule = img2img_schedule(&sampler.schedule, strength)?;
-        } else if opts.strength.is_some() {
-            input_error!("--strength is the img2img strength; give --init-image too");
-        }
-        if scheduler_class.contains("not reproduced") {
-            eprintln!("steerdiff: using {scheduler_class}");
-        }
         let cfg = if cfg_scale != 1.0 {
             if c.cond == Condition::Null {
                 input_error!(
@@ -172,6 +162,17 @@ impl Job {
             eval_reward,
             settings,
         } = steering(model, opts, &c, cfg_scale, steps, &mut guide)?;
+        let (mut sampler, scheduler_class) =
+            resolve_sampler(model, opts, steps, strategy.needs_noise())?;
+        if init_image.is_some() {
+            let strength = opts.strength.unwrap_or(DEFAULT_STRENGTH);
+            sampler.schedule = img2img_schedule(&sampler.schedule, strength)?;
+        } else if opts.strength.is_some() {
+            input_error!("--strength is the img2img strength; give --init-image too");
+        }
+        if scheduler_class.contains("not reproduced") {
+            eprintln!("steerdiff: using {scheduler_class}");
+        }
         if opts.init_latents.is_some() && !matches!(strategy, Built::None) {
             input_error!(
                 "--init-latents starts plain sampling; it cannot be combined with --guidance"

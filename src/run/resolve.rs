@@ -102,15 +102,17 @@ pub(super) fn conditioning(model: &Model, opts: &Options) -> Result<Conditioning
     })
 }
 
-/// The sampler for the run. Particle strategies need a stochastic sampler: where η is free
-/// and not given, use 1; a fixed-η sampler keeps its own and the engine refuses it later.
+/// The sampler for the run. Strategies that branch or resample particles need a stochastic
+/// sampler (`needs_noise`, from the built strategy's own needs): where η is free and not
+/// given, use 1; a fixed-η sampler keeps its own and the engine refuses it later.
 pub(super) fn resolve_sampler(
     model: &Model,
     opts: &Options,
     steps: usize,
+    needs_noise: bool,
 ) -> Result<(Sampler, String)> {
     let name = opts.sampler.as_deref();
-    if opts.eta.is_none() && opts.strategy.kind.needs_noise() {
+    if opts.eta.is_none() && needs_noise {
         if let Ok(s) = model.sampler(name, steps, Some(1.0)) {
             return Ok(s);
         }

@@ -9,8 +9,7 @@ use steerdiff_pipelines::model::{Family, Model, RewardBuilder, RewardSettings};
 
 use super::options::Options;
 use super::resolve::Conditioning;
-use super::strategy::per_step::{self, Target};
-use super::strategy::{Built, StrategyArgs, StrategyKind};
+use super::strategy::{self, Built, StrategyArgs, Target};
 use crate::error::input_error;
 
 /// A run's steering, built.
@@ -62,65 +61,45 @@ pub(super) fn steering(
             _ => Ok(rewards.build(spec)?),
         }
     };
-    let kind = opts.strategy.kind;
-    let strategy = if kind.is_per_step() {
-        let classifier = if text {
-            if opts.strategy.per_step.zero_shot.is_empty() {
-                None
-            } else {
-                let texts: Vec<&str> = c.texts.iter().map(String::as_str).collect();
-                Some(rewards.zero_shot(&texts)?)
-            }
-        } else {
-            model.classifier()?
-        };
-        if text && classifier.is_none() && kind != StrategyKind::Autoguidance {
-            input_error!(
-                "--guidance {} on a text-to-image model reads a zero-shot CLIP classifier: \
-                 name the competing prompts with --zero-shot \"TEXT;TEXT\" (the prompt is \
-                 class 0; the CLIP model is --clip-model)",
-                kind.cli_name()
-            );
+    // The guidance classifier, loaded only when the strategy reads it: the model's own, or
+    // for text-to-image models a zero-shot CLIP classifier over the prompt and --zero-shot.
+    let classifier = || -> Result<_> {
+        if !text {
+            return Ok(model.classifier()?);
         }
-        let target = Target {
-            model: model.source(),
-            toy: model.family() == Family::Toy,
-            flow: model.denoiser().path().is_flow(),
-            sample_shape: model.denoiser().sample_shape(),
-            cond: c.cond,
-            cfg: cfg_scale,
-            classifier,
-            has_guide: guide.is_some() || model.family() == Family::Toy,
-            text,
-            device: model.device().clone(),
-        };
-        let built = per_step::build(
-            kind,
-            &opts.strategy.per_step,
-            strategy_args.reward.as_deref(),
-            &target,
-            opts.observation.as_ref(),
-            &reward,
-        )?;
-        if guide.is_some() && !built.needs_weak {
-            input_error!(
-                "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
-            );
+        if opts.strategy.per_step.zero_shot.is_empty() {
+            return Ok(None);
         }
-        if built.needs_weak && guide.is_none() {
-            *guide = model
-                .weak_twin()
-                .context("loading the guiding model `toy-weak`")?;
-        }
-        Built::Step(built.guidance)
-    } else {
-        if guide.is_some() {
-            input_error!(
-                "--guide-model is read by --guidance autoguidance and --gfcg-guide weak only"
-            );
-        }
-        strategy_args.build(steps, reward)?
+        let texts: Vec<&str> = c.texts.iter().map(String::as_str).collect();
+        Ok(Some(rewards.zero_shot(&texts)?))
     };
+    let target = Target {
+        model: model.source(),
+        toy: model.family() == Family::Toy,
+        flow: model.denoiser().path().is_flow(),
+        sample_shape: model.denoiser().sample_shape(),
+        cond: c.cond,
+        cfg: cfg_scale,
+        classifier: &classifier,
+        has_guide: guide.is_some() || model.family() == Family::Toy,
+        text,
+        device: model.device().clone(),
+    };
+    let strategy = strategy::build(
+        &strategy_args,
+        steps,
+        &target,
+        opts.observation.as_ref(),
+        &reward,
+    )?;
+    if guide.is_some() && !strategy.needs_guide() {
+        input_error!("--guide-model is read by --guidance autoguidance and --gfcg-guide weak only");
+    }
+    if strategy.needs_guide() && guide.is_none() {
+        *guide = model
+            .weak_twin()
+            .context("loading the guiding model `toy-weak`")?;
+    }
     let eval_reward = match &opts.strategy.eval_reward {
         Some(spec) => Some(rewards.build(spec).context("--eval-reward")?),
         None => None,

@@ -23,7 +23,7 @@ use super::eval::EVAL_DATA_SEED;
 use crate::error::input_error;
 use crate::output::Canvas;
 use crate::run::observation::{box_mask, centre_box, Observation};
-use crate::run::strategy::{PerStepArgs, TaskArg};
+use crate::run::strategy::{flowchef, PerStepArgs, TaskArg};
 use crate::run::strategy::{StrategyArgs, StrategyKind};
 use crate::run::{Job, Options, PathKind};
 
@@ -159,12 +159,13 @@ fn inpaint(
     label: u32,
     i: usize,
 ) -> Result<(Vec<f32>, u64)> {
-    let per_step = PerStepArgs {
+    let mut per_step = PerStepArgs::default();
+    per_step.flags.flowchef = flowchef::Flags {
         task: TaskArg::Inpaint,
         lr: Some(a.lr),
         inner_steps: a.inner_steps,
         guided_steps: a.guided_steps,
-        ..PerStepArgs::default()
+        ..flowchef::Flags::default()
     };
     let opts = Options {
         path: PathKind::Flow,

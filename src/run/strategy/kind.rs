@@ -1,76 +1,42 @@
-//! The strategies `--guidance` can name, and what each one needs of the engine.
+//! [`StrategyKind`] as clap and serde see it: its values, help lines and recorded names are
+//! each strategy's `DEF.name` and `DEF.about`.
 
+use clap::builder::PossibleValue;
 use clap::ValueEnum;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// The strategies `--guidance` can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum StrategyKind {
-    /// Plain sampling (with CFG if asked).
-    #[default]
-    None,
-    /// Feynman–Kac steering: K particles, potentials on r(x̂0), resampling.
-    Fk,
-    /// CoDe: blockwise best-of-N with look-ahead values.
-    Code,
-    /// Best-of-N on final samples.
-    Bon,
-    /// SVDD-PM: best of N one-step children every step.
-    Svdd,
-    /// DSearch: dynamic beam search with pruning.
-    Dsearch,
-    /// Random search over initial noise (rounds with 2^r fresh noises).
-    RandomSearch,
-    /// Zero-order search over initial noise (neighbours on the pivot's sphere).
-    ZoSearch,
-    /// GFCG: extrapolate away from the classifier's most confusable class (--gfcg-scale W).
-    Gfcg,
-    /// Autoguidance: guide with the weaker twin toy-weak (--autoguidance-scale W).
-    Autoguidance,
-    /// Dynamic CFG: each step picks the CFG scale of --cfg-candidates the classifier likes best.
-    DynamicCfg,
-    /// FlowChef: steer a rectified flow towards --task's measurement with the velocity frozen.
-    Flowchef,
-    /// Inpainting by replacement (baseline): known pixels reset to the noised --image each step.
-    Replace,
-}
+use super::StrategyKind;
 
 impl StrategyKind {
-    /// Whether the strategy branches or resamples particles (and so needs a stochastic sampler).
-    pub fn needs_noise(self) -> bool {
-        matches!(
-            self,
-            StrategyKind::Fk
-                | StrategyKind::Code
-                | StrategyKind::Bon
-                | StrategyKind::Svdd
-                | StrategyKind::Dsearch
-        )
-    }
-
-    /// Whether it searches over whole trajectories (rounds) instead of hooking into steps.
-    pub fn is_search(self) -> bool {
-        matches!(self, StrategyKind::RandomSearch | StrategyKind::ZoSearch)
-    }
-
-    /// Whether it changes each step's prediction or state of a single particle (built from
-    /// the loaded model by [`super::per_step`], not from a reward).
-    pub fn is_per_step(self) -> bool {
-        matches!(
-            self,
-            StrategyKind::Gfcg
-                | StrategyKind::Autoguidance
-                | StrategyKind::DynamicCfg
-                | StrategyKind::Flowchef
-                | StrategyKind::Replace
-        )
-    }
-
     /// The name as written on the command line (`dynamic-cfg`).
-    pub fn cli_name(self) -> String {
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+    pub fn cli_name(self) -> &'static str {
+        self.def().name
+    }
+
+    /// The strategy named `name` on the command line.
+    pub fn from_name(name: &str) -> Option<StrategyKind> {
+        Self::ALL.iter().copied().find(|k| k.cli_name() == name)
+    }
+}
+
+impl ValueEnum for StrategyKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.def().name).help(self.def().about))
+    }
+}
+
+impl Serialize for StrategyKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.cli_name())
+    }
+}
+
+impl std::fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.cli_name())
     }
 }
