@@ -93,13 +93,22 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     if let Some(b) = opts.max_batch {
         sd_opts.max_batch = b;
     }
-    let model = sd::text_to_image::load(
+    let loaded = sd::text_to_image::load(
         spec,
         opts.text_encoders.as_deref(),
         opts.ae.as_deref(),
         &sd_opts,
     )?;
-    let mut record = serde_json::json!({ "family": "text-to-image" });
+    let weights = super::weight_hashes::hash_files(
+        &loaded.weights,
+        loaded.root.as_deref(),
+        super::weight_hashes::cache_dir().as_deref(),
+    )?;
+    let mut record = serde_json::json!({
+        "family": "text-to-image",
+        "weights": serde_json::to_value(&weights)
+            .map_err(|e| Error::Spec(format!("recording the weight hashes: {e}")))?,
+    });
     if let Some(t) = &opts.text_encoders {
         record["text_encoders"] = t.clone().into();
     }
@@ -108,7 +117,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     }
     Ok(Model {
         source: spec.to_string(),
-        inner: Inner::Text(Arc::from(model)),
+        inner: Inner::Text(Arc::from(loaded.model)),
         record,
         device: opts.device.clone(),
         dtype,

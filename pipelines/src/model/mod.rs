@@ -19,6 +19,7 @@
 
 mod load;
 mod rewards;
+pub mod weight_hashes;
 
 use std::path::PathBuf;
 use std::sync::Arc;

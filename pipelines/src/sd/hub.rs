@@ -375,6 +375,16 @@ impl ModelFiles {
         &self.source
     }
 
+    /// The folder the files lie in: the model folder, or the cached Hub snapshot (`None` for
+    /// a single file, or a repo not in the cache).
+    pub fn root(&self) -> Option<PathBuf> {
+        match &self.source {
+            Source::Folder(root) => Some(root.clone()),
+            Source::File(_) => None,
+            Source::Hub { repo, revision } => self.snapshot(repo, revision),
+        }
+    }
+
     /// The file at `path` (relative to the model root, `/`-separated); an error naming the
     /// model, the file and how to get it when it is not there.
     pub fn get(&self, path: &str) -> Result<PathBuf> {

@@ -300,7 +300,7 @@ pub fn load(
     text_encoders: Option<&str>,
     ae: Option<&std::path::Path>,
     opts: &super::LoadOptions,
-) -> Result<Box<dyn TextToImage>> {
+) -> Result<Loaded> {
     if let Some(p) = super::preset(model) {
         if let Some(single) = p.single_file {
             if ae.is_some() {
@@ -315,13 +315,15 @@ pub fn load(
             let transformer = hub.get(single.transformer)?;
             let ae = single.ae.map(|f| hub.get(f)).transpose()?;
             let family = single_file_family(&transformer)?;
-            return load_single(
+            let mut loaded = load_single(
                 &transformer,
                 family,
                 text_encoders.unwrap_or(p.repo),
                 ae.as_deref(),
                 opts,
-            );
+            )?;
+            loaded.root = hub.root();
+            return Ok(loaded);
         }
     }
     let path = std::path::Path::new(model);
@@ -334,7 +336,22 @@ pub fn load(
                     .into(),
             ));
         }
-        return Ok(Box::new(StableDiffusion::load(model, opts)?));
+        let sd = StableDiffusion::load(model, opts)?;
+        let files = super::ModelFiles::new(sd.source().clone());
+        let mut weights = Vec::new();
+        for (folder, stem) in [
+            ("unet", "diffusion_pytorch_model"),
+            ("vae", "diffusion_pytorch_model"),
+        ] {
+            weights.extend(super::weights::component_weights(&files, folder, stem)?);
+        }
+        let encoders = ["text_encoder", "text_encoder_2"];
+        weights.extend(text_encoder_weights(&files, &encoders[..sd.text.len()])?);
+        return Ok(Loaded {
+            root: files.root(),
+            model: Box::new(sd),
+            weights,
+        });
     }
     let family = single_file_family(path)?;
     let Some(spec) = text_encoders else {
@@ -365,8 +382,18 @@ fn load_single(
     text_encoders: &str,
     ae: Option<&std::path::Path>,
     opts: &super::LoadOptions,
-) -> Result<Box<dyn TextToImage>> {
+) -> Result<Loaded> {
     let files = super::ModelFiles::new(super::Source::parse(text_encoders)?);
+    let mut weights = vec![path.to_path_buf()];
+    weights.extend(ae.map(std::path::Path::to_path_buf));
+    let mut loaded = |model: Box<dyn TextToImage>, encoders: &[&str]| -> Result<Loaded> {
+        weights.extend(text_encoder_weights(&files, encoders)?);
+        Ok(Loaded {
+            model,
+            weights: std::mem::take(&mut weights),
+            root: None,
+        })
+    };
     let text_dtype = opts.dtype.dtype();
     if family == "sd3" {
         if ae.is_some() {
@@ -381,11 +408,14 @@ fn load_single(
             text_dtype,
             &opts.device,
         )?;
-        return Ok(Box::new(Sd3Pipeline {
+        let encoders = ["text_encoder", "text_encoder_2", "text_encoder_3"];
+        let n = if text.t5.is_some() { 3 } else { 2 };
+        let pipeline = Sd3Pipeline {
             model,
             text,
             max_sequence_length: 256,
-        }));
+        };
+        return loaded(Box::new(pipeline), &encoders[..n]);
     }
     let Some(ae) = ae else {
         return Err(Error::Spec(format!(
@@ -399,9 +429,35 @@ fn load_single(
     } else {
         256
     };
-    Ok(Box::new(FluxPipeline {
+    let pipeline = FluxPipeline {
         model,
         text: FluxText::from_files(&files, text_dtype, &opts.device)?,
         max_sequence_length,
-    }))
+    };
+    loaded(Box::new(pipeline), &["text_encoder", "text_encoder_2"])
+}
+
+/// A loaded text-to-image model and the weight files it was read from.
+pub struct Loaded {
+    /// The model.
+    pub model: Box<dyn TextToImage>,
+    /// Every safetensors file its weights came from (transformer or UNet, autoencoder, text
+    /// encoders), for the run record's hashes.
+    pub weights: Vec<std::path::PathBuf>,
+    /// The folder or Hub snapshot the model was read from, when it has one (records name
+    /// weight files relative to it).
+    pub root: Option<std::path::PathBuf>,
+}
+
+/// The weight files of the text encoders `folders` of `files`, resolved as their loaders
+/// resolve them.
+fn text_encoder_weights(
+    files: &super::ModelFiles,
+    folders: &[&str],
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for folder in folders {
+        out.extend(super::weights::component_weights(files, folder, "model")?);
+    }
+    Ok(out)
 }
