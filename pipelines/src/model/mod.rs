@@ -334,7 +334,10 @@ impl Model {
             Inner::Mixture(d) => Ok(Some(Arc::new(GmmClassifier {
                 spec: d.spec.clone(),
             }))),
-            Inner::Toy { .. } => Ok(Some(Arc::new(toy_classifier(toy::model::CLASSIFIER)?))),
+            Inner::Toy { .. } => Ok(Some(Arc::new(toy_classifier(
+                toy::model::CLASSIFIER,
+                &self.device,
+            )?))),
             Inner::Text(_) => Ok(None),
         }
     }
@@ -367,8 +370,9 @@ impl Model {
                 let mut dims = vec![xs.len()];
                 dims.extend(flow.sample_shape());
                 let flat: Vec<f32> = xs.iter().flatten().map(|&v| v as f32).collect();
-                let x = Tensor::from_vec(flat, dims, &Device::Cpu)?;
-                let pred = toy_classifier(toy::model::EVAL_CLASSIFIER)?.predict(&x)?;
+                let x = Tensor::from_vec(flat, dims, &self.device)?;
+                let pred =
+                    toy_classifier(toy::model::EVAL_CLASSIFIER, &self.device)?.predict(&x)?;
                 Ok(Some(
                     pred.iter().filter(|&&p| p == class).count() as f64 / n,
                 ))
@@ -378,8 +382,8 @@ impl Model {
     }
 }
 
-/// Loads a toy classifier from the shipped assets, its sha256 checked.
-fn toy_classifier(entry: &str) -> Result<toy::ToyClassifier> {
-    toy::ToyClassifier::load(&toy::model::assets_dir(), entry)
+/// Loads a toy classifier from the shipped assets, its sha256 checked, onto `device`.
+fn toy_classifier(entry: &str, device: &Device) -> Result<toy::ToyClassifier> {
+    toy::ToyClassifier::load_on(&toy::model::assets_dir(), entry, device)
         .map_err(|e| Error::Spec(format!("loading the toy classifier `{entry}`: {e}")))
 }

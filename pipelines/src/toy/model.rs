@@ -293,28 +293,45 @@ impl Denoiser for ToyFlow {
 pub struct ToyClassifier {
     net: Classifier,
     name: String,
+    device: Device,
 }
 
 impl ToyClassifier {
     /// Loads the manifest entry `entry` ([`CLASSIFIER`] or [`EVAL_CLASSIFIER`]), checking its
     /// sha256.
     pub fn load(assets: &Path, entry: &str) -> Result<Self> {
-        let (config, weights) = checked_files(assets, entry)?;
-        Self::from_files(&config, &weights, entry)
+        Self::load_on(assets, entry, &Device::Cpu)
     }
 
-    /// Builds from a config and a safetensors file (no manifest check).
+    /// [`ToyClassifier::load`] with its weights on `device` (images are classified there).
+    pub fn load_on(assets: &Path, entry: &str, device: &Device) -> Result<Self> {
+        let (config, weights) = checked_files(assets, entry)?;
+        Self::from_files_on(&config, &weights, entry, device)
+    }
+
+    /// Builds from a config and a safetensors file (no manifest check), on the CPU.
     pub fn from_files(config: &ToyConfig, weights: &Path, name: &str) -> Result<Self> {
+        Self::from_files_on(config, weights, name, &Device::Cpu)
+    }
+
+    /// [`ToyClassifier::from_files`] on `device`.
+    pub fn from_files_on(
+        config: &ToyConfig,
+        weights: &Path,
+        name: &str,
+        device: &Device,
+    ) -> Result<Self> {
         let ToyConfig::Classifier(cfg) = config else {
             return Err(Error::Spec(format!(
                 "{}: not a classifier",
                 weights.display()
             )));
         };
-        let net = Classifier::new(cfg, var_builder(weights, &Device::Cpu)?)?;
+        let net = Classifier::new(cfg, var_builder(weights, device)?)?;
         Ok(ToyClassifier {
             net,
             name: name.to_string(),
+            device: device.clone(),
         })
     }
 
@@ -330,7 +347,7 @@ impl ToyClassifier {
 
     /// Log-probabilities `[B, K]` of the classes.
     pub fn log_probs(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        let x = x.to_dtype(DType::F32)?.to_device(&self.device)?;
         let mut parts = Vec::new();
         let b = x.dim(0)?;
         let mut i = 0;

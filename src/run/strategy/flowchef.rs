@@ -159,7 +159,8 @@ fn cost(i: &Inputs) -> Result<(Box<dyn Cost>, f64)> {
                 );
             }
             let class = i.class()?;
-            let clf = ToyClassifier::load(&toy_model::assets_dir(), toy_model::CLASSIFIER)
+            let assets = toy_model::assets_dir();
+            let clf = ToyClassifier::load_on(&assets, toy_model::CLASSIFIER, &t.device)
                 .context("loading the toy guidance classifier")?;
             (
                 Box::new(ClassifierCost::new(Arc::new(clf), class, 1.0)),
