@@ -8,7 +8,7 @@ use std::process::Command;
 
 use steerdiff::cli::toy::eval as toy_eval;
 use steerdiff::pipelines::toy::model::{
-    self, assets_dir, checked_files, sha256_hex, Manifest, ToyClassifier, ToyFlow,
+    self, checked_files, sha256_hex, source_assets_dir, Assets, Manifest, ToyClassifier, ToyFlow,
 };
 use steerdiff::pipelines::toy::train::InitFrom;
 use steerdiff::pipelines::toy::{data, NUM_CLASSES};
@@ -20,8 +20,9 @@ const STAR_SEED0_SHA256: &str = "f17ceec499f36b6a53b95c1e3a8ced3574e25cdd16b4f9d
 
 #[test]
 fn shipped_weights_load_and_match_the_manifest() {
-    let assets = assets_dir();
-    let manifest = Manifest::load(&assets).unwrap();
+    let assets = Assets::Embedded;
+    let manifest = Manifest::load(&source_assets_dir()).unwrap();
+    assert_eq!(manifest, Manifest::of(&assets).unwrap());
     for name in [
         model::FLOW,
         model::FLOW_WEAK,
@@ -31,7 +32,7 @@ fn shipped_weights_load_and_match_the_manifest() {
         let entry = manifest.entry(name).unwrap();
         let (config, weights) = checked_files(&assets, name).unwrap();
         assert_eq!(config, entry.config, "{name}");
-        assert_eq!(std::fs::metadata(&weights).unwrap().len(), entry.bytes);
+        assert_eq!(weights.len() as u64, entry.bytes);
         for key in ["step", "final_loss", "wall_s", "machine", "spec"] {
             assert!(
                 entry.training.get(key).is_some(),
@@ -49,7 +50,7 @@ fn shipped_weights_load_and_match_the_manifest() {
 
 #[test]
 fn a_warm_start_from_the_shipped_flow_model_continues_after_all_its_steps() {
-    let assets = assets_dir();
+    let assets = source_assets_dir();
     let manifest = Manifest::load(&assets).unwrap();
     let entry = manifest.entry(model::FLOW).unwrap();
     let init = InitFrom::read(&assets.join(model::FLOW), &entry.config).unwrap();
@@ -61,7 +62,7 @@ fn a_warm_start_from_the_shipped_flow_model_continues_after_all_its_steps() {
 #[test]
 fn a_corrupted_weights_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let assets = assets_dir();
+    let assets = source_assets_dir();
     std::fs::copy(
         assets.join("manifest.json"),
         tmp.path().join("manifest.json"),
@@ -75,7 +76,7 @@ fn a_corrupted_weights_file_is_refused() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
-    let err = ToyClassifier::load(tmp.path(), model::CLASSIFIER).unwrap_err();
+    let err = ToyClassifier::load(&tmp.path().into(), model::CLASSIFIER).unwrap_err();
     assert!(err.to_string().contains("sha256"), "{err}");
 }
 
@@ -94,7 +95,7 @@ fn a_fixed_seed_gives_a_fixed_image() {
 
 #[test]
 fn cfg3_samples_are_recognised_by_the_evaluation_classifier() {
-    let clf = ToyClassifier::load(&assets_dir(), model::EVAL_CLASSIFIER).unwrap();
+    let clf = ToyClassifier::load(&Assets::Embedded, model::EVAL_CLASSIFIER).unwrap();
     let mut images = Vec::new();
     let mut labels = Vec::new();
     // 64 samples spread over all classes (7 of the first four, 6 of the others).
@@ -170,10 +171,10 @@ fn diagnose_reports_every_noise_level_and_denoises_low_noise_well() {
 
 /// Copies the shipped model `name` into `dir` as `toy train` exports it.
 fn as_export(name: &str, dir: &Path) {
-    let manifest = Manifest::load(&assets_dir()).unwrap();
+    let manifest = Manifest::load(&source_assets_dir()).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(assets_dir().join(name).join(f), dir.join(f)).unwrap();
+        std::fs::copy(source_assets_dir().join(name).join(f), dir.join(f)).unwrap();
     }
     let training = &manifest.entry(name).unwrap().training;
     std::fs::write(dir.join("train.json"), training.to_string()).unwrap();
@@ -217,7 +218,7 @@ fn package_writes_a_loadable_assets_folder_or_nothing() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let manifest = Manifest::load(&out).unwrap();
-    let shipped = Manifest::load(&assets_dir()).unwrap();
+    let shipped = Manifest::load(&source_assets_dir()).unwrap();
     for name in names {
         assert_eq!(
             manifest.entry(name).unwrap().sha256,
@@ -228,7 +229,7 @@ fn package_writes_a_loadable_assets_folder_or_nothing() {
         manifest.entry(model::FLOW).unwrap().training["note"],
         "repackaged"
     );
-    ToyClassifier::load(&out, model::EVAL_CLASSIFIER).unwrap();
+    ToyClassifier::load(&out.as_path().into(), model::EVAL_CLASSIFIER).unwrap();
     let before = std::fs::read(out.join("manifest.json")).unwrap();
     // An export without its train.json fails before anything is written.
     let broken = tmp.path().join("broken");

@@ -141,14 +141,14 @@ pub(super) fn load_toy(weak: bool, opts: &LoadOptions) -> Result<Model> {
     } else {
         (toy::model::FLOW, "toy")
     };
-    let assets = toy::model::assets_dir();
+    let assets = toy::Assets::locate();
     let context = |e: Error| Error::Spec(format!("loading the toy model `{name}`: {e}"));
     let (config, _) = toy::model::checked_files(&assets, entry).map_err(context)?;
     let flow = ToyFlow::load_on(&assets, entry, name, &opts.device).map_err(context)?;
     let mut record = serde_json::to_value(&config)
         .map_err(|e| Error::Spec(format!("recording the toy config: {e}")))?;
     // The weights' sha256 (checked at load), so a record names the exact model.
-    record["weights_sha256"] = toy::model::Manifest::load(&assets)?
+    record["weights_sha256"] = toy::model::Manifest::of(&assets)?
         .entry(entry)?
         .sha256
         .clone()

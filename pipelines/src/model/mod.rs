@@ -384,6 +384,6 @@ impl Model {
 
 /// Loads a toy classifier from the shipped assets, its sha256 checked, onto `device`.
 fn toy_classifier(entry: &str, device: &Device) -> Result<toy::ToyClassifier> {
-    toy::ToyClassifier::load_on(&toy::model::assets_dir(), entry, device)
+    toy::ToyClassifier::load_on(&toy::Assets::locate(), entry, device)
         .map_err(|e| Error::Spec(format!("loading the toy classifier `{entry}`: {e}")))
 }

@@ -2,6 +2,7 @@
 //! rectified-flow network (a DiT or a U-Net) and its weaker twin, and two classifiers, all
 //! trained on this CPU by `steerdiff toy train` and shipped in `assets/`.
 
+pub mod assets;
 pub mod classifier;
 pub mod conv;
 pub mod data;
@@ -16,6 +17,7 @@ pub mod unet;
 
 use serde::{Deserialize, Serialize};
 
+pub use assets::Assets;
 pub use classifier::{Classifier, ClassifierArch, ClassifierConfig};
 pub use data::{class_by_name, CLASS_NAMES, NUM_CLASSES};
 pub use dit::{Dit, DitConfig};

@@ -1,9 +1,11 @@
-//! Loading the shipped toy models: `assets/<dir>/config.json` + `model.safetensors`, checked
-//! against the sha256 in `assets/manifest.json`, and the toy flow as a [`Denoiser`].
+//! Loading the shipped toy models ([`Assets`]: compiled in, or `$STEERDIFF_ASSETS`):
+//! `<dir>/config.json` + `model.safetensors`, checked against the sha256 in `manifest.json`,
+//! and the toy flow as a [`Denoiser`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use steerdiff_guidance::{Condition, Denoiser, NoisePath, Parameterization, StepPoint};
 
+pub use super::assets::{source_assets_dir, Assets};
 use super::{data, Classifier, FlowNet, ToyConfig, NUM_CLASSES};
 use crate::{Error, Result};
 
@@ -45,14 +48,6 @@ pub struct Manifest {
     pub dataset: serde_json::Value,
     /// The models by name ([`FLOW`], [`FLOW_WEAK`], [`CLASSIFIER`], [`EVAL_CLASSIFIER`]).
     pub models: BTreeMap<String, ManifestEntry>,
-}
-
-/// Where the toy assets are: `$STEERDIFF_ASSETS` if set, else the source tree's `assets/`.
-pub fn assets_dir() -> PathBuf {
-    match std::env::var_os("STEERDIFF_ASSETS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"),
-    }
 }
 
 /// Hex sha256 of bytes.
@@ -112,6 +107,17 @@ impl Manifest {
             .map_err(|e| Error::Spec(format!("malformed {}: {e}", path.display())))
     }
 
+    /// Reads the manifest of `assets`.
+    pub fn of(assets: &Assets) -> Result<Self> {
+        let bytes = assets.read("manifest.json")?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Spec(format!(
+                "malformed {}: {e}",
+                assets.describe("manifest.json")
+            ))
+        })
+    }
+
     /// The entry `name`.
     pub fn entry(&self, name: &str) -> Result<&ManifestEntry> {
         self.models.get(name).ok_or_else(|| {
@@ -124,32 +130,42 @@ impl Manifest {
 }
 
 /// Reads and checks a shipped model: its `config.json` must equal the manifest's config and
-/// its weights must have the manifest's sha256. Returns the config and the weights' path.
-pub fn checked_files(assets: &Path, name: &str) -> Result<(ToyConfig, PathBuf)> {
-    let manifest = Manifest::load(assets)?;
+/// its weights must have the manifest's sha256. Returns the config and the weights' bytes.
+pub fn checked_files(assets: &Assets, name: &str) -> Result<(ToyConfig, Cow<'static, [u8]>)> {
+    let manifest = Manifest::of(assets)?;
     let entry = manifest.entry(name)?;
-    let dir = assets.join(&entry.dir);
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::Spec(format!("cannot read {}: {e}", cfg_path.display())))?;
-    let config: ToyConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::Spec(format!("malformed {}: {e}", cfg_path.display())))?;
+    let cfg_file = format!("{}/config.json", entry.dir);
+    let config: ToyConfig = serde_json::from_slice(&assets.read(&cfg_file)?)
+        .map_err(|e| Error::Spec(format!("malformed {}: {e}", assets.describe(&cfg_file))))?;
     if config != entry.config {
         return Err(Error::Spec(format!(
             "{} does not match the manifest's config for `{name}`",
-            cfg_path.display()
+            assets.describe(&cfg_file)
         )));
     }
-    let weights = dir.join("model.safetensors");
-    let sum = sha256_file(&weights)?;
+    let weights_file = format!("{}/model.safetensors", entry.dir);
+    let weights = assets.read(&weights_file)?;
+    let sum = sha256_hex(&weights);
     if sum != entry.sha256 {
         return Err(Error::Spec(format!(
             "{}: sha256 {sum} does not match the manifest ({}); the file is corrupt or was replaced",
-            weights.display(),
+            assets.describe(&weights_file),
             entry.sha256
         )));
     }
     Ok((config, weights))
+}
+
+/// A `VarBuilder` over safetensors bytes (a shipped model), on `dev`.
+pub fn var_builder_from_bytes(
+    weights: Cow<'static, [u8]>,
+    dev: &Device,
+) -> Result<VarBuilder<'static>> {
+    Ok(VarBuilder::from_buffered_safetensors(
+        weights.into_owned(),
+        DType::F32,
+        dev,
+    )?)
 }
 
 /// A read-only `VarBuilder` over a safetensors file, on `dev`.
@@ -171,14 +187,15 @@ pub struct ToyFlow {
 impl ToyFlow {
     /// Loads the manifest entry `entry` ([`FLOW`] or [`FLOW_WEAK`]) from `assets`, checking
     /// its sha256, and names it `name` in ledgers and records.
-    pub fn load(assets: &Path, entry: &str, name: &str) -> Result<Self> {
+    pub fn load(assets: &Assets, entry: &str, name: &str) -> Result<Self> {
         Self::load_on(assets, entry, name, &Device::Cpu)
     }
 
     /// [`ToyFlow::load`] with the weights on `device`.
-    pub fn load_on(assets: &Path, entry: &str, name: &str, device: &Device) -> Result<Self> {
+    pub fn load_on(assets: &Assets, entry: &str, name: &str, device: &Device) -> Result<Self> {
         let (config, weights) = checked_files(assets, entry)?;
-        Self::from_files_on(&config, &weights, name, device)
+        let vb = var_builder_from_bytes(weights, device)?;
+        Self::from_var_builder(&config, vb, name, &assets.describe(entry))
     }
 
     /// Builds from a config and a safetensors file (no manifest check; for training exports).
@@ -193,12 +210,20 @@ impl ToyFlow {
         name: &str,
         device: &Device,
     ) -> Result<Self> {
-        let device = device.clone();
-        let Some(mut net) = FlowNet::new(config, var_builder(weights, &device)?)? else {
-            return Err(Error::Spec(format!(
-                "{}: not a flow model",
-                weights.display()
-            )));
+        let vb = var_builder(weights, device)?;
+        Self::from_var_builder(config, vb, name, &weights.display().to_string())
+    }
+
+    /// Builds the network of `config` from `vb` (`origin` names the weights in messages).
+    fn from_var_builder(
+        config: &ToyConfig,
+        vb: VarBuilder<'static>,
+        name: &str,
+        origin: &str,
+    ) -> Result<Self> {
+        let device = vb.device().clone();
+        let Some(mut net) = FlowNet::new(config, vb)? else {
+            return Err(Error::Spec(format!("{origin}: not a flow model")));
         };
         net.set_fused_ops(true);
         Ok(ToyFlow {
@@ -299,14 +324,15 @@ pub struct ToyClassifier {
 impl ToyClassifier {
     /// Loads the manifest entry `entry` ([`CLASSIFIER`] or [`EVAL_CLASSIFIER`]), checking its
     /// sha256.
-    pub fn load(assets: &Path, entry: &str) -> Result<Self> {
+    pub fn load(assets: &Assets, entry: &str) -> Result<Self> {
         Self::load_on(assets, entry, &Device::Cpu)
     }
 
     /// [`ToyClassifier::load`] with its weights on `device` (images are classified there).
-    pub fn load_on(assets: &Path, entry: &str, device: &Device) -> Result<Self> {
+    pub fn load_on(assets: &Assets, entry: &str, device: &Device) -> Result<Self> {
         let (config, weights) = checked_files(assets, entry)?;
-        Self::from_files_on(&config, &weights, entry, device)
+        let vb = var_builder_from_bytes(weights, device)?;
+        Self::from_var_builder(&config, vb, entry, &assets.describe(entry))
     }
 
     /// Builds from a config and a safetensors file (no manifest check), on the CPU.
@@ -321,17 +347,26 @@ impl ToyClassifier {
         name: &str,
         device: &Device,
     ) -> Result<Self> {
+        let vb = var_builder(weights, device)?;
+        Self::from_var_builder(config, vb, name, &weights.display().to_string())
+    }
+
+    /// Builds the classifier of `config` from `vb` (`origin` names the weights in messages).
+    fn from_var_builder(
+        config: &ToyConfig,
+        vb: VarBuilder<'static>,
+        name: &str,
+        origin: &str,
+    ) -> Result<Self> {
         let ToyConfig::Classifier(cfg) = config else {
-            return Err(Error::Spec(format!(
-                "{}: not a classifier",
-                weights.display()
-            )));
+            return Err(Error::Spec(format!("{origin}: not a classifier")));
         };
-        let net = Classifier::new(cfg, var_builder(weights, device)?)?;
+        let device = vb.device().clone();
+        let net = Classifier::new(cfg, vb)?;
         Ok(ToyClassifier {
             net,
             name: name.to_string(),
-            device: device.clone(),
+            device,
         })
     }
 
@@ -421,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_prediction_does_not_depend_on_the_batch_it_is_computed_in() {
-        let flow = ToyFlow::load(&assets_dir(), FLOW, "toy").unwrap();
+        let flow = ToyFlow::load(&Assets::Embedded, FLOW, "toy").unwrap();
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (5, 3, 32, 32), &dev).unwrap();
         let at = StepPoint {

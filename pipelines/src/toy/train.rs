@@ -309,8 +309,8 @@ fn alignment(r: &RepaSpec, net: &FlowNet, vb: VarBuilder) -> Result<Alignment> {
             r.weight
         )));
     }
-    let assets = super::model::assets_dir();
-    let entry = super::model::Manifest::load(&assets)?
+    let assets = super::Assets::locate();
+    let entry = super::model::Manifest::of(&assets)?
         .entry(&r.teacher)?
         .clone();
     if entry.sha256 != r.teacher_sha256 {
@@ -327,7 +327,10 @@ fn alignment(r: &RepaSpec, net: &FlowNet, vb: VarBuilder) -> Result<Alignment> {
             r.teacher
         )));
     };
-    let teacher = Classifier::new(&config, super::model::var_builder(&weights, vb.device())?)?;
+    let teacher = Classifier::new(
+        &config,
+        super::model::var_builder_from_bytes(weights, vb.device())?,
+    )?;
     let width = match &teacher.config {
         ClassifierConfig {
             arch: ClassifierArch::CnnA,
@@ -877,7 +880,7 @@ mod tests {
         c.num_heads = 2;
         spec.config = ToyConfig::Dit(c);
         let teacher = super::super::model::CLASSIFIER.to_string();
-        let manifest = super::super::Manifest::load(&super::super::model::assets_dir()).unwrap();
+        let manifest = super::super::Manifest::of(&super::super::Assets::Embedded).unwrap();
         spec.repa = Some(RepaSpec {
             weight: 0.5,
             block: 1,

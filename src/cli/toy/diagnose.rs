@@ -33,7 +33,7 @@ pub const TIMES: [f64; 8] = [0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99];
 
 /// Runs `steerdiff toy diagnose`, printing a Markdown table.
 pub fn diagnose(args: &DiagnoseArgs) -> Result<()> {
-    let assets = model::assets_dir();
+    let assets = model::Assets::locate();
     let flow = match &args.flow {
         Some(dir) => {
             let text = std::fs::read_to_string(dir.join("config.json"))

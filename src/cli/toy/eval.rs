@@ -130,7 +130,7 @@ pub struct EvalReport {
 
 /// `steerdiff toy eval`.
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let assets = model::assets_dir();
+    let assets = model::Assets::locate();
     let eval_clf = ToyClassifier::load(&assets, model::EVAL_CLASSIFIER)?;
     let mut report = EvalReport {
         dataset_images: args.dataset_images,
@@ -154,7 +154,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         );
     }
     // Diversity is compared with the images the flow model learnt from (its generator variant).
-    let rotation = model::Manifest::load(&assets)?
+    let rotation = model::Manifest::of(&assets)?
         .entry(model::FLOW)?
         .data_rotation()?;
     let mut div = 0.0;

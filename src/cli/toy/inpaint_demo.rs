@@ -212,7 +212,7 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
     let fill_box = centre_box(a.box_size, data::SIZE, data::SIZE);
     let known = box_mask(fill_box, dims)?;
     let unknown: Vec<f32> = known.iter().map(|k| 1.0 - k).collect();
-    let eval = ToyClassifier::load(&model::assets_dir(), model::EVAL_CLASSIFIER)
+    let eval = ToyClassifier::load(&model::Assets::locate(), model::EVAL_CLASSIFIER)
         .context("loading the toy evaluation classifier")?;
     let method = |name: &str, label, kind, time_travel| Method {
         name: name.to_string(),
@@ -242,7 +242,7 @@ pub fn measure(a: &InpaintArgs) -> Result<InpaintReport> {
     }
     let rotation = match a.data_rotation {
         Some(r) => r,
-        None => model::Manifest::load(&model::assets_dir())?
+        None => model::Manifest::of(&model::Assets::locate())?
             .entry(model::FLOW)?
             .data_rotation()?,
     };

@@ -261,9 +261,9 @@ fn run_train(t: &TrainArgs) -> Result<()> {
         spec.contrastive = Some(l);
     }
     if let Some(weight) = t.repa_weight {
-        let assets = steerdiff_pipelines::toy::model::assets_dir();
+        let assets = steerdiff_pipelines::toy::Assets::locate();
         let teacher = steerdiff_pipelines::toy::model::CLASSIFIER.to_string();
-        let manifest = steerdiff_pipelines::toy::Manifest::load(&assets)?;
+        let manifest = steerdiff_pipelines::toy::Manifest::of(&assets)?;
         spec.repa = Some(train::RepaSpec {
             weight,
             block: t.repa_block,

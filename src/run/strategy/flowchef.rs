@@ -159,7 +159,7 @@ fn cost(i: &Inputs) -> Result<(Box<dyn Cost>, f64)> {
                 );
             }
             let class = i.class()?;
-            let assets = toy_model::assets_dir();
+            let assets = toy_model::Assets::locate();
             let clf = ToyClassifier::load_on(&assets, toy_model::CLASSIFIER, &t.device)
                 .context("loading the toy guidance classifier")?;
             (
