@@ -28,7 +28,7 @@
 //! let request = Request::class("star").steps(8).cfg(3.0)
 //!     .strategy(StrategyKind::Fk, 4).reward(Arc::new(Bright));
 //! let images = toy.generate(&request)?;
-//! assert_eq!(images.len(), 4);
+//! assert_eq!(images.len(), 1); // the best of the 4 particles
 //! assert!(images.iter().all(|g| g.image.is_some() && g.record.reward.is_some()));
 //! # Ok(())
 //! # }
@@ -132,5 +132,5 @@ pub use candle_core as candle;
 pub use error::InputError;
 pub use pipeline::{Generated, Pipeline, Request};
 pub use run::strategy::StrategyKind;
-pub use run::{Job, Options, Parameters, PathKind};
+pub use run::{Job, Keep, Options, Parameters, PathKind};
 pub use steerdiff_pipelines::model::{load as load_model, LoadOptions, Model};

@@ -25,7 +25,7 @@
 //!     .strategy(StrategyKind::Fk, 4)
 //!     .reward(Arc::new(Bright));
 //! let images = toy.generate(&request)?;
-//! assert_eq!(images.len(), 4); // FK keeps its 4 particles
+//! assert_eq!(images.len(), 1); // the best of FK's 4 particles (`.keep(Keep::All)`: all 4)
 //! assert_eq!(images[0].image.as_ref().unwrap().dimensions(), (32, 32));
 //! assert_eq!(images[0].record.seed, 0);
 //! # Ok(())
@@ -42,6 +42,7 @@ use steerdiff_pipelines::model::{LoadOptions, Model};
 use crate::output::SampleRecord;
 use crate::run::options::{CustomReward, Options};
 use crate::run::strategy::StrategyKind;
+use crate::run::Keep;
 use crate::run::{results, Job, Parameters};
 
 /// A loaded model, reused across requests.
@@ -123,6 +124,13 @@ impl Request {
     /// The reward the strategy steers towards: any Rust type implementing [`Reward`].
     pub fn reward(mut self, reward: Arc<dyn Reward>) -> Self {
         self.options.custom_reward = Some(CustomReward(reward));
+        self
+    }
+
+    /// Which final particles come back: each sample's best (the default) or, with
+    /// [`Keep::All`], a population strategy's every particle.
+    pub fn keep(mut self, keep: Keep) -> Self {
+        self.options.keep = keep;
         self
     }
 

@@ -191,7 +191,7 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
                     "--reward",
                     "jpeg",
                 ],
-                &["--particles", "2"],
+                &["--particles", "2", "--keep", "all"],
                 &common,
             ]
             .concat(),

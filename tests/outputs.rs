@@ -97,6 +97,8 @@ fn info_reads_the_record_and_it_reproduces_the_image() {
             "fk",
             "--particles",
             "2",
+            "--keep",
+            "all",
             "--reward",
             "brightness",
             "-o",
@@ -307,4 +309,187 @@ fn a_rerun_with_fewer_images_replaces_the_earlier_run_whole() {
     );
     let record = json(&out.join("samples.json"));
     assert_eq!(record["samples"].as_array().unwrap().len(), 1);
+}
+
+/// FK writes the best particle of each group by default (what the FK reference returns),
+/// its whole population with `--keep all`; both are recorded, and the kept particle is the
+/// one with the highest final reward.
+#[test]
+fn fk_writes_each_groups_best_particle_unless_asked_for_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| -> Value {
+        let out = tmp.path().join(name);
+        let args = [
+            &["generate", "--class", "star", "--steps", "4", "-n", "8"][..],
+            &[
+                "--guidance",
+                "fk",
+                "--particles",
+                "4",
+                "--reward",
+                "brightness",
+            ],
+            &["-o", out.to_str().unwrap()],
+            extra,
+        ]
+        .concat();
+        ok(&args);
+        json(&out.join("samples.json"))
+    };
+    let best = run("best", &[]);
+    let all = run("all", &["--keep", "all"]);
+    assert_eq!(pngs(&tmp.path().join("best")).len(), 8);
+    assert_eq!(pngs(&tmp.path().join("all")).len(), 32);
+    assert!(tmp.path().join("best/sample-0007.png").is_file());
+    assert!(tmp.path().join("all/sample-0007-3.png").is_file());
+    assert_eq!(best["parameters"]["keep"], "best");
+    assert_eq!(all["parameters"]["keep"], "all");
+    let (b, a) = (
+        best["samples"].as_array().unwrap(),
+        all["samples"].as_array().unwrap(),
+    );
+    assert_eq!((b.len(), a.len()), (8, 32));
+    for (g, s) in b.iter().enumerate() {
+        let group: Vec<&Value> = a.iter().filter(|p| p["group"] == g as u64).collect();
+        let top = group
+            .iter()
+            .map(|p| p["reward"].as_f64().unwrap())
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(s["reward"].as_f64().unwrap(), top, "group {g}");
+        assert!(group.iter().any(|p| p["x"] == s["x"]), "group {g}");
+    }
+}
+
+/// The `parameters` text of a PNG, read as the A1111 web UI reads it
+/// (`modules/infotext_utils.py`: the last line is `key: value` pairs matched by
+/// `\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)`, the lines before it the prompt and,
+/// from `Negative prompt:` on, the negative prompt).
+fn a1111_fields(png: &Path) -> (String, String, Vec<(String, String)>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let text = reader
+        .info()
+        .utf8_text
+        .iter()
+        .find(|c| c.keyword == "parameters")
+        .expect("a parameters chunk")
+        .get_text()
+        .unwrap();
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let (last, body) = lines.split_last().unwrap();
+    let re = regex::Regex::new(r#"\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)"#).unwrap();
+    let fields: Vec<(String, String)> = re
+        .captures_iter(last)
+        .map(|c| {
+            let v = c[2].to_string();
+            let v = if v.starts_with('"') {
+                serde_json::from_str::<String>(&v).unwrap()
+            } else {
+                v
+            };
+            (c[1].to_string(), v)
+        })
+        .collect();
+    let (mut prompt, mut negative, mut in_negative) = (vec![], vec![], false);
+    for line in body {
+        if let Some(n) = line.strip_prefix("Negative prompt:") {
+            in_negative = true;
+            negative.push(n.trim());
+        } else if in_negative {
+            negative.push(line);
+        } else {
+            prompt.push(*line);
+        }
+    }
+    (prompt.join("\n"), negative.join("\n"), fields)
+}
+
+/// Every PNG carries A1111-format `parameters` that the web UI's grammar reads back to the
+/// run's prompt, steps, sampler, CFG, seed and size; `info` reads both chunks and the image
+/// still reproduces byte for byte; a PNG of another tool is read as far as its fields go.
+#[test]
+fn pngs_carry_a1111_parameters_that_its_grammar_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let sd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd/pipeline");
+    ok(&[
+        "generate",
+        "--model",
+        sd.to_str().unwrap(),
+        "--prompt",
+        "a red cat, in a hat",
+        "--negative",
+        "blurry",
+        "--steps",
+        "3",
+        "--cfg",
+        "4.5",
+        "-n",
+        "2",
+        "--seed",
+        "40",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let (prompt, negative, fields) = a1111_fields(&out.join("sample-0001.png"));
+    assert_eq!(prompt, "a red cat, in a hat");
+    assert_eq!(negative, "blurry");
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no `{k}` in {fields:?}"))
+    };
+    let params = json(&out.join("samples.json"))["parameters"].clone();
+    assert_eq!(get("Steps"), "3");
+    assert_eq!(get("Sampler"), params["sampler"].as_str().unwrap());
+    assert_eq!(get("CFG scale"), "4.5");
+    assert_eq!(get("Seed"), "41");
+    assert_eq!(get("Size"), "16x16");
+    assert_eq!(get("Model"), sd.to_str().unwrap());
+    assert_eq!(get("Model hash").len(), 10);
+    assert!(get("steerdiff").contains("none"), "{fields:?}");
+    // `info` shows both, and the JSON record still reproduces the image.
+    let image = out.join("sample-0001.png");
+    let text = String::from_utf8(ok(&["info", image.to_str().unwrap()]).stdout).unwrap();
+    assert!(
+        text.contains("prompt: a red cat, in a hat") && text.contains("Seed: 41"),
+        "{text}"
+    );
+    let o = ok(&["info", "--json", image.to_str().unwrap()]);
+    let record: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut argv: Vec<String> = serde_json::from_value(record["argv"].clone()).unwrap();
+    let again = tmp.path().join("again");
+    argv.extend(["-o".into(), again.to_str().unwrap().into()]);
+    ok(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        std::fs::read(again.join("sample-0001.png")).unwrap()
+    );
+    // A PNG written by another tool in the A1111 format.
+    let other = tmp.path().join("other.png");
+    {
+        let w = std::io::BufWriter::new(std::fs::File::create(&other).unwrap());
+        let mut enc = png::Encoder::new(w, 1, 1);
+        enc.set_color(png::ColorType::Rgb);
+        enc.add_text_chunk(
+            "parameters".into(),
+            "a lovely cat\nNegative prompt: ugly\nSteps: 20, Sampler: Euler a, CFG scale: 7, \
+             Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: v1-5"
+                .into(),
+        )
+        .unwrap();
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&[0, 0, 0])
+            .unwrap();
+    }
+    let o = ok(&["info", "--json", other.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "a1111");
+    assert_eq!(v["prompt"], "a lovely cat");
+    assert_eq!(v["negative_prompt"], "ugly");
+    assert_eq!(v["parameters"]["Sampler"], "Euler a");
+    assert_eq!(v["parameters"]["Seed"], "42");
 }

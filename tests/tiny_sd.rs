@@ -351,6 +351,8 @@ fn fk_steering_with_an_image_reward_runs_on_the_tiny_pipeline() {
             "jpeg",
             "--particles",
             "3",
+            "--keep",
+            "all",
             "-n",
             "2",
         ])

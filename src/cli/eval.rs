@@ -200,6 +200,8 @@ fn run_one(
         n: args.num,
         seed: args.seed,
         strategy,
+        // Every final particle is an output, as the tables in docs/ were measured.
+        keep: crate::run::Keep::All,
         ..Options::default()
     };
     let job = Job::load(&args.model, &opts)?;

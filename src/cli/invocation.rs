@@ -24,7 +24,7 @@ pub type Flags = Vec<(String, Vec<String>)>;
 pub const NOT_RECORDED: [&str; 6] = ["output", "trace", "config", "shard", "num", "seed"];
 
 /// The `generate` subcommand as clap builds it (every flag, with its id, long name and heading).
-pub(crate) fn generate_command() -> clap::Command {
+pub fn generate_command() -> clap::Command {
     Cli::command()
         .find_subcommand("generate")
         .expect("generate subcommand")
@@ -131,7 +131,18 @@ pub fn expand_config(argv: Vec<OsString>) -> Result<Vec<OsString>> {
     let cmd = generate_command();
     let long_of = |token: &str| -> Option<String> {
         if let Some(name) = token.strip_prefix("--") {
-            return Some(name.split('=').next().unwrap_or(name).to_string());
+            let name = name.split('=').next().unwrap_or(name);
+            // An alias stands for its flag's long name.
+            return Some(
+                cmd.get_arguments()
+                    .find(|a| {
+                        a.get_long_and_visible_aliases()
+                            .is_some_and(|names| names.contains(&name))
+                    })
+                    .and_then(|a| a.get_long())
+                    .unwrap_or(name)
+                    .to_string(),
+            );
         }
         let c = token.strip_prefix('-')?.chars().next()?;
         cmd.get_arguments()
@@ -157,10 +168,10 @@ pub fn flag_for(
     use serde_json::Value;
     let long = key.replace('_', "-");
     let cmd = generate_command();
-    let Some(arg) = cmd
-        .get_arguments()
-        .find(|a| a.get_long() == Some(long.as_str()))
-    else {
+    let Some(arg) = cmd.get_arguments().find(|a| {
+        a.get_long_and_visible_aliases()
+            .is_some_and(|names| names.contains(&long.as_str()))
+    }) else {
         return Err(format!(
             "unknown key `{key}` (keys are the long flags of `steerdiff generate`, e.g. class, \
              cfg, guidance, reward; see `steerdiff generate --help`)"
@@ -185,6 +196,8 @@ pub fn flag_for(
         (Value::Array(items), true) => items.iter().map(scalar).collect::<Result<_, _>>()?,
         (v, true) => vec![scalar(v)?],
     };
+    // The flag's own long name, whichever alias the key used.
+    let long = arg.get_long().map_or(long.clone(), str::to_string);
     Ok(Some((long, values)))
 }
 

@@ -5,6 +5,7 @@
 //!
 //! This module knows files, images and JSON, not runs: the run hands it plain records.
 
+pub mod a1111;
 pub mod canvas;
 pub mod png_record;
 pub mod samples;

@@ -1,22 +1,32 @@
-//! The run record inside every PNG (`steerdiff info` reads it back).
+//! The run record inside every PNG (`steerdiff info` reads it back), in two text chunks:
 //!
-//! Each sample PNG carries an iTXt chunk `parameters` (the keyword A1111 and sd.cpp use) whose
-//! text is JSON: the steerdiff version, the `generate` arguments that reproduce exactly this
-//! image, the file that run writes it to, and the resolved parameters of that run. For the
-//! toy model the run is the one-image run (the flags with `--seed` set to the image's group
-//! seed and `-n 1`); for text-to-image models it is the whole run, because their
-//! batched forwards round differently at other batch sizes. Re-running the arguments writes a
-//! byte-identical file, chunk included.
+//! - `parameters`: the A1111 web UI's text format ([`super::a1111`]) — prompt, negative
+//!   prompt, steps, sampler, CFG scale, seed, size, model, model hash and a `steerdiff` field
+//!   naming the strategy and reward — which sd.cpp, civitai, image viewers and PNG-info tools
+//!   read;
+//! - `steerdiff`: the full record as JSON — the steerdiff version, the `generate` arguments
+//!   that reproduce exactly this image, the file that run writes it to, and the resolved
+//!   parameters of that run. For the toy model the run is the one-image run (the flags with
+//!   `--seed` set to the image's group seed and `-n 1`); for text-to-image models it is the
+//!   whole run, because their batched forwards round differently at other batch sizes.
+//!
+//! Re-running the arguments writes a byte-identical file, chunks included. [`read`] also
+//! reads PNGs of earlier steerdiff versions (JSON under `parameters`) and of other tools (an
+//! A1111-format `parameters` alone).
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
+use super::a1111::{self, A1111};
 use crate::error::input_error;
 
-/// The PNG text keyword of the record.
-pub const KEYWORD: &str = "parameters";
+/// The PNG text keyword of the A1111-format summary.
+pub const A1111_KEYWORD: &str = "parameters";
+
+/// The PNG text keyword of the full JSON record.
+pub const KEYWORD: &str = "steerdiff";
 
 /// What a sample PNG says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,13 +47,23 @@ pub struct ImageRecord {
     pub parameters: serde_json::Value,
 }
 
-/// Encodes an RGB8 image as PNG with `record` in an iTXt chunk.
-pub fn encode(rgb: &[u8], width: u32, height: u32, record: &ImageRecord) -> Result<Vec<u8>> {
+/// Encodes an RGB8 image as PNG with `record` (JSON) and its A1111 summary (`seed` is the
+/// image's own seed) in two iTXt chunks.
+pub fn encode(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    record: &ImageRecord,
+    seed: u64,
+) -> Result<Vec<u8>> {
+    let summary = a1111::format(&a1111::from_record(&record.parameters, seed, width, height));
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, width, height);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
+        enc.add_itxt_chunk(A1111_KEYWORD.into(), summary)
+            .context("adding the PNG text chunk")?;
         enc.add_itxt_chunk(KEYWORD.into(), serde_json::to_string(record)?)
             .context("adding the PNG text chunk")?;
         let mut w = enc.write_header().context("writing the PNG header")?;
@@ -53,8 +73,23 @@ pub fn encode(rgb: &[u8], width: u32, height: u32, record: &ImageRecord) -> Resu
     Ok(out)
 }
 
-/// Reads the record (and the RGB8 pixels) of a PNG steerdiff wrote.
-pub fn read(path: &Path) -> Result<(ImageRecord, Vec<u8>)> {
+/// What a PNG says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PngInfo {
+    /// Written by steerdiff: the full record, and its A1111 summary when it has one.
+    Steerdiff {
+        /// The record.
+        record: Box<ImageRecord>,
+        /// The `parameters` summary (absent from PNGs of earlier versions).
+        a1111: Option<A1111>,
+    },
+    /// Written by another tool in the A1111 format (the web UI, sd.cpp, ComfyUI exports…).
+    A1111(A1111),
+}
+
+/// Reads what a PNG says about itself (and its RGB8 pixels): a steerdiff record, or another
+/// tool's A1111-format `parameters`.
+pub fn read(path: &Path) -> Result<(PngInfo, Vec<u8>)> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let mut reader = match png::Decoder::new(std::io::BufReader::new(file)).read_info() {
@@ -66,28 +101,43 @@ pub fn read(path: &Path) -> Result<(ImageRecord, Vec<u8>)> {
         .next_frame(&mut pixels)
         .with_context(|| format!("decoding `{}`", path.display()))?;
     let info = reader.info();
-    let text = info
-        .utf8_text
-        .iter()
-        .find(|c| c.keyword == KEYWORD)
-        .and_then(|c| c.get_text().ok())
-        .or_else(|| {
-            info.uncompressed_latin1_text
-                .iter()
-                .find(|c| c.keyword == KEYWORD)
-                .map(|c| c.text.clone())
-        });
-    let Some(text) = text else {
-        input_error!(
-            "`{}` has no steerdiff record (no `{KEYWORD}` text chunk); was it written by \
-             `steerdiff generate`?",
-            path.display()
-        );
+    let chunk = |keyword: &str| {
+        info.utf8_text
+            .iter()
+            .find(|c| c.keyword == keyword)
+            .and_then(|c| c.get_text().ok())
+            .or_else(|| {
+                info.uncompressed_latin1_text
+                    .iter()
+                    .find(|c| c.keyword == keyword)
+                    .map(|c| c.text.clone())
+            })
     };
-    match serde_json::from_str(&text) {
-        Ok(r) => Ok((r, pixels)),
-        Err(e) => input_error!(
-            "`{}`: its `{KEYWORD}` text is not a steerdiff record ({e})",
+    let parameters = chunk(A1111_KEYWORD);
+    let summary = parameters.as_deref().and_then(a1111::parse);
+    // The JSON record: under `steerdiff`, or under `parameters` in earlier versions.
+    let json = chunk(KEYWORD).or_else(|| {
+        parameters
+            .clone()
+            .filter(|t| t.trim_start().starts_with('{'))
+    });
+    match (json, summary) {
+        (Some(text), summary) => match serde_json::from_str(&text) {
+            Ok(r) => Ok((
+                PngInfo::Steerdiff {
+                    record: Box::new(r),
+                    a1111: summary,
+                },
+                pixels,
+            )),
+            Err(e) => input_error!(
+                "`{}`: its `{KEYWORD}` text is not a steerdiff record ({e})",
+                path.display()
+            ),
+        },
+        (None, Some(summary)) => Ok((PngInfo::A1111(summary), pixels)),
+        (None, None) => input_error!(
+            "`{}` has no generation record (no `{KEYWORD}` or A1111 `{A1111_KEYWORD}` text              chunk); was it written by `steerdiff generate`?",
             path.display()
         ),
     }

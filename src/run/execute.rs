@@ -57,7 +57,7 @@ impl Job {
                 tagged.as_mut().map(|t| t as &mut dyn TraceSink),
             )?);
         }
-        concat(parts)
+        super::keep::apply(concat(parts)?, self.parameters.keep)
     }
 
     fn run_block(

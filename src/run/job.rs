@@ -280,6 +280,7 @@ impl Job {
                 .map(|_| opts.strength.unwrap_or(DEFAULT_STRENGTH)),
             n: opts.n,
             particles_per_group: particles,
+            keep: opts.keep,
             batch_groups: if model.batch_stable() {
                 1
             } else {

@@ -10,8 +10,10 @@
 pub mod clap_defaults;
 pub mod device;
 mod execute;
+pub mod help;
 pub mod init;
 pub mod job;
+pub mod keep;
 pub mod observation;
 pub mod options;
 pub mod plugin_args;
@@ -23,5 +25,6 @@ mod steering;
 pub mod strategy;
 
 pub use job::{score_final, Job};
+pub use keep::Keep;
 pub use options::{Options, PathKind, DEFAULT_STEPS};
 pub use record::{Parameters, ShardRecord, SCHEMA_VERSION, SEEDING_RULE};

@@ -117,6 +117,8 @@ pub struct Options {
     /// independent of the others; more is faster on a GPU, and a group's images then depend
     /// on the block of groups it was sampled with).
     pub batch_groups: usize,
+    /// Which final particles are kept: each group's best (default) or all.
+    pub keep: super::keep::Keep,
     /// A reward written in Rust, used in place of `strategy.reward` (the library's way to
     /// steer with one's own type; recorded as `rust:NAME`).
     pub custom_reward: Option<CustomReward>,
@@ -164,6 +166,7 @@ impl Default for Options {
             strength: None,
             max_batch: None,
             batch_groups: 1,
+            keep: super::keep::Keep::Best,
             custom_reward: None,
         }
     }

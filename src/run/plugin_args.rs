@@ -19,6 +19,7 @@ pub enum OnErrorArg {
 
 /// Flags of reward plugins.
 #[derive(Debug, Clone, Args, PartialEq, Serialize)]
+#[command(next_help_heading = crate::run::help::REWARDS)]
 pub struct PluginArgs {
     /// Reward plugins: seconds to wait for one answer before the plugin is stopped.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]

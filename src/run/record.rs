@@ -85,6 +85,8 @@ pub struct Parameters {
     pub n: usize,
     /// Particles per group.
     pub particles_per_group: usize,
+    /// Which final particles were kept (`best` of each group, or `all`).
+    pub keep: super::keep::Keep,
     /// Groups sampled together in one batch (text-to-image models); absent when 1.
     #[serde(skip_serializing_if = "is_one")]
     pub batch_groups: usize,

@@ -46,9 +46,10 @@ pub fn records(job: &Job, outcome: &Outcome) -> Result<Vec<SampleRecord>> {
     Ok(records)
 }
 
-/// The image file of particle `particle` of group `group`.
-fn image_name(group: usize, particle: usize, particles_per_group: usize) -> String {
-    if particles_per_group > 1 {
+/// The image file of particle `particle` of group `group`; `several` when the run wrote
+/// more than one particle per group (`--keep all` with FK).
+fn image_name(group: usize, particle: usize, several: bool) -> String {
+    if several {
         format!("sample-{group:04}-{particle}.png")
     } else {
         format!("sample-{group:04}.png")
@@ -116,10 +117,11 @@ pub fn write(
     let params = job.parameters();
     let mut staged = Staged::new();
     let images = job.model().images(&outcome.population.x)?;
+    let several = outcome.population.groups().iter().any(|g| g.len() > 1);
     let mut cells = vec![];
     if let Some(images) = &images {
         for (r, img) in records.iter_mut().zip(images) {
-            let name = image_name(r.group, r.particle, params.particles_per_group);
+            let name = image_name(r.group, r.particle, several);
             let record = if job.model().batch_stable() {
                 // The one-image run that reproduces this sample: its seed as group 0, -n 1.
                 let mut one = params.clone();
@@ -131,7 +133,7 @@ pub fn write(
                 ImageRecord {
                     steerdiff: env!("CARGO_PKG_VERSION").into(),
                     argv,
-                    file: image_name(0, r.particle, params.particles_per_group),
+                    file: image_name(0, r.particle, several),
                     particle: r.particle,
                     reward: r.reward,
                     log_weight: r.log_weight.is_finite().then_some(r.log_weight),
@@ -157,7 +159,7 @@ pub fn write(
                     parameters: serde_json::to_value(&whole)?,
                 }
             };
-            let png = png_record::encode(img.as_raw(), img.width(), img.height(), &record)?;
+            let png = png_record::encode(img.as_raw(), img.width(), img.height(), &record, r.seed)?;
             staged.add(&dir.join(&name), &png)?;
             r.image = Some(name);
             let text = grid_label(

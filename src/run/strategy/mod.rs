@@ -56,9 +56,7 @@ pub use gfcg::{GuideArg, ReferenceArg, ScaleRuleArg};
 pub use inputs::{ClassifierFn, Inputs, Target};
 pub use per_step_args::PerStepArgs;
 
-/// The `--help` heading of the flags only text-to-image models read; elsewhere they are
-/// refused rather than silently ignored.
-pub const TEXT_TO_IMAGE: &str = "Text-to-image models";
+pub use crate::run::help::TEXT_TO_IMAGE;
 
 /// The flag group of a strategy with no flags of its own.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize)]

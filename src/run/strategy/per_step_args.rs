@@ -11,6 +11,7 @@ use crate::run::observation;
 
 /// Flags of the per-step strategies.
 #[derive(Debug, Clone, Args, PartialEq, Serialize)]
+#[command(next_help_heading = crate::run::help::STRATEGIES)]
 pub struct PerStepArgs {
     /// Text-to-image GFCG / dynamic CFG: the competing prompts of the zero-shot CLIP
     /// classifier (`;`-separated, e.g. "a dog;a fox"); the prompt itself is class 0.

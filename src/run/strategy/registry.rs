@@ -47,6 +47,7 @@ macro_rules! strategies {
 
         /// The own flags of every particle strategy and noise search.
         #[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize)]
+        #[command(next_help_heading = $crate::run::help::STRATEGIES)]
         pub struct SteeringFlags {
             $(
                 #[doc = concat!("Flags of `", stringify!($smod), "`.")]
@@ -58,6 +59,7 @@ macro_rules! strategies {
 
         /// The own flags of every per-step strategy.
         #[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize)]
+        #[command(next_help_heading = $crate::run::help::STRATEGIES)]
         pub struct PerStepFlags {
             $(
                 #[doc = concat!("Flags of `", stringify!($pmod), "`.")]
