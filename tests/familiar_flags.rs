@@ -25,7 +25,10 @@ fn tiny_sd() -> String {
 fn parameters(args: &[String], out: &Path) -> Value {
     let mut all: Vec<String> = vec!["generate".into()];
     all.extend(args.iter().cloned());
-    if !all.iter().any(|a| a == "--steps" || a == "--num-inference-steps") {
+    if !all
+        .iter()
+        .any(|a| a == "--steps" || a == "--num-inference-steps")
+    {
         all.extend(["--steps".to_string(), "2".to_string()]);
     }
     all.extend(["-o".to_string(), out.display().to_string()]);

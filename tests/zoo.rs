@@ -158,6 +158,7 @@ fn vlm_judge_steers_fk_with_the_scores_the_server_answered() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v = samples(tmp.path());
     let answered = server.answered();
+    assert!(!rewards(&v).is_empty(), "no samples");
     for (s, r) in v["samples"].as_array().unwrap().iter().zip(rewards(&v)) {
         assert_eq!(
             r,
@@ -469,7 +470,7 @@ fn pickscore_and_aesthetic_match_transformers_on_the_tiny_clip() {
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         let r = rewards(&samples(&out));
         assert!(
-            r.len() == 4 && r.iter().all(|x| x.is_finite()),
+            !r.is_empty() && r.iter().all(|x| x.is_finite()),
             "{name}: {r:?}"
         );
     }
