@@ -251,6 +251,8 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
                     "jpeg",
                     "--particles",
                     "2",
+                    "--keep",
+                    "all",
                 ],
                 &common,
             ]

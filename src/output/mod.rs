@@ -19,7 +19,7 @@ pub use scatter::{scatter_png, SCATTER_SIZE};
 pub use staged::{remove_stale, Staged};
 pub use trace::JsonlTrace;
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
 
 use anyhow::Result;
@@ -35,12 +35,10 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    let probe = dir.join(format!(".steerdiff-probe-{}", std::process::id()));
-    match File::create(&probe) {
-        Ok(_) => {
-            let _ = fs::remove_file(&probe);
-            Ok(())
-        }
+    // An unnamed temporary (O_EXCL, a random name, removed at once): nothing in the folder
+    // is opened or followed.
+    match tempfile::tempfile_in(dir) {
+        Ok(_) => Ok(()),
         Err(e) => input_error!(
             "cannot write in output directory `{}`: {e}; choose a writable -o DIR",
             dir.display()

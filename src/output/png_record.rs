@@ -28,6 +28,15 @@ pub const A1111_KEYWORD: &str = "parameters";
 /// The PNG text keyword of the full JSON record.
 pub const KEYWORD: &str = "steerdiff";
 
+/// Largest image [`read`] decodes, in pixels (8192 × 8192).
+pub const MAX_PIXELS: u64 = 1 << 26;
+
+/// Most bytes the PNG decoder may allocate while reading one file.
+const MAX_PNG_BYTES: usize = 256 << 20;
+
+/// Longest text chunk [`read`] inflates (16 MiB; a record is a few kB).
+const MAX_TEXT_BYTES: usize = 16 << 20;
+
 /// What a sample PNG says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -92,20 +101,36 @@ pub enum PngInfo {
 pub fn read(path: &Path) -> Result<(PngInfo, Vec<u8>)> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    let mut reader = match png::Decoder::new(std::io::BufReader::new(file)).read_info() {
+    let limits = png::Limits {
+        bytes: MAX_PNG_BYTES,
+    };
+    let decoder = png::Decoder::new_with_limits(std::io::BufReader::new(file), limits);
+    let mut reader = match decoder.read_info() {
         Ok(r) => r,
         Err(e) => input_error!("`{}` is not a PNG file: {e}", path.display()),
     };
+    let (w, h) = (reader.info().width as u64, reader.info().height as u64);
+    if w * h > MAX_PIXELS {
+        input_error!(
+            "`{}` is {w}×{h}; steerdiff reads PNGs of up to {MAX_PIXELS} pixels",
+            path.display()
+        );
+    }
     let mut pixels = vec![0; reader.output_buffer_size().unwrap_or(0)];
     reader
         .next_frame(&mut pixels)
         .with_context(|| format!("decoding `{}`", path.display()))?;
     let info = reader.info();
+    // Compressed text is inflated up to a cap, so a small file cannot expand into gigabytes.
     let chunk = |keyword: &str| {
         info.utf8_text
             .iter()
             .find(|c| c.keyword == keyword)
-            .and_then(|c| c.get_text().ok())
+            .and_then(|c| {
+                let mut c = c.clone();
+                c.decompress_text_with_limit(MAX_TEXT_BYTES).ok()?;
+                c.get_text().ok()
+            })
             .or_else(|| {
                 info.uncompressed_latin1_text
                     .iter()

@@ -1,26 +1,32 @@
 //! All-or-nothing writing of a set of files ([`Staged`]).
 //!
-//! Each file is written to a hidden temporary next to its destination. [`Staged::commit`]
-//! renames them into place one by one, first moving any file it replaces aside; if any step
-//! fails, every file already moved is put back and the temporaries are removed, so the folder
-//! is left exactly as it was. Only when all are in place are the replaced files deleted.
+//! Each file is written to a hidden temporary next to its destination, created with
+//! `O_EXCL` under an unpredictable name (the `tempfile` crate), so nothing planted in the
+//! folder — a symlink, a file of a guessed name — is followed or overwritten.
+//! [`Staged::commit`] renames them into place one by one, first moving any file it replaces
+//! aside (to another fresh name); if any step fails, every file already moved is put back and
+//! the temporaries are removed, so the folder is left exactly as it was. Only when all are in
+//! place are the replaced files deleted.
+//!
+//! A destination that exists and is not a regular file — `/dev/null`, `/dev/stdout`, a FIFO —
+//! is never renamed over: its bytes are written into it, in place, at commit.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use tempfile::{Builder, NamedTempFile, TempPath};
 
 /// A file being written next to its destination; removed on drop unless committed.
 #[derive(Debug)]
 pub(crate) struct TempFile {
-    tmp: PathBuf,
+    tmp: Option<TempPath>,
     pub(crate) dest: PathBuf,
-    committed: bool,
 }
 
-/// `dir/.NAME.TAG-PID`: a hidden sibling of `dest`.
-fn sibling(dest: &Path, tag: &str) -> (PathBuf, String, PathBuf) {
+/// The folder and file name of `dest`.
+fn parts(dest: &Path) -> (PathBuf, String) {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -29,42 +35,62 @@ fn sibling(dest: &Path, tag: &str) -> (PathBuf, String, PathBuf) {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let path = dir.join(format!(".{name}.{tag}-{}", std::process::id()));
-    (path, name, dir)
+    (dir, name)
+}
+
+/// A new hidden file `dir/.NAME.TAG-RANDOM`, created with `O_EXCL`.
+fn fresh(dest: &Path, tag: &str) -> std::io::Result<NamedTempFile> {
+    let (dir, name) = parts(dest);
+    Builder::new()
+        .prefix(&format!(".{name}.{tag}-"))
+        .tempfile_in(dir)
+}
+
+/// Whether `dest` exists and is something other than a regular file or a folder (a device,
+/// a FIFO, a socket; symlinks followed): such a target is written in place, never replaced.
+pub(crate) fn is_special(dest: &Path) -> bool {
+    fs::metadata(dest).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 impl TempFile {
     pub(crate) fn new(dest: &Path) -> Result<(TempFile, File)> {
-        let (tmp, name, dir) = sibling(dest, "tmp");
-        let file = File::create(&tmp)
+        let (dir, name) = parts(dest);
+        let file = fresh(dest, "tmp")
             .with_context(|| format!("cannot write `{}` (in `{}`)", name, dir.display()))?;
+        let (file, tmp) = file.into_parts();
         Ok((
             TempFile {
-                tmp,
+                tmp: Some(tmp),
                 dest: dest.to_path_buf(),
-                committed: false,
             },
             file,
         ))
     }
 
+    /// Puts the finished file at its destination: renamed onto a new name or a regular file,
+    /// copied into a special one.
     pub(crate) fn commit(&mut self) -> Result<()> {
-        fs::rename(&self.tmp, &self.dest).with_context(|| {
-            format!(
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        if is_special(&self.dest) {
+            let bytes = fs::read(&tmp).context("reading back a finished file")?;
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&self.dest)
+                .and_then(|mut f| f.write_all(&bytes))
+                .with_context(|| format!("cannot write `{}`", self.dest.display()))?;
+            return Ok(()); // `tmp` is removed as it drops
+        }
+        if let Err(e) = tmp.persist(&self.dest) {
+            let msg = format!(
                 "cannot move the finished file into `{}`",
                 self.dest.display()
-            )
-        })?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.tmp);
+            );
+            self.tmp = Some(e.path);
+            return Err(anyhow::Error::new(e.error).context(msg));
         }
+        Ok(())
     }
 }
 
@@ -80,6 +106,8 @@ struct Moved {
     dest: PathBuf,
     /// Where the file it replaced was moved aside.
     backup: Option<PathBuf>,
+    /// It was written into a special file, which is never removed.
+    in_place: bool,
 }
 
 impl Staged {
@@ -122,7 +150,7 @@ impl Staged {
         }
         if let Err(e) = result {
             // Undo in reverse: remove what was put in place, restore what it replaced.
-            for m in moved.iter().rev() {
+            for m in moved.iter().rev().filter(|m| !m.in_place) {
                 let _ = fs::remove_file(&m.dest);
                 if let Some(b) = &m.backup {
                     let _ = fs::rename(b, &m.dest);
@@ -138,17 +166,26 @@ impl Staged {
         Ok(())
     }
 
-    /// Moves an existing regular file at `f.dest` aside, then `f` into place.
+    /// Moves an existing file at `f.dest` aside (a special file stays: it is written in
+    /// place), then `f` into place.
     fn put(f: &mut TempFile) -> Result<Moved> {
+        let in_place = is_special(&f.dest);
         let backup = match fs::symlink_metadata(&f.dest) {
             Ok(meta) if meta.is_dir() => anyhow::bail!(
                 "cannot write `{}`: a directory of that name is in the way",
                 f.dest.display()
             ),
+            Ok(_) if in_place => None,
             Ok(_) => {
-                let (b, _, _) = sibling(&f.dest, "old");
-                fs::rename(&f.dest, &b)
+                // A fresh name of our own, then the old file renamed onto it.
+                let b = fresh(&f.dest, "old")
+                    .and_then(|t| t.into_temp_path().keep().map_err(|e| e.error))
                     .with_context(|| format!("cannot replace `{}`", f.dest.display()))?;
+                if let Err(e) = fs::rename(&f.dest, &b) {
+                    let _ = fs::remove_file(&b);
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot replace `{}`", f.dest.display())));
+                }
                 Some(b)
             }
             Err(_) => None,
@@ -162,6 +199,7 @@ impl Staged {
         Ok(Moved {
             dest: f.dest.clone(),
             backup,
+            in_place,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! `--trace FILE`: one JSON line per step, written so that it is never half there.
+//! `--trace FILE`: one JSON line per step, written so that it is never half there — or, when
+//! FILE is a device or a FIFO (`/dev/stdout`, a pipe), streamed into it as the run goes.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,14 +9,16 @@ use anyhow::{Context as _, Result};
 use serde_json::Value;
 use steerdiff_guidance::TraceSink;
 
-use super::staged::{Staged, TempFile};
+use super::staged::{is_special, Staged, TempFile};
 use crate::error::input_error;
 
 /// A [`TraceSink`] writing one JSON line per step to a temporary next to its destination,
 /// renamed into place by [`JsonlTrace::finish`] (and removed if the run fails).
 #[derive(Debug)]
 pub struct JsonlTrace {
-    temp: TempFile,
+    /// The temporary renamed into place at the end (`None` when streaming into a special file).
+    temp: Option<TempFile>,
+    dest: std::path::PathBuf,
     writer: Option<BufWriter<File>>,
     error: Option<std::io::Error>,
 }
@@ -24,9 +27,26 @@ impl JsonlTrace {
     /// Opens the temporary for `dest`; its directory must exist. Errors name the path (exit
     /// code 2).
     pub fn create(dest: &Path) -> Result<JsonlTrace> {
-        match TempFile::new(dest) {
+        if dest.is_dir() {
+            input_error!(
+                "--trace `{}` is a folder; give a file name, e.g. {}/trace.jsonl",
+                dest.display(),
+                dest.display()
+            );
+        }
+        let opened = if is_special(dest) {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dest)
+                .map(|f| (None, f))
+                .map_err(anyhow::Error::from)
+        } else {
+            TempFile::new(dest).map(|(t, f)| (Some(t), f))
+        };
+        match opened {
             Ok((temp, file)) => Ok(JsonlTrace {
                 temp,
+                dest: dest.to_path_buf(),
                 writer: Some(BufWriter::new(file)),
                 error: None,
             }),
@@ -42,10 +62,8 @@ impl JsonlTrace {
     /// failed; this is the reason).
     pub fn take_error(&mut self) -> Option<anyhow::Error> {
         self.error.take().map(|e| {
-            anyhow::Error::new(e).context(format!(
-                "cannot write trace file `{}`",
-                self.temp.dest.display()
-            ))
+            anyhow::Error::new(e)
+                .context(format!("cannot write trace file `{}`", self.dest.display()))
         })
     }
 
@@ -55,14 +73,22 @@ impl JsonlTrace {
         if let Some(e) = self.take_error() {
             return Err(e);
         }
+        let streamed = self.temp.is_none();
         if let Some(mut w) = self.writer.take() {
+            // A device or pipe has nothing to sync (fsync fails on them).
             w.flush()
-                .and_then(|_| w.get_ref().sync_all())
-                .with_context(|| {
-                    format!("cannot write trace file `{}`", self.temp.dest.display())
-                })?;
+                .and_then(|_| {
+                    if streamed {
+                        Ok(())
+                    } else {
+                        w.get_ref().sync_all()
+                    }
+                })
+                .with_context(|| format!("cannot write trace file `{}`", self.dest.display()))?;
         }
-        staged.adopt(self.temp);
+        if let Some(temp) = self.temp.take() {
+            staged.adopt(temp);
+        }
         Ok(())
     }
 }
@@ -78,10 +104,7 @@ impl TraceSink for JsonlTrace {
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
-                let message = format!(
-                    "cannot write trace file `{}`: {e}",
-                    self.temp.dest.display()
-                );
+                let message = format!("cannot write trace file `{}`: {e}", self.dest.display());
                 self.error = Some(e);
                 // The engine's error type has no I/O variant; the caller reports `take_error`.
                 Err(steerdiff_guidance::Error::Sink(message))

@@ -272,9 +272,9 @@ pub fn samples_grid(
         c.text(name, 4, top + k * cell + cell / 2 - 5, 2, [0, 0, 0]);
     }
     let png = c.png()?;
-    let tmp = output.with_extension("png.tmp");
-    std::fs::write(&tmp, png)?;
-    std::fs::rename(&tmp, output)?;
+    let mut staged = crate::output::Staged::new();
+    staged.add(output, &png)?;
+    staged.commit()?;
     eprintln!("steerdiff: wrote {}", output.display());
     Ok(())
 }

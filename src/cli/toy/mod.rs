@@ -316,12 +316,14 @@ pub fn write_dataset(n: usize, seed: u64, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes an RGB8 PNG (to a temporary name, then renamed).
+/// Writes an RGB8 PNG through [`crate::output::Staged`] (a fresh temporary renamed into
+/// place; written in place into a device such as `/dev/null`).
 pub fn save_png(path: &std::path::Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
     let img = image::RgbImage::from_raw(w, h, rgb.to_vec()).context("image buffer size")?;
-    let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    let mut staged = crate::output::Staged::new();
+    staged.add(path, png.get_ref())?;
+    staged.commit()
 }

@@ -17,21 +17,36 @@ pub struct HttpTransport {
     base: String,
 }
 
-/// Whether `url`'s host is this machine (`127.0.0.0/8`, `localhost`, `::1`).
+/// Whether `url` reaches this machine only: parsed by a real URL parser (the `url` crate),
+/// with no user info, query or fragment that could make another parser see another host,
+/// and a host that is a loopback address, or `localhost` resolving to loopback addresses
+/// only (checked before any connection).
 pub fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or("");
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.split(':').next().unwrap_or("")
+    use std::net::ToSocketAddrs as _;
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
     };
-    host == "localhost"
-        || host == "::1"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    if !u.username().is_empty()
+        || u.password().is_some()
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || !matches!(u.scheme(), "http" | "https")
+    {
+        return false;
+    }
+    let port = u.port_or_known_default().unwrap_or(80);
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                && (d, port).to_socket_addrs().is_ok_and(|addrs| {
+                    let addrs: Vec<_> = addrs.collect();
+                    !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+                })
+        }
+        None => false,
+    }
 }
 
 impl HttpTransport {
@@ -75,12 +90,20 @@ impl Transport for HttpTransport {
             .send(&body[..])
             .map_err(|e| Failure::retry(format!("POST {url}: {e}")))?;
         let status = response.status();
+        // The answer is read up to its cap, never without bound.
+        let cap = (protocol::MAX_HEADER_BYTES + protocol::MAX_ANSWER_PAYLOAD_BYTES) as u64;
         let mut bytes = Vec::new();
         response
             .body_mut()
             .as_reader()
+            .take(cap + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Failure::retry(format!("POST {url}: reading the answer: {e}")))?;
+        if bytes.len() as u64 > cap {
+            return Err(Failure::fatal(format!(
+                "POST {url}: the answer is longer than {cap} bytes; the plugin is broken"
+            )));
+        }
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
             return Err(Failure::retry(format!("POST {url}: HTTP {status}: {text}")));
@@ -114,6 +137,14 @@ mod tests {
             "http://10.0.0.1:80",
             "http://example.com",
             "http://127.0.0.1.evil.com",
+            // Another parser could read these as the host after `@`, or the reverse.
+            "http://0.0.0.0:8765?@127.0.0.1",
+            "http://example.com?@127.0.0.1",
+            "http://example.com#@127.0.0.1",
+            "http://127.0.0.1@example.com",
+            "http://user:pw@127.0.0.1:8765",
+            "http://0.0.0.0:8765",
+            "ftp://127.0.0.1",
         ] {
             assert!(!is_loopback(url), "{url}");
         }

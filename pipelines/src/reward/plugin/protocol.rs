@@ -17,6 +17,10 @@ pub const PROTOCOL: &str = "steerdiff-reward/1";
 /// Largest header line accepted, bytes (guards against a plugin printing garbage forever).
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
 
+/// Longest payload a plugin's answer may carry (64 MiB); a header announcing more is a broken
+/// plugin, refused before anything is allocated.
+pub const MAX_ANSWER_PAYLOAD_BYTES: usize = 64 << 20;
+
 /// How item pixels travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -207,6 +211,8 @@ pub enum ReadError {
     Eof,
     /// The header line was longer than [`MAX_HEADER_BYTES`].
     TooLong,
+    /// The header announced a payload over [`MAX_ANSWER_PAYLOAD_BYTES`].
+    PayloadTooLarge(u64),
     /// Reading failed.
     Io(String),
     /// The header was not a JSON object.
@@ -218,6 +224,11 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::Eof => write!(f, "the plugin closed its output"),
             ReadError::TooLong => write!(f, "a header line longer than {MAX_HEADER_BYTES} bytes"),
+            ReadError::PayloadTooLarge(n) => write!(
+                f,
+                "an answer announcing {n} payload bytes (at most {MAX_ANSWER_PAYLOAD_BYTES} are \
+                 accepted)"
+            ),
             ReadError::Io(e) => write!(f, "reading from the plugin failed: {e}"),
             ReadError::NotJson(line) => write!(f, "not a JSON header: `{line}`"),
         }
@@ -264,8 +275,11 @@ pub fn read_message(input: &mut impl BufRead) -> Result<(serde_json::Value, Vec<
     let n = value
         .get("payload_bytes")
         .and_then(|v| v.as_u64())
-        .unwrap_or(0) as usize;
-    let mut payload = vec![0u8; n];
+        .unwrap_or(0);
+    if n > MAX_ANSWER_PAYLOAD_BYTES as u64 {
+        return Err(ReadError::PayloadTooLarge(n));
+    }
+    let mut payload = vec![0u8; n as usize];
     input
         .read_exact(&mut payload)
         .map_err(|e| ReadError::Io(e.to_string()))?;
@@ -370,5 +384,14 @@ mod tests {
             b,
             vec![0, 0, 0, 128, 128, 128, 255, 255, 255, 255, 255, 255]
         );
+    }
+
+    #[test]
+    fn an_oversized_payload_is_refused_before_allocating() {
+        let text = format!("{{\"payload_bytes\": {}}}\n", 1u64 << 50);
+        match read_message(&mut text.as_bytes()) {
+            Err(ReadError::PayloadTooLarge(n)) => assert_eq!(n, 1 << 50),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,0 +1,352 @@
+//! Hostile inputs against the real binary: each case asserts the exit code, a message that
+//! names the problem, no panic or abort, and the output folder's state afterwards.
+//!
+//! The cases are grouped by what they attack: files planted in the output folder, special
+//! files as targets, plugin URLs and answers, crafted PNGs, and sizes that would exhaust
+//! memory.
+
+use std::os::unix::fs::FileTypeExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn steerdiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(args)
+        .output()
+        .expect("run steerdiff")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The run failed as an input error: exit 2, one message containing every `needle`, no
+/// panic.
+fn refused(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+}
+
+/// Every entry of `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+const SMALL: [&str; 4] = ["--steps", "2", "-n", "1"];
+
+// ---- files planted in the output folder --------------------------------------------------
+
+/// Symlinks at every name the old writer could pick (`.steerdiff-probe-PID`,
+/// `.samples.json.tmp-PID`, …, for the next hundred PIDs) are neither followed nor
+/// overwritten: the victim they point at keeps its bytes and samples.json is a new file.
+#[test]
+fn planted_symlinks_are_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1000);
+    for pid in last..last + 100 {
+        for name in [
+            format!(".steerdiff-probe-{pid}"),
+            format!(".samples.json.tmp-{pid}"),
+            format!(".samples.json.old-{pid}"),
+            format!(".sample-0000.png.tmp-{pid}"),
+        ] {
+            std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+        }
+    }
+    let o = steerdiff(&[&["generate", "-o", out.to_str().unwrap()][..], &SMALL].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let meta = std::fs::symlink_metadata(out.join("samples.json")).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "samples.json must be a regular file"
+    );
+}
+
+/// A symlink in place of an output is replaced by the new file, never written through.
+#[test]
+fn an_output_that_is_a_symlink_is_replaced_not_written_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("samples.json")).unwrap();
+    let o = steerdiff(&[&["generate", "-o", out.to_str().unwrap()][..], &SMALL].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(out.join("samples.json"))
+        .unwrap()
+        .file_type()
+        .is_file());
+}
+
+// ---- special files as targets ------------------------------------------------------------
+
+/// `--trace /dev/null` writes into the device, which stays a device; `--trace /dev/stdout`
+/// streams the trace to standard output.
+#[test]
+fn device_targets_are_written_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = steerdiff(
+        &[
+            &[
+                "generate",
+                "--trace",
+                "/dev/null",
+                "-o",
+                out.to_str().unwrap(),
+            ][..],
+            &SMALL,
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(meta.file_type().is_char_device(), "/dev/null was replaced");
+    let out2 = tmp.path().join("out2");
+    let o = steerdiff(
+        &[
+            &[
+                "generate",
+                "--trace",
+                "/dev/stdout",
+                "-o",
+                out2.to_str().unwrap(),
+            ][..],
+            &SMALL,
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one trace line per step: {text}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v.get("step").is_some(), "{l}");
+    }
+    assert!(
+        !listing(&out2).iter().any(|n| n.contains("trace")),
+        "{:?}",
+        listing(&out2)
+    );
+}
+
+/// `--trace` naming a folder is refused before the run.
+#[test]
+fn a_trace_that_is_a_folder_is_refused_before_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = steerdiff(
+        &[
+            &["generate", "--trace", tmp.path().to_str().unwrap()][..],
+            &["-o", out.to_str().unwrap()],
+            &SMALL,
+        ]
+        .concat(),
+    );
+    refused(&o, &["--trace", "is a folder"]);
+    assert!(
+        listing(&out).iter().all(|n| n.starts_with('.')),
+        "{:?}",
+        listing(&out)
+    );
+}
+
+// ---- plugin URLs and answers -------------------------------------------------------------
+
+/// URLs whose host another parser would read differently are not loopback.
+#[test]
+fn plugin_urls_that_hide_a_remote_host_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for url in [
+        "http://0.0.0.0:8765?@127.0.0.1",
+        "http://example.com?@127.0.0.1",
+        "http://example.com#@127.0.0.1",
+        "http://127.0.0.1@example.com",
+    ] {
+        let out = tmp.path().join("out");
+        let o = steerdiff(
+            &[
+                &["generate", "--guidance", "fk", "--reward", url][..],
+                &["-o", out.to_str().unwrap()],
+                &SMALL,
+            ]
+            .concat(),
+        );
+        refused(&o, &["not on this machine"]);
+        assert!(!out.join("samples.json").exists(), "{url}");
+    }
+}
+
+/// A plugin whose describe answer announces a petabyte payload is refused at once, with
+/// the limit named, instead of allocating it.
+#[test]
+fn a_plugin_announcing_a_huge_payload_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("huge.py");
+    std::fs::write(
+        &plugin,
+        "import sys\nsys.stdin.readline()\n\
+         sys.stdout.write('{\"payload_bytes\": 1000000000000000}\\n')\nsys.stdout.flush()\n",
+    )
+    .unwrap();
+    let reward = format!("stdio:python3 {}", plugin.display());
+    let out = tmp.path().join("out");
+    let o = steerdiff(
+        &[
+            &["generate", "--guidance", "fk", "--reward", &reward][..],
+            &["-o", out.to_str().unwrap()],
+            &SMALL,
+        ]
+        .concat(),
+    );
+    refused(&o, &["payload bytes"]);
+    assert!(!out.join("samples.json").exists());
+}
+
+// ---- crafted PNGs ------------------------------------------------------------------------
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let mut crc = kind.to_vec();
+    crc.extend_from_slice(data);
+    out.extend_from_slice(&crc32(&crc).to_be_bytes());
+    out
+}
+
+/// A PNG whose header says `w`×`h` RGB, with a tiny (invalid) image stream.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn a_png_claiming_a_huge_size_is_refused_without_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("huge.png");
+    std::fs::write(&path, png_claiming(100_000, 100_000)).unwrap();
+    let o = steerdiff(&["info", path.to_str().unwrap()]);
+    refused(&o, &["100000×100000"]);
+}
+
+/// A PNG with `text` under the `steerdiff` keyword, compressed when `compress`.
+fn png_with_record(path: &Path, text: &str, compress: bool) {
+    let mut info = png::Info::with_size(1, 1);
+    info.color_type = png::ColorType::Rgb;
+    info.bit_depth = png::BitDepth::Eight;
+    let mut c = png::text_metadata::ITXtChunk::new("steerdiff", text);
+    c.compressed = compress;
+    info.utf8_text.push(c);
+    let w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let enc = png::Encoder::with_info(w, info).unwrap();
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&[0, 0, 0])
+        .unwrap();
+}
+
+/// A text chunk that inflates to 64 MiB is not inflated past the cap.
+#[test]
+fn a_compressed_text_bomb_is_not_inflated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bomb.png");
+    png_with_record(&path, &" ".repeat(64 << 20), true);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 1 << 20, "{size} bytes");
+    let o = steerdiff(&["info", path.to_str().unwrap()]);
+    refused(&o, &["no generation record"]);
+}
+
+/// Terminal escapes in a forged record are shown escaped, never sent to the terminal.
+#[test]
+fn info_does_not_print_terminal_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("forged.png");
+    let record = serde_json::json!({
+        "steerdiff": "0.1.0\u{1b}]0;pwned\u{7}",
+        "argv": ["generate", "--class=\u{1b}[2J"],
+        "file": "sample-0000.png",
+        "particle": 0,
+        "reward": null,
+        "log_weight": null,
+        "parameters": {"note": "\u{1b}[31mred"},
+    });
+    png_with_record(&path, &record.to_string(), false);
+    let o = steerdiff(&["info", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !o.stdout.contains(&0x1b),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!o.stdout.contains(&0x07));
+}
+
+/// Not a PNG at all, or a PNG of no tool: clear errors, exit 2.
+#[test]
+fn files_that_are_not_steerdiff_pngs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("a.png");
+    std::fs::write(&text, "hello").unwrap();
+    refused(
+        &steerdiff(&["info", text.to_str().unwrap()]),
+        &["not a PNG"],
+    );
+    let plain: PathBuf = tmp.path().join("plain.png");
+    image::RgbImage::new(2, 2).save(&plain).unwrap();
+    refused(
+        &steerdiff(&["info", plain.to_str().unwrap()]),
+        &["no generation record"],
+    );
+}
