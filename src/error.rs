@@ -29,6 +29,27 @@ macro_rules! input_error {
 }
 pub(crate) use input_error;
 
+/// Reads the text file `path` the user named as `what` (`the config file`), up to `max`
+/// bytes; a missing, unreadable, oversized or non-UTF-8 file is an input error naming it.
+pub fn read_user_text(path: &std::path::Path, what: &str, max: u64) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        input_error!("cannot read {what} `{}`: {e}", path.display());
+    }
+    if bytes.len() as u64 > max {
+        input_error!(
+            "{what} `{}` is longer than {max} bytes; is it the right file?",
+            path.display()
+        );
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(_) => input_error!("{what} `{}` is not UTF-8 text", path.display()),
+    }
+}
+
 /// Exit code for usage and input errors.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for failures while running.

@@ -350,3 +350,245 @@ fn files_that_are_not_steerdiff_pngs_are_refused() {
         &["no generation record"],
     );
 }
+
+// ---- sizes and counts that would exhaust memory or never finish --------------------------
+
+/// Each is refused at once, naming the limit, with nothing written.
+#[test]
+fn sizes_and_counts_past_the_limits_are_refused_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    let gmm = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gmm/three-classes-1d.json");
+    let gmm = format!("gmm:{}", gmm.display());
+    let sd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd/pipeline");
+    let sd = sd.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (vec!["--steps", "100000000"], &["at most 10000"]),
+        (vec!["--time-travel", "100000000"], &["at most 100"]),
+        (
+            vec!["-n", "1000000000"],
+            &["--shard", "values one batch may hold"],
+        ),
+        (
+            vec![
+                "--guidance",
+                "fk",
+                "--reward",
+                "classifier",
+                "--particles",
+                "100000000",
+            ],
+            &["values one batch may hold"],
+        ),
+        (
+            vec![
+                "--guidance",
+                "random-search",
+                "--reward",
+                "classifier",
+                "--rounds",
+                "40",
+            ],
+            &["at most 20 rounds"],
+        ),
+        (
+            vec!["--model", &gmm, "-n", "18446744073709551615"],
+            &["values one batch may hold"],
+        ),
+        (
+            vec![
+                "--model", sd, "-p", "x", "--width", "65536", "--height", "65536",
+            ],
+            &["65536×65536", "--width"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let o = steerdiff(&[&["generate", "-o", o][..], &args].concat());
+        refused(&o, needles);
+        assert!(!out.join("samples.json").exists(), "{args:?}");
+    }
+}
+
+/// A GMM spec that is a device or a FIFO is refused instead of read forever.
+#[test]
+fn special_files_as_specs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for spec in [
+        "gmm:/dev/zero".to_string(),
+        format!("gmm:{}", fifo.display()),
+    ] {
+        let out = tmp.path().join("out");
+        let o = steerdiff(&["generate", "--model", &spec, "-o", out.to_str().unwrap()]);
+        refused(&o, &["not a regular file"]);
+    }
+}
+
+// ---- silent wrong results ----------------------------------------------------------------
+
+/// A mixture whose numbers overflow gives non-finite samples: the run stops and says so.
+#[test]
+fn non_finite_samples_stop_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("big.json");
+    std::fs::write(
+        &spec,
+        r#"{"dim": 1, "components": [{"weight": 1, "mean": [1e300], "std": 1e300}]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = steerdiff(&[
+        "generate",
+        "--model",
+        &format!("gmm:{}", spec.display()),
+        "-n",
+        "3",
+        "--steps",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    refused(&o, &["non-finite", "3 of 3"]);
+    assert!(!out.join("samples.json").exists());
+}
+
+// ---- messages and exit codes -------------------------------------------------------------
+
+#[test]
+fn bad_values_get_our_message_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    let missing = tmp.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let fk = ["--guidance", "fk", "--reward", "classifier"];
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            [&fk[..], &["--plugin-timeout", "-1"]].concat(),
+            &["--plugin-timeout"],
+        ),
+        (
+            [&fk[..], &["--ess-threshold", "-1"]].concat(),
+            &["ESS threshold"],
+        ),
+        (
+            vec![
+                "--guidance",
+                "code",
+                "--reward",
+                "classifier",
+                "--tau",
+                "-1",
+            ],
+            &["--tau"],
+        ),
+        (
+            vec![
+                "--guidance",
+                "dsearch",
+                "--reward",
+                "classifier",
+                "--beams",
+                "5",
+                "--particles",
+                "2",
+            ],
+            &["--beams 5", "--particles 2"],
+        ),
+        (vec!["--config", m], &["cannot read the config file"]),
+        (vec!["--prompt-file", m], &["cannot read the prompt file"]),
+    ];
+    for (args, needles) in cases {
+        let r = steerdiff(&[&["generate", "--steps", "2", "-o", o][..], &args].concat());
+        refused(&r, needles);
+    }
+    refused(
+        &steerdiff(&[
+            "eval", "--model", "toy", "--class", "star", "--budget", "0", "-n", "2",
+        ]),
+        &["--budget"],
+    );
+    refused(&steerdiff(&["info", m]), &["cannot open"]);
+    refused(
+        &steerdiff(&[
+            "merge",
+            m,
+            "-o",
+            tmp.path().join("merged").to_str().unwrap(),
+        ]),
+        &["cannot read the shard record"],
+    );
+    let bad = tmp.path().join("bad-shard");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("samples.json"), "{not json").unwrap();
+    refused(
+        &steerdiff(&[
+            "merge",
+            bad.to_str().unwrap(),
+            "-o",
+            tmp.path().join("m2").to_str().unwrap(),
+        ]),
+        &["not a shard record"],
+    );
+}
+
+/// A prompt file with a bad third line runs none of its lines.
+#[test]
+fn a_bad_prompt_file_line_runs_no_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("runs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"class\": \"star\"}\n{\"class\": \"ring\"}\n{\"no-such-flag\": 1}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = steerdiff(&[
+        "generate",
+        "--steps",
+        "2",
+        "--prompt-file",
+        file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    refused(&o, &["line 3"]);
+    assert!(!out.join("line-0000").exists() && !out.join("line-0001").exists());
+    // A 10 MB line is refused by its length, not echoed.
+    std::fs::write(&file, format!("{}\n", "a".repeat(10 << 20))).unwrap();
+    let o = steerdiff(&[
+        "generate",
+        "--prompt-file",
+        file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    refused(&o, &["at most 65536"]);
+    assert!(o.stderr.len() < 4096, "{} bytes of message", o.stderr.len());
+}
+
+/// `--trace` naming one of the run's own outputs is refused before the run.
+#[test]
+fn a_trace_over_an_output_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    for name in ["samples.json", "grid.png", "sample-0000.png"] {
+        let trace = out.join(name);
+        let o = steerdiff(
+            &[
+                &["generate", "--trace", trace.to_str().unwrap()][..],
+                &["-o", out.to_str().unwrap()],
+                &SMALL,
+            ]
+            .concat(),
+        );
+        refused(&o, &["one of the run's own outputs"]);
+        assert!(!out.join("samples.json").exists());
+    }
+}

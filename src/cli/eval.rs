@@ -127,6 +127,9 @@ pub fn run_grid(args: &EvalArgs) -> Result<Vec<Row>> {
     if args.strategies.is_empty() {
         input_error!("--strategies is empty");
     }
+    if args.budget == 0 {
+        input_error!("--budget must be at least 1 (the particles or candidates per output)");
+    }
     if args.cfg.is_empty() {
         input_error!("--cfg is empty; give one or more scales, e.g. 1,2");
     }

@@ -221,6 +221,8 @@ fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
     if let Some(s) = args.shard {
         base.push(("shard".into(), vec![format!("{}/{}", s.index, s.count)]));
     }
+    // Every line is parsed before the first runs, so a bad line leaves nothing half done.
+    let mut runs = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let mut argv = super::invocation::to_argv(&super::prompt_file::apply(&base, line));
         let out = args.output.join(format!("line-{i:04}"));
@@ -230,7 +232,10 @@ fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
         }
         let sub = super::invocation::parse_generate(&argv)
             .with_context(|| format!("line {} of `{}`", i + 1, file.display()))?;
-        generate(&sub)?;
+        runs.push(sub);
+    }
+    for sub in &runs {
+        generate(sub)?;
     }
     Ok(())
 }
@@ -321,6 +326,23 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     }
     let job = Job::load(args.model(), &opts)?;
     output::prepare_dir(&args.output)?;
+    if let Some(t) = &args.trace {
+        let name = t.file_name().map(|n| n.to_string_lossy().into_owned());
+        let dir = t.parent().filter(|p| !p.as_os_str().is_empty());
+        let same_dir = std::fs::canonicalize(dir.unwrap_or(std::path::Path::new(".")))
+            .ok()
+            .zip(std::fs::canonicalize(&args.output).ok())
+            .is_some_and(|(a, b)| a == b);
+        if name.is_some_and(|n| {
+            same_dir && (n == "samples.json" || crate::output::staged::is_run_output(&n))
+        }) {
+            input_error!(
+                "--trace {} is one of the run's own outputs; name another file (e.g. {}/trace.jsonl)",
+                t.display(),
+                args.output.display()
+            );
+        }
+    }
     let mut trace = match &args.trace {
         Some(path) => Some(JsonlTrace::create(path)?),
         None => None,

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory};
 
@@ -203,8 +203,7 @@ pub fn flag_for(
 
 /// The `--name=value` arguments of a config file, skipping the long names in `given`.
 fn config_flags(path: &Path, given: &[String]) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the config file `{}`", path.display()))?;
+    let text = crate::error::read_user_text(path, "the config file", 16 << 20)?;
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => input_error!("config file `{}` is not valid TOML: {e}", path.display()),

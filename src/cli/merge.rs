@@ -55,11 +55,11 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
     let mut shards = vec![];
     for dir in &args.shards {
         let path = dir.join("samples.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("cannot read `{}` (is it a shard's output?)", path.display())
-        })?;
-        let mut v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("`{}` is not JSON", path.display()))?;
+        let text = crate::error::read_user_text(&path, "the shard record", 4 << 30)?;
+        let mut v: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => input_error!("`{}` is not a shard record (not JSON: {e})", path.display()),
+        };
         let Some(shard) = v["parameters"]
             .as_object_mut()
             .and_then(|p| p.remove("shard"))

@@ -9,20 +9,30 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::cli::invocation::Flags;
 use crate::error::input_error;
 
+/// Longest line of a prompt file (64 KiB: a prompt is a few hundred bytes).
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+
 /// The flag overrides of each line of `path`; `condition` names the flag a plain-text line
 /// sets (`prompt` or `class`).
 pub fn read(path: &Path, condition: &str) -> Result<Vec<Flags>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the prompt file `{}`", path.display()))?;
+    let text = crate::error::read_user_text(path, "the prompt file", 256 << 20)?;
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
     let mut out = vec![];
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
+        if line.len() > MAX_LINE_BYTES {
+            input_error!(
+                "`{}` line {} is {} bytes long; a line may hold at most {MAX_LINE_BYTES}",
+                path.display(),
+                n + 1,
+                line.len()
+            );
+        }
         if line.is_empty() || line.starts_with('#') {
             continue;
         }

@@ -99,8 +99,10 @@ pub enum PngInfo {
 /// Reads what a PNG says about itself (and its RGB8 pixels): a steerdiff record, or another
 /// tool's A1111-format `parameters`.
 pub fn read(path: &Path) -> Result<(PngInfo, Vec<u8>)> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => input_error!("cannot open `{}`: {e}", path.display()),
+    };
     let limits = png::Limits {
         bytes: MAX_PNG_BYTES,
     };

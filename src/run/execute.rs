@@ -57,7 +57,34 @@ impl Job {
                 tagged.as_mut().map(|t| t as &mut dyn TraceSink),
             )?);
         }
-        super::keep::apply(concat(parts)?, self.parameters.keep)
+        let outcome = super::keep::apply(concat(parts)?, self.parameters.keep)?;
+        self.check_finite(&outcome.population)?;
+        Ok(outcome)
+    }
+
+    /// Stops a run whose final samples hold NaN or ∞ (non-finite weights, latents or
+    /// mixture parameters), rather than writing them as `null`.
+    fn check_finite(&self, pop: &Population) -> Result<()> {
+        let n = pop.len();
+        let flat = pop
+            .x
+            .flatten_from(1)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?;
+        let bad: Vec<usize> = (0..n)
+            .filter(|&i| flat[i].iter().any(|v| !v.is_finite()))
+            .collect();
+        if let Some(&first) = bad.first() {
+            crate::error::input_error!(
+                "`{}` produced non-finite values (NaN or ∞) in {} of {n} final samples (the \
+                 first: group {}); its weights, the --init-latents or the mixture's numbers \
+                 are non-finite or too large",
+                self.model.source(),
+                bad.len(),
+                self.first_group() + pop.particles[first].group
+            );
+        }
+        Ok(())
     }
 
     fn run_block(

@@ -128,6 +128,7 @@ impl Job {
             .or(preset.map(|p| p.steps))
             .unwrap_or(DEFAULT_STEPS);
         let cfg_scale = opts.cfg.or(preset.map(|p| p.cfg)).unwrap_or(1.0);
+        super::limits::check_counts(steps, opts.time_travel)?;
         if let Some(p) = preset.filter(|_| opts.steps.is_none() || opts.cfg.is_none()) {
             eprintln!(
                 "steerdiff: {}: {steps} steps, CFG {cfg_scale} (its recommended settings; \
@@ -188,6 +189,23 @@ impl Job {
         if opts.batch_groups == 0 {
             input_error!("--batch-groups must be at least 1");
         }
+        // What one batch holds: every group of a batch-stable model, a block of text groups;
+        // a noise search's largest round draws 2^(R−1) trajectories per group.
+        let rounds = match &strategy {
+            Built::Search(s) => Some(s.rounds),
+            _ => None,
+        };
+        if let Some(r) = rounds {
+            super::limits::check_rounds(r)?;
+        }
+        let batch = if model.batch_stable() {
+            range.len()
+        } else {
+            opts.batch_groups.min(range.len())
+        };
+        let per_group = rounds.map_or(particles, |r| 1usize << r.saturating_sub(1).min(60));
+        let per_sample = model.denoiser().sample_shape().iter().product::<usize>();
+        super::limits::check_state(batch, per_group, per_sample)?;
         if let Some(s) = opts.shard {
             if !model.batch_stable()
                 && opts.batch_groups > 1

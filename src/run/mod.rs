@@ -14,6 +14,7 @@ pub mod help;
 pub mod init;
 pub mod job;
 pub mod keep;
+pub mod limits;
 pub mod observation;
 pub mod options;
 pub mod plugin_args;

@@ -22,10 +22,20 @@ pub enum OnErrorArg {
 #[command(next_help_heading = crate::run::help::REWARDS)]
 pub struct PluginArgs {
     /// Reward plugins: seconds to wait for one answer before the plugin is stopped.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60.0,
+        allow_negative_numbers = true
+    )]
     pub plugin_timeout: f64,
     /// Reward plugins: seconds to wait for the describe handshake (start-up, model loading).
-    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120.0,
+        allow_negative_numbers = true
+    )]
     pub plugin_startup_timeout: f64,
     /// Reward plugins: extra attempts of a failed request (a child is restarted first).
     #[arg(long, value_name = "N", default_value_t = 2)]

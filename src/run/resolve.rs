@@ -155,6 +155,7 @@ pub(super) fn prepare_text(
         None => native,
     };
     let size = (opts.height.unwrap_or(h0), opts.width.unwrap_or(w0));
+    super::limits::check_image_size(size.0, size.1)?;
     if let Some(img) = init_image {
         if (img.height() as usize, img.width() as usize) != size {
             input_error!(

@@ -162,6 +162,35 @@ pub(super) fn load_toy(weak: bool, opts: &LoadOptions) -> Result<Model> {
     })
 }
 
+/// Longest GMM spec file read (a spec is a few kB; 64 MiB holds a million components).
+const MAX_SPEC_BYTES: u64 = 64 << 20;
+
+/// Reads a GMM spec: a regular file (not a device or FIFO, which could block or never end)
+/// of at most [`MAX_SPEC_BYTES`].
+fn read_spec_file(path: &str) -> Result<String> {
+    use std::io::Read as _;
+    let fail = |why: String| {
+        Error::Spec(format!(
+            "cannot read GMM spec `{path}`: {why}; give a JSON file as --model gmm:SPEC.json"
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("it is not a regular file".into()));
+    }
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(fail(format!(
+            "it is {} bytes, more than the {MAX_SPEC_BYTES} a spec may have",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SPEC_BYTES).read_to_string(&mut text))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(text)
+}
+
 fn load_mixture(spec: &str, path: &str, opts: &LoadOptions) -> Result<Model> {
     let dtype = only_f32(opts, "a Gaussian mixture")?;
     if path.is_empty() {
@@ -169,11 +198,7 @@ fn load_mixture(spec: &str, path: &str, opts: &LoadOptions) -> Result<Model> {
             "model `{spec}` names no spec file; use --model gmm:SPEC.json"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::Spec(format!(
-            "cannot read GMM spec `{path}`: {e}; give an existing JSON file as --model gmm:SPEC.json"
-        ))
-    })?;
+    let text = read_spec_file(path)?;
     let mixture = GmmSpec::from_json(&text).map_err(|e| {
         Error::Spec(format!(
             "GMM spec `{path}`: {e} (expected {{\"dim\": D, \"components\": [{{\"weight\": w, \

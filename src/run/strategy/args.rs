@@ -28,7 +28,7 @@ pub struct StrategyArgs {
     #[arg(long, default_value_t = 4, help_heading = COMMON)]
     pub particles: usize,
     /// CoDe / best-of-N / SVDD: pick from softmax(τ·r) instead of the argmax.
-    #[arg(long, value_name = "τ", help_heading = STRATEGIES)]
+    #[arg(long, value_name = "τ", help_heading = STRATEGIES, allow_negative_numbers = true)]
     pub tau: Option<f64>,
     /// Noise searches: rounds.
     #[arg(long, default_value_t = 3, help_heading = STRATEGIES)]

@@ -8,6 +8,7 @@ use serde::Serialize;
 use steerdiff_guidance::strategy::{DSearch, SearchSchedule};
 
 use super::{Built, Def, EvalUse, Inputs, RewardUse};
+use crate::error::input_error;
 
 /// `--guidance dsearch`.
 pub const DEF: Def = Def {
@@ -34,7 +35,7 @@ pub struct Flags {
     #[arg(id = "dsearch_width", long = "dsearch-width", default_value_t = 2)]
     pub width: usize,
     /// DSearch-R replace rate ρ (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub replace: f64,
 }
 
@@ -42,6 +43,15 @@ crate::run::clap_defaults::defaults_from_clap!(Flags);
 
 fn build(i: &Inputs) -> Result<Built> {
     let a = &i.args.flags.dsearch;
+    if a.beams > i.args.particles {
+        input_error!(
+            "--beams {} is more than --particles {} (the beams DSearch starts with): its beam \
+             only shrinks; give --beams at most {}",
+            a.beams,
+            i.args.particles,
+            i.args.particles
+        );
+    }
     Ok(Built::Step(Box::new(DSearch {
         reward: i.reward()?,
         beams: a.beams,

@@ -40,7 +40,7 @@ pub struct Flags {
     #[arg(long, value_name = "S")]
     pub resample_start: Option<usize>,
     /// FK: resample only when ESS < θ·K (default: at every resampling step).
-    #[arg(long, value_name = "θ")]
+    #[arg(long, value_name = "θ", allow_negative_numbers = true)]
     pub ess_threshold: Option<f64>,
     /// FK resampling scheme.
     #[arg(long, value_enum, default_value_t = ResamplingArg::Multinomial)]

@@ -42,7 +42,7 @@ pub struct Flags {
     /// FlowChef: step size η of x_t ← x_t − η·∇L(x̂0) (default: 0.2 for inpaint — 0.5 would
     /// land x̂0 on the known pixels every step, which measured less coherent fills —, 0.5 for
     /// deblur, f²/2 for superres, 0.1 for class).
-    #[arg(long, value_name = "η")]
+    #[arg(long, value_name = "η", allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// FlowChef: inner updates K per guided step (the velocity stays frozen).
     #[arg(long, value_name = "K", default_value_t = 1)]
@@ -55,13 +55,13 @@ pub struct Flags {
     #[arg(long, value_name = "M")]
     pub zo_pairs: Option<usize>,
     /// FlowChef zeroth-order: smoothing radius μ.
-    #[arg(long, value_name = "μ", default_value_t = 0.05)]
+    #[arg(long, value_name = "μ", default_value_t = 0.05, allow_negative_numbers = true)]
     pub zo_mu: f64,
     /// FlowChef superres: down-sampling factor f.
     #[arg(long, value_name = "F", default_value_t = 2)]
     pub superres_factor: usize,
     /// FlowChef deblur: the blur's standard deviation in pixels.
-    #[arg(long, value_name = "PX", default_value_t = 1.0)]
+    #[arg(long, value_name = "PX", default_value_t = 1.0, allow_negative_numbers = true)]
     pub blur_sigma: f64,
     /// FlowChef deblur: the blur kernel's (odd) size.
     #[arg(long, value_name = "K", default_value_t = 5)]

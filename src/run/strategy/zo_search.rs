@@ -27,7 +27,7 @@ pub struct Flags {
     #[arg(long, default_value_t = 4)]
     pub neighbours: usize,
     /// Zero-order search: cosine of a neighbour to its pivot.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     pub threshold: f64,
 }
 
