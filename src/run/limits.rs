@@ -80,7 +80,7 @@ pub fn check_state(groups: usize, particles: usize, per_sample: usize) -> Result
              more than the {limit} values one batch may hold ({} GiB of f32); draw fewer \
              samples per run and split the rest with --shard I/N (or raise \
              STEERDIFF_MAX_STATE_VALUES)",
-            limit * 4 >> 30
+            (limit * 4) >> 30
         ),
     }
 }
