@@ -31,6 +31,7 @@ fn keep_freed_pages() {
 
 fn main() -> ExitCode {
     keep_freed_pages();
+    steerdiff::cli::interrupt::install();
     // `generate --config FILE` becomes the flags it holds, before clap sees the arguments.
     let argv = match invocation::expand_config(std::env::args_os().collect()) {
         Ok(a) => a,
@@ -67,6 +68,10 @@ fn main() -> ExitCode {
     }));
     match panic::catch_unwind(AssertUnwindSafe(|| cli::execute(args))) {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) if steerdiff::cli::interrupt::interrupted() => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(steerdiff::cli::interrupt::EXIT_INTERRUPTED)
+        }
         Ok(Err(e)) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(exit_code(&e))

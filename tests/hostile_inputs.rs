@@ -592,3 +592,178 @@ fn a_trace_over_an_output_is_refused() {
         assert!(!out.join("samples.json").exists());
     }
 }
+
+// ---- processes -----------------------------------------------------------------------------
+
+fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purposes; /proc/PID/stat's third field says which.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").split_whitespace().next();
+            state != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+/// SIGTERM to steerdiff alone, while a stdio plugin (and a process it started) is busy:
+/// both are killed with their process group, the run exits 130 and the output folder is
+/// left as it was.
+#[test]
+fn a_stop_signal_kills_busy_plugins_and_leaves_the_folder_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pids = tmp.path().join("pids");
+    let plugin = tmp.path().join("busy.py");
+    std::fs::write(
+        &plugin,
+        format!(
+            r#"import json, os, subprocess, sys, time
+sys.stdin.buffer.readline()
+print(json.dumps({{"protocol": "steerdiff-reward/1", "name": "busy", "version": "1",
+      "inputs": ["pixels"], "mode": "pointwise", "batch_size": 16, "range": None,
+      "direction": "maximize", "deterministic": True, "encodings": ["f32"]}}), flush=True)
+sys.stdin.buffer.readline()
+child = subprocess.Popen(["sleep", "300"])
+open({pids:?}, "w").write(f"{{os.getpid()}} {{child.pid}}\n")
+time.sleep(300)
+"#,
+            pids = pids.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let reward = format!("stdio:python3 {}", plugin.display());
+    let mut run = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args([
+            "generate",
+            "--guidance",
+            "fk",
+            "--reward",
+            &reward,
+            "--steps",
+            "4",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&pids) {
+            if t.ends_with('\n') {
+                break t;
+            }
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the plugin never got a score request"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let ids: Vec<u32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(ids.iter().all(|&p| alive(p)));
+    assert!(Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "steerdiff did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read as _;
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for p in ids {
+        assert!(
+            !alive(p),
+            "process {p} of the plugin's group is still running"
+        );
+    }
+    assert_eq!(listing(&out), ["keep.txt"], "{err}");
+}
+
+// ---- merge -------------------------------------------------------------------------------
+
+/// A shard with a sample removed, or whose record names an image outside its folder, is not
+/// merged.
+#[test]
+fn merge_refuses_incomplete_or_forged_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = |i: usize| tmp.path().join(format!("s{i}"));
+    for i in 0..2 {
+        let o = steerdiff(&[
+            "generate",
+            "--steps",
+            "2",
+            "-n",
+            "4",
+            "--shard",
+            &format!("{i}/2"),
+            "-o",
+            shard(i).to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let record = shard(1).join("samples.json");
+    let original = std::fs::read_to_string(&record).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    v["samples"].as_array_mut().unwrap().pop();
+    std::fs::write(&record, v.to_string()).unwrap();
+    let merged = tmp.path().join("merged");
+    let args = |m: &Path| {
+        vec![
+            "merge".to_string(),
+            shard(0).display().to_string(),
+            shard(1).display().to_string(),
+            "-o".to_string(),
+            m.display().to_string(),
+        ]
+    };
+    let run = |a: Vec<String>| steerdiff(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    refused(&run(args(&merged)), &["not a whole shard"]);
+    assert!(!merged.exists() || listing(&merged).is_empty());
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    v["samples"][0]["image"] = "../../escape.png".into();
+    std::fs::write(&record, v.to_string()).unwrap();
+    refused(&run(args(&merged)), &["names the image `../../escape.png`"]);
+}
+
+/// Two runs into one folder at once: the second is refused while the first holds the
+/// folder's lock.
+#[test]
+fn a_second_run_into_a_busy_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // Held as a running steerdiff holds it: flock(2) on the folder, from another process.
+    // -o: flock itself holds the lock (its `sleep` does not), so killing it releases it.
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&out)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = steerdiff(&[&["generate", "-o", out.to_str().unwrap()][..], &SMALL].concat());
+    refused(&o, &["another steerdiff run is writing into"]);
+    assert!(listing(&out).is_empty(), "{:?}", listing(&out));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let o = steerdiff(&[&["generate", "-o", out.to_str().unwrap()][..], &SMALL].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -326,6 +326,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     }
     let job = Job::load(args.model(), &opts)?;
     output::prepare_dir(&args.output)?;
+    let _lock = output::lock_dir(&args.output)?;
     if let Some(t) = &args.trace {
         let name = t.file_name().map(|n| n.to_string_lossy().into_owned());
         let dir = t.parent().filter(|p| !p.as_os_str().is_empty());

@@ -50,6 +50,50 @@ fn add_counts(a: &mut Value, b: &Value) {
     }
 }
 
+/// A shard's samples must be every group of its range, each with the same number of samples,
+/// and name their images by plain run-output file names (nothing outside the shard folder).
+fn check_samples(dir: &std::path::Path, shard: &Value, v: &Value) -> Result<()> {
+    let bad = |why: String| -> Result<()> {
+        input_error!(
+            "`{}` is not a whole shard: {why}; re-run that shard",
+            dir.display()
+        )
+    };
+    let range = match (shard["groups"][0].as_u64(), shard["groups"][1].as_u64()) {
+        (Some(a), Some(b)) if a < b => a..b,
+        _ => return bad("its record names no group range".into()),
+    };
+    let Some(samples) = v["samples"].as_array() else {
+        return bad("its record has no samples".into());
+    };
+    let mut per_group = std::collections::BTreeMap::<u64, usize>::new();
+    for s in samples {
+        let Some(g) = s["group"].as_u64().filter(|g| range.contains(g)) else {
+            return bad(format!(
+                "a sample of group {} is outside {range:?}",
+                s["group"]
+            ));
+        };
+        *per_group.entry(g).or_default() += 1;
+        if let Some(name) = s["image"].as_str() {
+            let plain = std::path::Path::new(name)
+                .file_name()
+                .and_then(|n| n.to_str());
+            if plain != Some(name) || !crate::output::staged::is_run_output(name) {
+                return bad(format!("a sample names the image `{name}`"));
+            }
+        }
+    }
+    let counts: std::collections::BTreeSet<usize> = per_group.values().copied().collect();
+    if per_group.len() as u64 != range.end - range.start || counts.len() != 1 {
+        return bad(format!(
+            "its {} samples do not cover groups {range:?} equally",
+            samples.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `steerdiff merge`.
 pub fn merge(args: &MergeArgs) -> Result<()> {
     let mut shards = vec![];
@@ -71,6 +115,7 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         };
         let index = shard["index"].as_u64().unwrap_or(u64::MAX) as usize;
         let count = shard["count"].as_u64().unwrap_or(0) as usize;
+        check_samples(dir, &shard, &v)?;
         shards.push((index, count, dir.clone(), v));
     }
     shards.sort_by_key(|s| s.0);
@@ -108,6 +153,7 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         add_counts(&mut ledger, &v["ledger"]);
     }
     crate::output::prepare_dir(&args.output)?;
+    let _lock = crate::output::lock_dir(&args.output)?;
     let text = crate::output::samples_text(&samples, &ledger, &params)?;
     let mut staged = Staged::new();
     staged.add(&args.output.join("samples.json"), text.as_bytes())?;

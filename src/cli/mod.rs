@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod eval;
 pub mod generate;
 pub mod info;
+pub mod interrupt;
 pub mod invocation;
 pub mod merge;
 pub mod progress;

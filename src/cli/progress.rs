@@ -36,6 +36,11 @@ impl<'a> Progress<'a> {
 
 impl TraceSink for Progress<'_> {
     fn record(&mut self, line: Value) -> steerdiff_guidance::Result<()> {
+        if super::interrupt::interrupted() {
+            return Err(steerdiff_guidance::Error::Sink(
+                "interrupted by a stop signal".into(),
+            ));
+        }
         if self.bar.position() + 1 > self.bar.length().unwrap_or(0) {
             self.bar.inc_length(self.bar.length().unwrap_or(1).max(1));
         }

@@ -26,6 +26,35 @@ use anyhow::Result;
 
 use crate::error::input_error;
 
+/// An advisory lock on an output folder (flock on the folder itself, so no lock file is left
+/// behind), held while a run writes into it; released when dropped.
+#[derive(Debug)]
+pub struct FolderLock(#[allow(dead_code)] fs::File);
+
+/// Takes `dir`'s lock, or refuses when another steerdiff run holds it: two runs into one
+/// folder would mix their files.
+pub fn lock_dir(dir: &Path) -> Result<FolderLock> {
+    let folder = match fs::File::open(dir) {
+        Ok(f) => f,
+        Err(e) => input_error!("cannot open output directory `{}`: {e}", dir.display()),
+    };
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: flock(2) on a descriptor this function owns; the lock goes with the descriptor.
+    let taken = unsafe { libc::flock(folder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if taken == 0 {
+        return Ok(FolderLock(folder));
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EWOULDBLOCK) => input_error!(
+            "another steerdiff run is writing into `{}`; wait for it to finish or choose \
+             another -o DIR",
+            dir.display()
+        ),
+        // A file system without locks: go on unlocked rather than refuse to run.
+        _ => Ok(FolderLock(folder)),
+    }
+}
+
 /// Creates `dir` if missing and checks that files can be written in it, before any work is
 /// done. Errors name the path (exit code 2).
 pub fn prepare_dir(dir: &Path) -> Result<()> {

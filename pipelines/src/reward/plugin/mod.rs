@@ -15,9 +15,10 @@
 //!   restarting a child first, and then applies the [`OnError`] policy; an item scored `null`
 //!   or NaN is a failed item under the same policy (not retried).
 
+pub mod children;
 pub mod http;
 pub mod protocol;
-pub mod stdio;
+mod stdio;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -42,15 +43,22 @@ impl StdioTransport {
     }
 
     fn spawn(&self) -> Result<Running, Failure> {
+        if super::children::stopping() {
+            return Err(Failure::fatal(
+                "steerdiff is stopping (a stop signal arrived)",
+            ));
+        }
         let (program, args) = self
             .argv
             .split_first()
             .ok_or_else(|| Failure::fatal("the plugin command is empty"))?;
+        // Its own process group: stopping the group stops whatever the plugin started too.
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 Failure::fatal(format!(
@@ -58,6 +66,7 @@ impl StdioTransport {
                     self.argv.join(" ")
                 ))
             })?;
+        super::children::register(child.id());
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, messages) = mpsc::channel();
@@ -139,8 +148,10 @@ impl Running {
     }
 
     fn kill(&mut self) {
+        super::children::kill_group(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        super::children::unregister(self.child.id());
     }
 
     /// Asks the child to stop (shutdown message, closed stdin), then kills it if it lingers.
@@ -151,6 +162,9 @@ impl Running {
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
+                // Whatever it started goes with it.
+                super::children::kill_group(self.child.id());
+                super::children::unregister(self.child.id());
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
