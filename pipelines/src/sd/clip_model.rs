@@ -350,6 +350,11 @@ impl ClipModel {
         Ok(m)
     }
 
+    /// The device its weights are on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Loads from a folder or Hub repo in the transformers layout.
     pub fn from_files(files: &ModelFiles, device: &Device) -> Result<ClipModel> {
         let mut c = ConfigReader::open(&files.get("config.json")?, "config.json")?;

@@ -115,6 +115,11 @@ impl LinearChain {
     /// Loads `layers.{k}.weight` / `.bias` from a safetensors file; shapes come from the file
     /// and must chain (each layer's input = the previous one's output), ending in one output.
     pub fn load(path: &Path) -> Result<LinearChain> {
+        LinearChain::load_on(path, &candle_core::Device::Cpu)
+    }
+
+    /// [`LinearChain::load`] with the weights on `device`.
+    pub fn load_on(path: &Path, device: &candle_core::Device) -> Result<LinearChain> {
         let files = [path.to_path_buf()];
         let st = super::weights::open_checked(&files)?;
         // (k, shape of layers.k.weight), in increasing k.
@@ -138,7 +143,7 @@ impl LinearChain {
                 path.display()
             )));
         }
-        let vb = VarBuilder::from_backend(Box::new(st), DType::F32, candle_core::Device::Cpu);
+        let vb = VarBuilder::from_backend(Box::new(st), DType::F32, device.clone());
         let mut layers = Vec::with_capacity(shapes.len());
         let mut width: Option<usize> = None;
         for (k, shape) in shapes {
@@ -199,7 +204,7 @@ pub struct Aesthetic {
 impl Aesthetic {
     /// The aesthetic reward of the MLP at `path` on `clip`'s embeddings.
     pub fn new(clip: Arc<ClipModel>, path: &Path, pixels: Pixels) -> Result<Aesthetic> {
-        let mlp = LinearChain::load(path)?;
+        let mlp = LinearChain::load_on(path, clip.device())?;
         let dim = clip.vision_projection_dim();
         if mlp.input_dim() != dim {
             return Err(Error::Spec(format!(
@@ -222,10 +227,7 @@ impl Aesthetic {
 
     /// Scores images `[B, 3, H, W]` in `[0, 1]`.
     pub fn score_images(&self, images: &Tensor) -> Result<Vec<f64>> {
-        let e = self
-            .clip
-            .image_embeds(images)?
-            .to_device(&candle_core::Device::Cpu)?;
+        let e = self.clip.image_embeds(images)?;
         Ok(self
             .mlp
             .forward(&e)?
