@@ -10,7 +10,7 @@ use crate::run::strategy::StrategyKind;
 pub const MODELS: &[(&str, &str)] = &[
     (
         "toy",
-        "the default: embedded class-conditional rectified-flow DiT for 32×32 shape images \
+        "the default: embedded class-conditional rectified-flow U-Net for 32×32 shape images \
          (10 classes: circle square triangle cross ring star diamond heart bars arrow), \
          CFG-capable; `steerdiff toy` trains and evaluates it",
     ),
@@ -27,6 +27,11 @@ pub const MODELS: &[(&str, &str)] = &[
         "sd15 | sd21 | sd21-base | sd-turbo | sdxl | sdxl-turbo",
         "Stable Diffusion 1.x/2.x/XL presets (Hub repos, cached as hf-hub does; HF_HOME, \
          HF_HUB_OFFLINE, HF_TOKEN): --prompt \"…\" --negative \"…\" --cfg S --scheduler NAME",
+    ),
+    (
+        "sd3-medium | sd3.5-medium | sd3.5-large | sd3.5-large-turbo | flux-schnell | flux-dev",
+        "SD3 / SD3.5 and FLUX.1 presets: the original single files and the text encoders of the \
+         diffusers repo, from the Hub (each with its authors' steps and CFG)",
     ),
     (
         "SD3_OR_FLUX.safetensors",

@@ -293,6 +293,9 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     if let Some(file) = &args.prompt_file {
         return prompt_file_runs(args, file);
     }
+    if let Err(e) = steerdiff_pipelines::model::check_spec_path(args.model()) {
+        input_error!("{e}");
+    }
     if !is_text_to_image(args.model()) {
         let text_only = super::invocation::generate_command()
             .get_arguments()

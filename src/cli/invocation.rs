@@ -204,6 +204,12 @@ pub fn flag_for(
 /// The `--name=value` arguments of a config file, skipping the long names in `given`.
 fn config_flags(path: &Path, given: &[String]) -> Result<Vec<String>> {
     let text = crate::error::read_user_text(path, "the config file", 16 << 20)?;
+    config_text_flags(&text, path, given)
+}
+
+/// The `--name=value` arguments of a config file's `text` (`path` names it in messages),
+/// skipping the long names in `given`.
+pub fn config_text_flags(text: &str, path: &Path, given: &[String]) -> Result<Vec<String>> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => input_error!("config file `{}` is not valid TOML: {e}", path.display()),

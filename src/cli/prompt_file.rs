@@ -22,6 +22,12 @@ pub const MAX_LINE_BYTES: usize = 64 << 10;
 pub fn read(path: &Path, condition: &str) -> Result<Vec<Flags>> {
     let text = crate::error::read_user_text(path, "the prompt file", 256 << 20)?;
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+    parse(&text, jsonl, condition, path)
+}
+
+/// The lines of a prompt file's `text` (JSON objects when `jsonl`), `path` naming it in
+/// messages.
+pub fn parse(text: &str, jsonl: bool, condition: &str, path: &Path) -> Result<Vec<Flags>> {
     let mut out = vec![];
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -103,10 +103,23 @@ pub fn read(path: &Path) -> Result<(PngInfo, Vec<u8>)> {
         Ok(f) => f,
         Err(e) => input_error!("cannot open `{}`: {e}", path.display()),
     };
+    read_from(std::io::BufReader::new(file), path)
+}
+
+/// [`read`] of a PNG in memory (the fuzzing entry point).
+pub fn read_bytes(bytes: &[u8]) -> Result<(PngInfo, Vec<u8>)> {
+    read_from(std::io::Cursor::new(bytes), Path::new("(memory)"))
+}
+
+/// [`read`] from `input`, named `path` in messages.
+fn read_from(
+    input: impl std::io::BufRead + std::io::Seek,
+    path: &Path,
+) -> Result<(PngInfo, Vec<u8>)> {
     let limits = png::Limits {
         bytes: MAX_PNG_BYTES,
     };
-    let decoder = png::Decoder::new_with_limits(std::io::BufReader::new(file), limits);
+    let decoder = png::Decoder::new_with_limits(input, limits);
     let mut reader = match decoder.read_info() {
         Ok(r) => r,
         Err(e) => input_error!("`{}` is not a PNG file: {e}", path.display()),

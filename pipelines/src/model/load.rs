@@ -62,9 +62,28 @@ pub fn is_text_to_image(spec: &str) -> bool {
         && sd::Source::parse(spec).is_ok()
 }
 
+/// Refuses a spec written as a path (`./x`, `../x`, `/x`, `~/x`, `x.safetensors`, `gmm:x`)
+/// that names nothing on disk, saying so, before it could be taken for a Hub repo or an
+/// unknown name.
+pub fn check_spec_path(spec: &str) -> Result<()> {
+    let path = spec.strip_prefix("gmm:").unwrap_or(spec);
+    let looks_like_path = spec.starts_with("gmm:")
+        || ["./", "../", "/", "~"].iter().any(|p| path.starts_with(p))
+        || path.ends_with(".safetensors")
+        || path.ends_with(".json");
+    if looks_like_path && !std::path::Path::new(path).exists() {
+        return Err(Error::Spec(format!(
+            "no such file or folder `{path}` (--model names a preset, a diffusers folder, an \
+             ORG/NAME Hub repo, an SD3 / FLUX .safetensors file or gmm:SPEC.json)"
+        )));
+    }
+    Ok(())
+}
+
 /// Loads the model `spec` names: `toy`, `toy-weak`, `gmm:SPEC.json`, or a text-to-image spec
 /// (see [`crate::sd::text_to_image::load`]).
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
+    check_spec_path(spec)?;
     if spec == "toy" || spec == "toy-weak" {
         return load_toy(spec == "toy-weak", opts);
     }

@@ -36,7 +36,7 @@ use crate::sd::WeightDType;
 use crate::toy::{self, ToyFlow};
 use crate::{Error, GmmClassifier, GmmDenoiser, GmmSpec, Result};
 
-pub use load::{default_dtype, is_text_to_image, load, CLASS_MODELS};
+pub use load::{check_spec_path, default_dtype, is_text_to_image, load, CLASS_MODELS};
 pub use rewards::{RewardBuilder, RewardSettings};
 
 /// How to load a model.

@@ -97,16 +97,32 @@ pub fn open_checked(files: &[PathBuf]) -> Result<MmapedSafetensors> {
         ))
     })?;
     for (name, view) in st.tensors() {
-        let dtype = format!("{:?}", view.dtype());
-        let float = matches!(dtype.as_str(), "F32" | "F16" | "BF16");
-        if !float && !name.ends_with("position_ids") {
-            return Err(Error::Spec(format!(
-                "tensor `{name}` in {} has dtype {dtype}; weights must be f32, f16 or bf16",
-                list(files)
-            )));
-        }
+        check_dtype(&name, view.dtype(), &list(files))?;
     }
     Ok(st)
+}
+
+/// Refuses a tensor that is not f32, f16 or bf16 (but integer `*position_ids`).
+fn check_dtype(name: &str, dtype: safetensors::Dtype, files: &str) -> Result<()> {
+    let dtype = format!("{dtype:?}");
+    let float = matches!(dtype.as_str(), "F32" | "F16" | "BF16");
+    if !float && !name.ends_with("position_ids") {
+        return Err(Error::Spec(format!(
+            "tensor `{name}` in {files} has dtype {dtype}; weights must be f32, f16 or bf16"
+        )));
+    }
+    Ok(())
+}
+
+/// The checks of [`open_checked`] on a safetensors file in memory (the fuzzing entry point):
+/// the header and every tensor's extent parse, and every tensor is a float.
+pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<()> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::Spec(format!("not a safetensors file: {e}")))?;
+    for (name, view) in st.tensors() {
+        check_dtype(&name, view.dtype(), "(memory)")?;
+    }
+    Ok(())
 }
 
 fn list(files: &[PathBuf]) -> String {

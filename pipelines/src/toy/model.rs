@@ -380,17 +380,21 @@ impl ToyClassifier {
         &self.net
     }
 
-    /// Log-probabilities `[B, K]` of the classes.
+    /// Log-probabilities `[B, K]` of the classes. Each image is classified on its own (in
+    /// parallel), as the flow model predicts: candle's CPU matrix product rounds differently
+    /// with the row count, and an image's score must not depend on the batch it was scored in
+    /// (or a shard's rewards would differ from the whole run's in the last digits).
     pub fn log_probs(&self, x: &Tensor) -> Result<Tensor> {
+        use rayon::prelude::*;
         let x = x.to_dtype(DType::F32)?.to_device(&self.device)?;
-        let mut parts = Vec::new();
         let b = x.dim(0)?;
-        let mut i = 0;
-        while i < b {
-            let n = 256.min(b - i);
-            parts.push(self.net.log_probs(&x.narrow(0, i, n)?)?);
-            i += n;
+        if b == 0 {
+            return Ok(self.net.log_probs(&x)?);
         }
+        let parts = (0..b)
+            .into_par_iter()
+            .map(|i| Ok(self.net.log_probs(&x.narrow(0, i, 1)?)?))
+            .collect::<Result<Vec<Tensor>>>()?;
         Ok(Tensor::cat(&parts, 0)?)
     }
 
