@@ -177,6 +177,9 @@ fn a_prompt_file_runs_each_line_with_its_overrides() {
         "2",
         "--seed",
         "7",
+        // CFG off unless a line sets it (class runs of the toy default to its CFG 3).
+        "--cfg",
+        "1",
         "-o",
         out.to_str().unwrap(),
     ]);

@@ -77,6 +77,10 @@ fn flags_reach_the_strategies_and_rows_are_what_each_costs() {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
+        // CFG off unless the case sets it (class runs of the toy default to its CFG 3).
+        if !extra.contains(&"--cfg") {
+            args.extend(["--cfg", "1"]);
+        }
         ok(&args);
         samples(&out)
     };

@@ -91,8 +91,8 @@ pub struct GenerateArgs {
     /// Noise scale η of ddim / flow-euler (default: the sampler's own).
     #[arg(long, allow_negative_numbers = true, help_heading = SAMPLING)]
     pub eta: Option<f64>,
-    /// Classifier-free guidance scale (1 = none; needs --class or --prompt) [default: 1, or a
-    /// preset's recommendation].
+    /// Classifier-free guidance scale (1 = none; needs --class or --prompt) [default: the
+    /// model's recommendation — a preset's, the toy's 3 — else 1].
     #[arg(long, allow_negative_numbers = true, visible_aliases = ["cfg-scale", "guidance-scale"], help_heading = COMMON)]
     pub cfg: Option<f64>,
     /// CFG rescale φ in [0, 1] (0 = off).

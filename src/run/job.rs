@@ -127,7 +127,17 @@ impl Job {
             .steps
             .or(preset.map(|p| p.steps))
             .unwrap_or(DEFAULT_STEPS);
-        let cfg_scale = opts.cfg.or(preset.map(|p| p.cfg)).unwrap_or(1.0);
+        // A class-conditional toy run takes the model's recommended scale (its manifest's),
+        // unless the strategy picks the scale itself (dynamic CFG).
+        let recommended = model
+            .recommended_cfg()
+            .filter(|_| matches!(c.cond, Condition::Class(_)))
+            .filter(|_| opts.strategy.kind.def().eval != super::strategy::EvalUse::Once);
+        let cfg_scale = opts
+            .cfg
+            .or(preset.map(|p| p.cfg))
+            .or(recommended)
+            .unwrap_or(1.0);
         super::limits::check_counts(steps, opts.time_travel)?;
         if let Some(p) = preset.filter(|_| opts.steps.is_none() || opts.cfg.is_none()) {
             eprintln!(

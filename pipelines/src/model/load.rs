@@ -140,6 +140,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
         record,
         device: opts.device.clone(),
         dtype,
+        recommended_cfg: None,
     })
 }
 
@@ -167,17 +168,15 @@ pub(super) fn load_toy(weak: bool, opts: &LoadOptions) -> Result<Model> {
     let mut record = serde_json::to_value(&config)
         .map_err(|e| Error::Spec(format!("recording the toy config: {e}")))?;
     // The weights' sha256 (checked at load), so a record names the exact model.
-    record["weights_sha256"] = toy::model::Manifest::of(&assets)?
-        .entry(entry)?
-        .sha256
-        .clone()
-        .into();
+    let manifest = toy::model::Manifest::of(&assets)?;
+    record["weights_sha256"] = manifest.entry(entry)?.sha256.clone().into();
     Ok(Model {
         source: name.to_string(),
         inner: Inner::Toy { flow, weak },
         record,
         device: opts.device.clone(),
         dtype,
+        recommended_cfg: manifest.recommended_cfg,
     })
 }
 
@@ -253,6 +252,7 @@ impl Model {
             record,
             device: opts.device.clone(),
             dtype,
+            recommended_cfg: None,
         })
     }
 }

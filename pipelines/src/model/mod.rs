@@ -94,6 +94,8 @@ pub struct Model {
     record: Value,
     device: Device,
     dtype: WeightDType,
+    /// The CFG scale a class-conditional run uses when none is given (the toy manifest's).
+    recommended_cfg: Option<f64>,
 }
 
 impl std::fmt::Debug for Model {
@@ -110,6 +112,12 @@ impl Model {
     /// The model as named.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The CFG scale a class-conditional run of this model uses when `--cfg` is not given
+    /// (the toy's manifest says 3); `None` where the default is 1 or a preset says it.
+    pub fn recommended_cfg(&self) -> Option<f64> {
+        self.recommended_cfg
     }
 
     /// Its family.

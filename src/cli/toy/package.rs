@@ -81,6 +81,10 @@ pub(super) fn package(p: &PackageArgs) -> Result<()> {
             "rotation": "each model's training.spec.data_rotation (absent: full); `toy dataset` and the classifier accuracies use full",
         }),
         models,
+        // The shipped recommendation carries over (it describes the recipe, not one export).
+        recommended_cfg: model::Manifest::of(&model::Assets::locate())
+            .ok()
+            .and_then(|m| m.recommended_cfg),
     };
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
     staged.add(&p.out.join("manifest.json"), text.as_bytes())?;
