@@ -199,23 +199,11 @@ impl Job {
         if opts.batch_groups == 0 {
             input_error!("--batch-groups must be at least 1");
         }
-        // What one batch holds: every group of a batch-stable model, a block of text groups;
-        // a noise search's largest round draws 2^(R−1) trajectories per group.
         let rounds = match &strategy {
             Built::Search(s) => Some(s.rounds),
             _ => None,
         };
-        if let Some(r) = rounds {
-            super::limits::check_rounds(r)?;
-        }
-        let batch = if model.batch_stable() {
-            range.len()
-        } else {
-            opts.batch_groups.min(range.len())
-        };
-        let per_group = rounds.map_or(particles, |r| 1usize << r.saturating_sub(1).min(60));
-        let per_sample = model.denoiser().sample_shape().iter().product::<usize>();
-        super::limits::check_state(batch, per_group, per_sample)?;
+        super::limits::check_run(model, opts.batch_groups, range.len(), particles, rounds)?;
         if let Some(s) = opts.shard {
             if !model.batch_stable()
                 && opts.batch_groups > 1

@@ -58,6 +58,30 @@ pub fn check_image_size(height: usize, width: usize) -> Result<()> {
     Ok(())
 }
 
+/// The checks of a run's batch on `model`: the noise search's `rounds` and the state one
+/// batch holds — every one of the `groups` of a batch-stable model, a block of
+/// `batch_groups` text groups — of `particles` particles (a search's largest round draws
+/// 2^(R−1) trajectories per group).
+pub fn check_run(
+    model: &steerdiff_pipelines::model::Model,
+    batch_groups: usize,
+    groups: usize,
+    particles: usize,
+    rounds: Option<usize>,
+) -> Result<()> {
+    if let Some(r) = rounds {
+        check_rounds(r)?;
+    }
+    let batch = if model.batch_stable() {
+        groups
+    } else {
+        batch_groups.min(groups)
+    };
+    let per_group = rounds.map_or(particles, |r| 1usize << r.saturating_sub(1).min(60));
+    let per_sample = model.denoiser().sample_shape().iter().product::<usize>();
+    check_state(batch, per_group, per_sample)
+}
+
 /// The state limit: [`MAX_STATE_VALUES`], or `STEERDIFF_MAX_STATE_VALUES` when set.
 fn state_limit() -> u64 {
     std::env::var("STEERDIFF_MAX_STATE_VALUES")
