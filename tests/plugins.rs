@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 use serde_json::Value;
 
@@ -67,20 +66,11 @@ struct Server(Child, String);
 
 impl Server {
     fn start() -> Server {
-        let mut child = Command::new("python3")
-            .args([plugin("brightness_http.py").as_str(), "--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("READY ")
-            .expect("READY line")
-            .to_string();
+        let (child, url) = common::start_ready_server(Command::new("python3").args([
+            plugin("brightness_http.py").as_str(),
+            "--port",
+            "0",
+        ]));
         Server(child, url)
     }
 }

@@ -89,22 +89,12 @@ impl FakeServer {
         let log = dir.path().join("answered.txt");
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo/fake_openai.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args([mode, expect])
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("READY ")
-            .expect("READY line")
-            .to_string();
+        let (child, url) = common::start_ready_server(
+            Command::new("python3")
+                .arg(script)
+                .args([mode, expect])
+                .arg(&log),
+        );
         FakeServer {
             child,
             url,

@@ -59,3 +59,24 @@ pub fn reward_name(record: &Value) -> String {
         .expect("a reward call")
         .clone()
 }
+
+/// Starts `cmd` — a test server that prints `READY URL` as its first line — and returns the
+/// child and the URL.
+#[allow(dead_code)]
+pub fn start_ready_server(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the test server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("READY ")
+        .expect("READY line")
+        .to_string();
+    (child, url)
+}
