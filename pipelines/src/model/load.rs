@@ -163,8 +163,9 @@ pub(super) fn load_toy(weak: bool, opts: &LoadOptions) -> Result<Model> {
     };
     let assets = toy::Assets::locate();
     let context = |e: Error| Error::Spec(format!("loading the toy model `{name}`: {e}"));
-    let (config, _) = toy::model::checked_files(&assets, entry).map_err(context)?;
-    let flow = ToyFlow::load_on(&assets, entry, name, &opts.device).map_err(context)?;
+    // Read and checked once: the config is recorded, the weights loaded.
+    let (config, weights) = toy::model::checked_files(&assets, entry).map_err(context)?;
+    let flow = ToyFlow::from_checked(&config, weights, name, &opts.device).map_err(context)?;
     let mut record = serde_json::to_value(&config)
         .map_err(|e| Error::Spec(format!("recording the toy config: {e}")))?;
     // The weights' sha256 (checked at load), so a record names the exact model.

@@ -202,6 +202,17 @@ impl ToyFlow {
         Self::from_var_builder(&config, vb, name, &assets.describe(entry))
     }
 
+    /// Builds from what [`checked_files`] returned (a caller that also records the config).
+    pub fn from_checked(
+        config: &ToyConfig,
+        weights: Cow<'static, [u8]>,
+        name: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let vb = var_builder_from_bytes(weights, device)?;
+        Self::from_var_builder(config, vb, name, name)
+    }
+
     /// Builds from a config and a safetensors file (no manifest check; for training exports).
     pub fn from_files(config: &ToyConfig, weights: &Path, name: &str) -> Result<Self> {
         Self::from_files_on(config, weights, name, &Device::Cpu)
