@@ -1,10 +1,12 @@
 //! How errors reach the user: one line, and an exit code saying whose fault it was.
 //!
 //! * **2** — the command as given cannot run: a bad flag value, an unreadable or malformed spec,
-//!   an unknown model / sampler / class name, an output path that cannot be created. Fix the
-//!   command and run it again. (clap's own parse errors also exit with 2.)
-//! * **1** — something failed while running (an I/O error while writing results, an internal
-//!   error).
+//!   an unknown model / sampler / class name, an output path that cannot be created, a reward
+//!   plugin that cannot start or answers outside its protocol, a model whose weights or inputs
+//!   give NaN or ∞. Fix the command (or what it names) and run it again. (clap's own parse
+//!   errors also exit with 2.)
+//! * **1** — something failed while running (an I/O error while writing results, a plugin
+//!   that crashed or timed out after its retries, an internal error).
 
 use std::fmt;
 
@@ -59,28 +61,34 @@ pub const EXIT_FAILURE: u8 = 1;
 /// ([`InputError`], the engine's `InvalidArgument`/`Unsupported`, a pipelines spec error),
 /// [`EXIT_FAILURE`] otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    use steerdiff_guidance::Error as G;
     use steerdiff_pipelines::Error as P;
     let usage = err.chain().any(|e| {
         if e.is::<InputError>() {
             return true;
         }
-        if let Some(g) = e.downcast_ref::<G>() {
-            return matches!(g, G::InvalidArgument(_) | G::Unsupported(_));
+        if let Some(g) = e.downcast_ref::<steerdiff_guidance::Error>() {
+            return is_usage(g);
         }
-        if let Some(p) = e.downcast_ref::<P>() {
-            return matches!(
-                p,
-                P::Spec(_) | P::Engine(G::InvalidArgument(_)) | P::Engine(G::Unsupported(_))
-            );
+        match e.downcast_ref::<P>() {
+            Some(P::Spec(_)) => true,
+            Some(P::Engine(g)) => is_usage(g),
+            _ => false,
         }
-        false
     });
     if usage {
         EXIT_USAGE
     } else {
         EXIT_FAILURE
     }
+}
+
+/// Whether an engine error is the command's (or what it names) to fix.
+fn is_usage(g: &steerdiff_guidance::Error) -> bool {
+    use steerdiff_guidance::Error as G;
+    matches!(
+        g,
+        G::InvalidArgument(_) | G::Unsupported(_) | G::RewardUnusable { .. } | G::NonFinite(_)
+    )
 }
 
 /// The whole error chain on one line (`outer: inner: root`), with any line breaks inside a

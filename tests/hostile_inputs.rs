@@ -227,6 +227,39 @@ fn a_plugin_announcing_a_huge_payload_is_refused() {
     );
     refused(&o, &["payload bytes"]);
     assert!(!out.join("samples.json").exists());
+
+    // The cap is the user's to set: a 2 MiB payload passes the default 64 MiB (and is then
+    // refused as no description) but not `--plugin-max-answer-mib 1`.
+    std::fs::write(
+        &plugin,
+        "import sys\nsys.stdin.readline()\n\
+         sys.stdout.write('{\"payload_bytes\": 2097152}\\n')\n\
+         sys.stdout.write('0' * 2097152)\nsys.stdout.flush()\n",
+    )
+    .unwrap();
+    let run = |cap: &[&str]| {
+        steerdiff(
+            &[
+                &["generate", "--guidance", "fk", "--reward", &reward][..],
+                &["-o", out.to_str().unwrap()],
+                cap,
+                &SMALL,
+            ]
+            .concat(),
+        )
+    };
+    let o = run(&[]);
+    refused(&o, &["not a valid description"]);
+    let o = run(&["--plugin-max-answer-mib", "1"]);
+    refused(
+        &o,
+        &[
+            "2097152 payload bytes",
+            "at most 1048576",
+            "--plugin-max-answer-mib",
+        ],
+    );
+    assert!(!out.join("samples.json").exists());
 }
 
 // ---- crafted PNGs ------------------------------------------------------------------------
@@ -454,8 +487,59 @@ fn non_finite_samples_stop_the_run() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    refused(&o, &["non-finite", "3 of 3"]);
+    refused(&o, &["non-finite", "3 of 3", "at step 1 of 3"]);
     assert!(!out.join("samples.json").exists());
+}
+
+/// Copies folder `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A UNet whose every weight is NaN stops the run at its first step, naming the step and the
+/// model, instead of writing `null` samples.
+#[test]
+fn nan_weights_stop_the_run_at_the_first_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sd = tmp.path().join("sd");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd/pipeline"),
+        &sd,
+    );
+    let file = sd.join("unet/diffusion_pytorch_model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // Every tensor of the fixture is F32: overwrite the data with quiet NaNs.
+    for word in bytes[header..].chunks_exact_mut(4) {
+        word.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let out = tmp.path().join("out");
+    let o = steerdiff(&[
+        "generate",
+        "--model",
+        sd.to_str().unwrap(),
+        "-p",
+        "a cat",
+        "--steps",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    refused(&o, &["at step 1 of 3", "non-finite", "model `"]);
+    assert!(
+        !out.exists() || listing(&out).is_empty(),
+        "{:?}",
+        listing(&out)
+    );
 }
 
 // ---- messages and exit codes -------------------------------------------------------------

@@ -159,10 +159,10 @@ fn resampled_copies_are_scored_once() {
     assert_eq!(items, 8 * 2 * 7, "{ledger}");
 }
 
-/// Runs the faulty plugin in `mode` and returns (exit success, stderr); checks that no process
+/// Runs the faulty plugin in `mode` and returns (exit code, stderr); checks that no process
 /// carrying `marker` is left. Every mode but `hang` answers or fails at once, so their timeout
 /// is generous: a fresh Python child on a loaded 2-core machine can take seconds to answer.
-fn faulty(mode: &str, extra: &[&str]) -> (bool, String) {
+fn faulty(mode: &str, extra: &[&str]) -> (Option<i32>, String) {
     let timeout = if mode == "hang" { "2" } else { "30" };
     let tmp = tempfile::tempdir().unwrap();
     let marker = format!("marker-{mode}-{}", std::process::id());
@@ -211,7 +211,8 @@ fn faulty(mode: &str, extra: &[&str]) -> (bool, String) {
     if o.status.success() {
         assert!(out.join("samples.json").exists(), "{mode}: no output");
     } else {
-        // 2 = the plugin cannot be used at all (handshake), 1 = it failed during the run.
+        // 2 = the plugin cannot be used as given (no handshake, answers outside the
+        // protocol), 1 = it failed during the run (a crash, a timeout, a null score).
         assert!(matches!(o.status.code(), Some(1 | 2)), "{mode}: {stderr}");
         assert!(!stderr.contains("internal error"), "{mode}: {stderr}");
         assert!(
@@ -219,53 +220,62 @@ fn faulty(mode: &str, extra: &[&str]) -> (bool, String) {
             "{mode}: output written on failure"
         );
     }
-    (o.status.success(), stderr)
+    (o.status.code(), stderr)
 }
 
 #[test]
 fn plugin_faults_are_reported_and_leave_no_processes() {
-    let (ok, err) = faulty("exit-at-start", &[]);
-    assert!(!ok && err.contains("describe handshake failed"), "{err}");
+    let (code, err) = faulty("exit-at-start", &[]);
+    assert!(
+        code == Some(2) && err.contains("describe handshake failed"),
+        "{err}"
+    );
     assert!(
         err.contains("exit status: 3") && err.contains("cannot load my weights"),
         "{err}"
     );
 
-    let (ok, err) = faulty("crash", &[]);
+    let (code, err) = faulty("crash", &[]);
     assert!(
-        !ok && err.contains("closed its output") && err.contains("segfault"),
+        code == Some(1) && err.contains("closed its output") && err.contains("segfault"),
         "{err}"
     );
     assert!(err.contains("after 2 attempts"), "{err}");
 
     // One crash: the child is restarted and the request retried; the run completes.
-    let (ok, err) = faulty("crash-once", &[]);
-    assert!(ok && err.contains("retrying (1 of 1)"), "{err}");
-
-    let (ok, err) = faulty("hang", &["--plugin-retries", "0"]);
-    assert!(!ok && err.contains("no answer within 2.0 s"), "{err}");
-
-    let (ok, err) = faulty("garbage", &[]);
+    let (code, err) = faulty("crash-once", &[]);
     assert!(
-        !ok && err.contains("not a JSON header") && err.contains("Traceback"),
+        code == Some(0) && err.contains("retrying (1 of 1)"),
         "{err}"
     );
 
-    let (ok, err) = faulty("wrong-count", &[]);
+    let (code, err) = faulty("hang", &["--plugin-retries", "0"]);
     assert!(
-        !ok && err.contains("1 scores for 2 items") && err.contains("missing ids"),
+        code == Some(1) && err.contains("no answer within 2.0 s"),
         "{err}"
     );
 
-    let (ok, err) = faulty("nan", &[]);
+    let (code, err) = faulty("garbage", &[]);
     assert!(
-        !ok && err.contains("scored item") && err.contains("null or not finite"),
+        code == Some(2) && err.contains("not a JSON header") && err.contains("Traceback"),
+        "{err}"
+    );
+
+    let (code, err) = faulty("wrong-count", &[]);
+    assert!(
+        code == Some(2) && err.contains("1 scores for 2 items") && err.contains("missing ids"),
+        "{err}"
+    );
+
+    let (code, err) = faulty("nan", &[]);
+    assert!(
+        code == Some(1) && err.contains("scored item") && err.contains("null or not finite"),
         "{err}"
     );
     // (Without the cache, so that resampled copies of the NaN item are not all −∞.)
-    let (ok, err) = faulty("nan", &["--plugin-on-error", "skip", "--plugin-no-cache"]);
+    let (code, err) = faulty("nan", &["--plugin-on-error", "skip", "--plugin-no-cache"]);
     assert!(
-        ok && err.contains("null or not finite; scoring 1 item(s) −∞"),
+        code == Some(0) && err.contains("null or not finite; scoring 1 item(s) −∞"),
         "{err}"
     );
 }

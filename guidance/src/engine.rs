@@ -116,7 +116,16 @@ impl<'a> Engine<'a> {
                 if visit > 0 {
                     self.travel_back(&step, &mut pop)?;
                 }
-                let line = self.visit(&step, &mut pop, &mut ledger, &mut timing)?;
+                let line = self
+                    .visit(&step, &mut pop, &mut ledger, &mut timing)
+                    .map_err(|e| match e {
+                        Error::NonFinite(m) => Error::NonFinite(format!(
+                            "at step {} of {}: {m}",
+                            index + 1,
+                            self.schedule.steps()
+                        )),
+                        other => other,
+                    })?;
                 if let Some(sink) = trace.as_deref_mut() {
                     sink.record(Value::Object(line))?;
                 }

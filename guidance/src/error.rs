@@ -25,6 +25,20 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A reward that cannot be used as given: a plugin that does not start or answers outside
+    /// its protocol (not JSON, wrong ids, an oversized payload), a reward that returns the
+    /// wrong number of scores. Retrying cannot help; the reward, or the command naming it,
+    /// must change.
+    #[error("reward `{name}` cannot be used: {message}")]
+    RewardUnusable {
+        /// The reward's name.
+        name: String,
+        /// What the reward did wrong.
+        message: String,
+    },
+    /// A model produced NaN or ∞ (non-finite weights or inputs): the step and model say where.
+    #[error("{0}")]
+    NonFinite(String),
 }
 
 /// Result with the engine's [`Error`].

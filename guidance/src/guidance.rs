@@ -127,7 +127,7 @@ impl Context<'_> {
         let scores = reward.score(x0, &RewardContext { conds, at })?;
         Timing::add(&mut self.timing.reward_s, start.elapsed());
         if scores.len() != conds.len() {
-            return Err(Error::Reward {
+            return Err(Error::RewardUnusable {
                 name: reward.name().into(),
                 message: format!("returned {} scores for {} items", scores.len(), conds.len()),
             });

@@ -12,7 +12,7 @@ use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::Population;
 use crate::prediction::Prediction;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Extra model rows: one row per particle, of model `model` under `conds[i]` for particle `i`.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,5 +112,33 @@ pub(crate) fn predict(
     Timing::add(&mut timing.model_s, start.elapsed());
     *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
     *ledger.model_calls.entry(model.name().into()).or_default() += calls;
+    check_finite(model, &raw, at)?;
     model.parameterization().to_prediction(&raw, x, at)
+}
+
+/// Stops on a model output holding NaN or ∞ (non-finite weights or inputs), naming the model,
+/// the timestep and how many rows, instead of letting it spread through the run. One
+/// reduction over the output: `y − y` is 0 where `y` is finite and NaN elsewhere, so its sum
+/// is NaN exactly when some value is not finite (without the overflow a sum of `y` could
+/// have in f16).
+fn check_finite(model: &dyn Denoiser, raw: &Tensor, at: &StepPoint) -> Result<()> {
+    let probe = raw.sub(raw)?.to_dtype(candle_core::DType::F32)?;
+    if !probe.sum_all()?.to_scalar::<f32>()?.is_nan() {
+        return Ok(());
+    }
+    let per_row = probe.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
+    let bad: Vec<usize> = (0..per_row.len())
+        .filter(|&r| per_row[r].is_nan())
+        .collect();
+    Err(Error::NonFinite(format!(
+        "model `{}` produced non-finite values (NaN or ∞) at timestep {:.1} (σ = {:.4}) in {} \
+         of {} rows (the first: row {}); its weights, its inputs (--init-latents, --init-image) \
+         or a mixture's numbers are non-finite or too large",
+        model.name(),
+        at.timestep,
+        at.sigma,
+        bad.len(),
+        per_row.len(),
+        bad[0]
+    )))
 }

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod fs;
 pub mod gaussian;
 pub mod gmm;
 pub mod model;

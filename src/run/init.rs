@@ -10,14 +10,14 @@ use serde_json::Value;
 
 use crate::error::input_error;
 
+/// Longest `--init-latents` file read (1 GiB: some 50 million numbers as JSON).
+const MAX_LATENTS_FILE: u64 = 1 << 30;
+
 /// Reads `--init-latents`: a flat list of numbers, or an object with `initial_latents` (a
 /// tiny-sd fixture case file works as is); `n` samples need `n` times the latent size, or one
 /// latent for all. Returns `[n, …shape]` on `device`.
 pub fn read_latents(path: &Path, shape: &[usize], n: usize, device: &Device) -> Result<Tensor> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => input_error!("cannot read --init-latents `{}`: {e}", path.display()),
-    };
+    let text = crate::error::read_user_text(path, "--init-latents", MAX_LATENTS_FILE)?;
     let v: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => input_error!("--init-latents `{}` is not JSON: {e}", path.display()),
@@ -30,37 +30,35 @@ pub fn read_latents(path: &Path, shape: &[usize], n: usize, device: &Device) -> 
             path.display()
         ),
     };
-    let Some(items) = list.as_array() else {
-        input_error!(
-            "--init-latents `{}`: `initial_latents` is not a list",
-            path.display()
-        );
+    let shown = path.display();
+    let (data, dims) = match flatten(list) {
+        Ok(found) => found,
+        Err(why) => input_error!("--init-latents `{shown}`: {why}"),
     };
-    let mut data = Vec::with_capacity(items.len());
-    for x in items {
-        match x.as_f64() {
-            Some(f) if f.is_finite() => data.push(f as f32),
-            _ => input_error!(
-                "--init-latents `{}`: {x} is not a finite number",
-                path.display()
-            ),
-        }
-    }
     let numel: usize = shape.iter().product();
-    if data.len() == numel && n > 1 {
-        data = data.repeat(n);
+    let mut with_n = vec![n];
+    with_n.extend_from_slice(shape);
+    // A nested array must have the latents' own shape, with or without the sample axis.
+    if dims.len() > 1 && dims != with_n && dims != shape {
+        input_error!(
+            "--init-latents `{shown}` is an array of shape {dims:?}; {n} sample(s) of latent \
+             shape {shape:?} need {with_n:?} (or {shape:?}, one latent for all, or a flat list)"
+        );
     }
+    let data = if data.len() == numel && n > 1 {
+        data.repeat(n)
+    } else {
+        data
+    };
     if data.len() != numel * n {
         input_error!(
-            "--init-latents `{}` holds {} numbers; {n} sample(s) of latent shape {shape:?} need {}",
-            path.display(),
+            "--init-latents `{shown}` holds {} numbers; {n} sample(s) of latent shape {shape:?} \
+             need {}",
             data.len(),
             numel * n
         );
     }
-    let mut dims = vec![n];
-    dims.extend_from_slice(shape);
-    Ok(Tensor::from_vec(data, dims, device)?)
+    Ok(Tensor::from_vec(data, with_n, device)?)
 }
 
 /// Reads `--init-image`.
@@ -71,9 +69,112 @@ pub fn read_image(path: &Path) -> Result<image::RgbImage> {
     }
 }
 
+/// The numbers of a JSON list, nested lists flattened in row-major order, with the nested
+/// shape (`[len]` for a flat list); errors name the first non-number or ragged list.
+fn flatten(list: &Value) -> std::result::Result<(Vec<f32>, Vec<usize>), String> {
+    fn walk(
+        v: &Value,
+        depth: usize,
+        dims: &mut Vec<usize>,
+        out: &mut Vec<f32>,
+    ) -> std::result::Result<(), String> {
+        let Some(items) = v.as_array() else {
+            if depth < dims.len() {
+                return Err(format!(
+                    "entry {} sits where the other entries are lists; the nesting must be \
+                     rectangular",
+                    out.len() + 1
+                ));
+            }
+            return match v.as_f64().filter(|f| f.is_finite()) {
+                Some(f) => {
+                    out.push(f as f32);
+                    Ok(())
+                }
+                None => {
+                    let mut text = v.to_string();
+                    if text.len() > 40 {
+                        text = format!("{}…", text.chars().take(40).collect::<String>());
+                    }
+                    Err(format!(
+                        "entry {} ({text}) is not a finite number",
+                        out.len() + 1
+                    ))
+                }
+            };
+        };
+        if depth == dims.len() {
+            if !out.is_empty() {
+                return Err(format!(
+                    "a list sits after entry {} where the other entries are numbers; the \
+                     nesting must be rectangular",
+                    out.len()
+                ));
+            }
+            dims.push(items.len());
+        } else if dims[depth] != items.len() {
+            return Err(format!(
+                "lists at depth {depth} hold {} and {} entries; the nesting must be \
+                 rectangular",
+                dims[depth],
+                items.len()
+            ));
+        }
+        items.iter().try_for_each(|x| walk(x, depth + 1, dims, out))
+    }
+    if !list.is_array() {
+        return Err("`initial_latents` is not a list".into());
+    }
+    let (mut dims, mut out) = (vec![], vec![]);
+    walk(list, 0, &mut dims, &mut out)?;
+    Ok((out, dims))
+}
+
 /// An image as `[1, 3, H, W]` in `[0, 1]` (on the CPU; the model moves it).
 pub fn image_tensor(img: &image::RgbImage) -> Result<Tensor> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let pixels: Vec<f32> = img.as_raw().iter().map(|&b| b as f32 / 255.0).collect();
     Ok(Tensor::from_vec(pixels, (1, h, w, 3), &Device::Cpu)?.permute((0, 3, 1, 2))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latents(json: &str, shape: &[usize], n: usize) -> std::result::Result<Vec<usize>, String> {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), json).unwrap();
+        read_latents(tmp.path(), shape, n, &Device::Cpu)
+            .map(|t| t.dims().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn nested_latents_are_read_in_their_shape_and_wrong_shapes_named() {
+        let one = "[[[1, 2], [3, 4]]]"; // [1, 2, 2]
+        assert_eq!(latents(one, &[1, 2, 2], 1).unwrap(), [1, 1, 2, 2]);
+        assert_eq!(latents(one, &[1, 2, 2], 3).unwrap(), [3, 1, 2, 2]);
+        assert_eq!(
+            latents("[1, 2, 3, 4]", &[1, 2, 2], 1).unwrap(),
+            [1, 1, 2, 2]
+        );
+        let e = latents("[[1, 2, 3, 4]]", &[1, 2, 2], 1).unwrap_err();
+        assert!(
+            e.contains("shape [1, 4]") && e.contains("[1, 1, 2, 2]"),
+            "{e}"
+        );
+        let e = latents("[[1, 2], [3]]", &[1, 2, 2], 1).unwrap_err();
+        assert!(e.contains("hold 2 and 1 entries"), "{e}");
+        let e = latents("[[1, 2], 3]", &[1, 2, 2], 1).unwrap_err();
+        assert!(
+            e.contains("entry 3 sits where the other entries are lists"),
+            "{e}"
+        );
+        let e = latents("[1, [2, 3]]", &[1, 2, 2], 1).unwrap_err();
+        assert!(e.contains("a list sits after entry 1"), "{e}");
+        let e = latents(r#"[1, "x", 3, 4]"#, &[1, 2, 2], 1).unwrap_err();
+        assert!(e.contains(r#"entry 2 ("x") is not a finite number"#), "{e}");
+        let e = latents("[1, 2, 3]", &[1, 2, 2], 1).unwrap_err();
+        assert!(e.contains("holds 3 numbers"), "{e}");
+    }
 }

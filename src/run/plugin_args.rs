@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use steerdiff_pipelines::reward::plugin::protocol::MAX_ANSWER_PAYLOAD_BYTES;
 use steerdiff_pipelines::reward::{OnError, PluginOptions, PluginReward, PluginTarget};
 
 /// What to do with items a plugin cannot score.
@@ -55,7 +56,14 @@ pub struct PluginArgs {
     /// Reward plugins: score repeated items again instead of answering from the cache.
     #[arg(long)]
     pub plugin_no_cache: bool,
+    /// Reward plugins: most payload one answer may carry, in MiB; a header announcing more
+    /// is refused before anything is read or allocated.
+    #[arg(long, value_name = "MIB", default_value_t = MAX_ANSWER_PAYLOAD_BYTES >> 20)]
+    pub plugin_max_answer_mib: usize,
 }
+
+/// The largest `--plugin-max-answer-mib` (4 GiB).
+const MAX_ANSWER_MIB: usize = 4096;
 
 impl Default for PluginArgs {
     /// clap's defaults, as the `#[arg]` attributes above state them.
@@ -80,6 +88,12 @@ impl PluginArgs {
                 "--plugin-concurrency and --plugin-batch must be at least 1"
             );
         }
+        if !(1..=MAX_ANSWER_MIB).contains(&self.plugin_max_answer_mib) {
+            crate::error::input_error!(
+                "--plugin-max-answer-mib must be from 1 to {MAX_ANSWER_MIB}, got {}",
+                self.plugin_max_answer_mib
+            );
+        }
         Ok(PluginOptions {
             timeout: Duration::from_secs_f64(self.plugin_timeout),
             startup_timeout: Duration::from_secs_f64(self.plugin_startup_timeout),
@@ -92,6 +106,7 @@ impl PluginArgs {
             batch_size: self.plugin_batch,
             allow_remote: self.plugin_allow_remote,
             cache: !self.plugin_no_cache,
+            max_answer_bytes: self.plugin_max_answer_mib << 20,
             ..PluginOptions::default()
         })
     }

@@ -71,10 +71,13 @@ pub fn check_spec_path(spec: &str) -> Result<()> {
         || ["./", "../", "/", "~"].iter().any(|p| path.starts_with(p))
         || path.ends_with(".safetensors")
         || path.ends_with(".json");
-    if looks_like_path && !std::path::Path::new(path).exists() {
+    if let Some(why) = looks_like_path
+        .then(|| crate::fs::why_unusable(std::path::Path::new(path)))
+        .flatten()
+    {
         return Err(Error::Spec(format!(
-            "no such file or folder `{path}` (--model names a preset, a diffusers folder, an \
-             ORG/NAME Hub repo, an SD3 / FLUX .safetensors file or gmm:SPEC.json)"
+            "{why} (--model names a preset, a diffusers folder, an ORG/NAME Hub repo, an SD3 / \
+             FLUX .safetensors file or gmm:SPEC.json)"
         )));
     }
     Ok(())

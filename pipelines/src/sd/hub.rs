@@ -246,6 +246,12 @@ impl Source {
     /// Resolves a `--model` value: a preset name, an existing folder or file, or `org/name`
     /// (optionally `org/name@revision`).
     pub fn parse(name: &str) -> Result<Source> {
+        Source::parse_as(name, "model")
+    }
+
+    /// [`Source::parse`] for the value of another flag, `what` (`--text-encoders`), which
+    /// messages name.
+    pub fn parse_as(name: &str, what: &str) -> Result<Source> {
         if let Some(p) = preset(name) {
             return Ok(Source::Hub {
                 repo: p.repo.into(),
@@ -275,12 +281,25 @@ impl Source {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             });
-        if looks_like_path || !valid_repo || revision.is_empty() {
+        let names = || {
             let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            names.join(", ")
+        };
+        if let Some(why) = looks_like_path
+            .then(|| crate::fs::why_unusable(path))
+            .flatten()
+        {
             return Err(Error::Spec(format!(
-                "model `{name}` is neither a preset ({}), an existing folder or file, nor a \
+                "{what}: {why} (give a preset ({}), a folder or file, or a Hub repository id \
+                 `org/name`)",
+                names()
+            )));
+        }
+        if looks_like_path || !valid_repo || revision.is_empty() {
+            return Err(Error::Spec(format!(
+                "{what} `{name}` is neither a preset ({}), an existing folder or file, nor a \
                  Hub repository id `org/name`",
-                names.join(", ")
+                names()
             )));
         }
         Ok(Source::Hub {
@@ -405,7 +424,13 @@ impl ModelFiles {
         match &self.source {
             Source::Folder(root) => {
                 let p = root.join(path);
-                Ok(p.is_file().then_some(p))
+                let broken_link = p.symlink_metadata().is_ok();
+                match crate::fs::why_unusable(&p) {
+                    None => Ok(p.is_file().then_some(p)),
+                    // A link to nothing or a loop is a broken model, not a missing file.
+                    Some(why) if broken_link => Err(Error::Spec(why)),
+                    Some(_) => Ok(None),
+                }
             }
             Source::File(f) => Err(Error::Spec(format!(
                 "`{}` is a single checkpoint file; it has no `{path}` (give a diffusers-format \

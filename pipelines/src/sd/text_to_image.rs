@@ -383,7 +383,7 @@ fn load_single(
     ae: Option<&std::path::Path>,
     opts: &super::LoadOptions,
 ) -> Result<Loaded> {
-    let files = super::ModelFiles::new(super::Source::parse(text_encoders)?);
+    let files = super::ModelFiles::new(super::Source::parse_as(text_encoders, "--text-encoders")?);
     let mut weights = vec![path.to_path_buf()];
     weights.extend(ae.map(std::path::Path::to_path_buf));
     let mut loaded = |model: Box<dyn TextToImage>, encoders: &[&str]| -> Result<Loaded> {

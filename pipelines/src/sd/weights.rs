@@ -86,6 +86,9 @@ pub fn refuse_pickle(path: &Path) -> Result<()> {
 pub fn open_checked(files: &[PathBuf]) -> Result<MmapedSafetensors> {
     for f in files {
         refuse_pickle(f)?;
+        if let Some(why) = crate::fs::why_unusable(f) {
+            return Err(Error::Spec(format!("cannot read safetensors: {why}")));
+        }
     }
     // SAFETY: the files are memory-mapped read-only; steerdiff never writes them, and they are
     // expected not to change while a model is loaded (as every safetensors loader assumes).

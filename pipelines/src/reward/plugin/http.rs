@@ -15,6 +15,7 @@ pub const CONTENT_TYPE: &str = "application/x-steerdiff-reward";
 /// A plugin at an `http://` base URL.
 pub struct HttpTransport {
     base: String,
+    max_answer_bytes: usize,
 }
 
 /// Whether `url` reaches this machine only: parsed by a real URL parser (the `url` crate),
@@ -52,7 +53,12 @@ pub fn is_loopback(url: &str) -> bool {
 impl HttpTransport {
     /// A transport for `base` (e.g. `http://127.0.0.1:8765`); refuses non-loopback hosts
     /// unless `allow_remote`.
-    pub fn new(base: &str, allow_remote: bool) -> Result<HttpTransport, Failure> {
+    /// Answers may carry at most `max_answer_bytes` of payload.
+    pub fn new(
+        base: &str,
+        allow_remote: bool,
+        max_answer_bytes: usize,
+    ) -> Result<HttpTransport, Failure> {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(Failure::fatal(format!(
                 "plugin URL `{base}` must start with http:// (e.g. http://127.0.0.1:8765)"
@@ -66,6 +72,7 @@ impl HttpTransport {
         }
         Ok(HttpTransport {
             base: base.trim_end_matches('/').to_string(),
+            max_answer_bytes,
         })
     }
 }
@@ -91,7 +98,7 @@ impl Transport for HttpTransport {
             .map_err(|e| Failure::retry(format!("POST {url}: {e}")))?;
         let status = response.status();
         // The answer is read up to its cap, never without bound.
-        let cap = (protocol::MAX_HEADER_BYTES + protocol::MAX_ANSWER_PAYLOAD_BYTES) as u64;
+        let cap = (protocol::MAX_HEADER_BYTES + self.max_answer_bytes) as u64;
         let mut bytes = Vec::new();
         response
             .body_mut()
@@ -100,16 +107,23 @@ impl Transport for HttpTransport {
             .read_to_end(&mut bytes)
             .map_err(|e| Failure::retry(format!("POST {url}: reading the answer: {e}")))?;
         if bytes.len() as u64 > cap {
-            return Err(Failure::fatal(format!(
-                "POST {url}: the answer is longer than {cap} bytes; the plugin is broken"
+            return Err(Failure::protocol(format!(
+                "POST {url}: the answer is longer than {cap} bytes (--plugin-max-answer-mib \
+                 raises the cap)"
             )));
         }
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
             return Err(Failure::retry(format!("POST {url}: HTTP {status}: {text}")));
         }
-        protocol::read_message(&mut &bytes[..])
-            .map_err(|e| Failure::retry(format!("POST {url}: {e}")))
+        protocol::read_message_capped(&mut &bytes[..], self.max_answer_bytes).map_err(|e| {
+            let why = format!("POST {url}: {e}");
+            if e.broke_protocol() {
+                Failure::protocol(why)
+            } else {
+                Failure::retry(why)
+            }
+        })
     }
 
     fn reset(&mut self) {}
@@ -148,7 +162,7 @@ mod tests {
         ] {
             assert!(!is_loopback(url), "{url}");
         }
-        assert!(HttpTransport::new("http://example.com", false).is_err());
-        assert!(HttpTransport::new("http://example.com", true).is_ok());
+        assert!(HttpTransport::new("http://example.com", false, 1 << 20).is_err());
+        assert!(HttpTransport::new("http://example.com", true, 1 << 20).is_ok());
     }
 }

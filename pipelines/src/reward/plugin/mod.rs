@@ -31,28 +31,42 @@ use steerdiff_guidance::{Condition, Reward, RewardContext};
 
 use protocol::{Description, Direction, Encoding, Item, Mode, Request, ScoreResponse};
 
-/// A transport failure: its message, and whether trying again can help.
+/// A transport failure: its message, whether trying again can help, and whether the plugin is
+/// unusable as given (which makes it the user's to fix: exit code 2 once retries are spent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     /// What went wrong, for the user.
     pub message: String,
     /// Whether a retry can help (a crash or timeout can; a missing program cannot).
     pub retryable: bool,
+    /// Whether the plugin cannot be used as given: it cannot start, or its answer broke the
+    /// protocol (garbage, an oversized answer, wrong ids).
+    pub unusable: bool,
 }
 
 impl Failure {
-    /// A failure worth retrying.
+    /// A failure worth retrying (a crash, a timeout, a dropped connection).
     pub fn retry(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             retryable: true,
+            unusable: false,
         }
     }
-    /// A failure no retry can fix.
+    /// A failure no retry can fix (a missing program, a refused URL).
     pub fn fatal(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             retryable: false,
+            unusable: true,
+        }
+    }
+    /// An answer outside the protocol; retried, since a fresh child may answer well.
+    pub fn protocol(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            retryable: true,
+            unusable: true,
         }
     }
 }
@@ -142,6 +156,8 @@ pub struct PluginOptions {
     pub allow_remote: bool,
     /// Whether to answer repeated items from the cache.
     pub cache: bool,
+    /// Most payload bytes one answer may carry.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for PluginOptions {
@@ -156,6 +172,7 @@ impl Default for PluginOptions {
             batch_size: None,
             allow_remote: false,
             cache: true,
+            max_answer_bytes: protocol::MAX_ANSWER_PAYLOAD_BYTES,
         }
     }
 }
@@ -198,6 +215,15 @@ fn fail(name: &str, message: String) -> steerdiff_guidance::Error {
     }
 }
 
+/// The error of a plugin that cannot be used as given (it does not start, or breaks the
+/// protocol): the plugin or the command must change.
+fn unusable(name: &str, message: String) -> steerdiff_guidance::Error {
+    steerdiff_guidance::Error::RewardUnusable {
+        name: name.into(),
+        message,
+    }
+}
+
 impl PluginReward {
     /// Starts `concurrency` connections to `target` and checks each one's `describe`
     /// handshake (protocol version, an encoding both sides know, matching descriptions).
@@ -213,10 +239,13 @@ impl PluginReward {
         let mut workers: Vec<Box<dyn Transport>> = Vec::with_capacity(n);
         for _ in 0..n {
             workers.push(match target {
-                PluginTarget::Stdio(argv) => Box::new(stdio::StdioTransport::new(argv.clone())),
+                PluginTarget::Stdio(argv) => Box::new(stdio::StdioTransport::new(
+                    argv.clone(),
+                    options.max_answer_bytes,
+                )),
                 PluginTarget::Http(url) => Box::new(
-                    http::HttpTransport::new(url, options.allow_remote)
-                        .map_err(|f| fail(&label, f.message))?,
+                    http::HttpTransport::new(url, options.allow_remote, options.max_answer_bytes)
+                        .map_err(|f| unusable(&label, f.message))?,
                 ),
             });
         }
@@ -225,7 +254,7 @@ impl PluginReward {
             let d = handshake(w.as_mut(), &options, &label)?;
             if let Some(first) = &description {
                 if first != &d {
-                    return Err(fail(
+                    return Err(unusable(
                         &label,
                         "two instances describe themselves differently".into(),
                     ));
@@ -238,7 +267,7 @@ impl PluginReward {
             .into_iter()
             .find(|e| description.encodings.contains(e))
             .ok_or_else(|| {
-                fail(
+                unusable(
                     &label,
                     format!(
                         "the plugin accepts encodings {:?}; steerdiff sends f32, rgb8 or png",
@@ -316,7 +345,7 @@ impl PluginReward {
         w: usize,
         shape: [usize; 3],
         items: &[Ask],
-    ) -> Result<Vec<Option<f64>>, String> {
+    ) -> Result<Vec<Option<f64>>, Failure> {
         let mut payload = Vec::new();
         let mut header = Request::bare("score", 0);
         header.encoding = Some(self.encoding);
@@ -336,7 +365,7 @@ impl PluginReward {
             payload.extend_from_slice(a.bytes);
         }
         let mut transport = self.workers[w].lock().expect("plugin worker");
-        let mut last = String::new();
+        let mut last = Failure::retry("");
         for attempt in 0..=self.options.retries {
             if attempt > 0 {
                 std::thread::sleep(self.options.backoff * 2u32.pow(attempt - 1));
@@ -344,32 +373,35 @@ impl PluginReward {
             header.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let answer = transport
                 .call(&header, &payload, self.options.timeout)
-                .map_err(|f| (f.message, f.retryable))
-                .and_then(|(v, _)| parse_scores(v, items).map_err(|m| (m, true)));
+                .and_then(|(v, _)| parse_scores(v, items));
             match answer {
                 Ok(scores) => return Ok(scores),
-                Err((message, retryable)) => {
+                Err(failure) => {
                     transport.reset();
-                    if retryable && attempt < self.options.retries {
+                    if failure.retryable && attempt < self.options.retries {
                         eprintln!(
-                            "steerdiff: warning: plugin {}: {message}; retrying ({} of {})",
+                            "steerdiff: warning: plugin {}: {}; retrying ({} of {})",
                             self.target,
+                            failure.message,
                             attempt + 1,
                             self.options.retries
                         );
                     }
-                    last = message;
-                    if !retryable {
+                    let stop = !failure.retryable;
+                    last = failure;
+                    if stop {
                         break;
                     }
                 }
             }
         }
         let tries = self.options.retries + 1;
-        Err(format!(
-            "{last} (after {tries} attempt{})",
+        last.message = format!(
+            "{} (after {tries} attempt{})",
+            last.message,
             if tries == 1 { "" } else { "s" }
-        ))
+        );
+        Err(last)
     }
 }
 
@@ -382,19 +414,19 @@ fn handshake(
     let (v, _) = t
         .call(&Request::bare("describe", 0), &[], options.startup_timeout)
         .map_err(|f| {
-            fail(
+            unusable(
                 label,
                 format!("the describe handshake failed: {}", f.message),
             )
         })?;
     let d: Description = serde_json::from_value(v.clone()).map_err(|e| {
-        fail(
+        unusable(
             label,
             format!("the describe answer is not a valid description ({e}): {v}"),
         )
     })?;
     if d.protocol != protocol::PROTOCOL {
-        return Err(fail(
+        return Err(unusable(
             label,
             format!(
                 "the plugin speaks `{}`; this steerdiff speaks `{}`",
@@ -404,32 +436,34 @@ fn handshake(
         ));
     }
     if d.batch_size == 0 {
-        return Err(fail(label, "the plugin's batch_size is 0".into()));
+        return Err(unusable(label, "the plugin's batch_size is 0".into()));
     }
     Ok(d)
 }
 
-/// The scores of a `score` answer, in `items` order; any id mismatch is an error.
-fn parse_scores(v: serde_json::Value, items: &[Ask]) -> Result<Vec<Option<f64>>, String> {
+/// The scores of a `score` answer, in `items` order; any id mismatch breaks the protocol.
+fn parse_scores(v: serde_json::Value, items: &[Ask]) -> Result<Vec<Option<f64>>, Failure> {
     let r: ScoreResponse = serde_json::from_value(v.clone())
-        .map_err(|e| format!("the answer is not a score response ({e}): {v}"))?;
+        .map_err(|e| Failure::protocol(format!("the answer is not a score response ({e}): {v}")))?;
     if let Some(e) = r.error {
-        return Err(format!("the plugin reported an error: {e}"));
+        return Err(Failure::retry(format!("the plugin reported an error: {e}")));
     }
     let Some(scores) = r.scores else {
-        return Err(format!("the answer has no `scores`: {v}"));
+        return Err(Failure::protocol(format!(
+            "the answer has no `scores`: {v}"
+        )));
     };
     let asked: BTreeSet<&str> = items.iter().map(|a| a.id.as_str()).collect();
     let got: BTreeSet<&str> = scores.keys().map(String::as_str).collect();
     if asked != got {
         let missing: Vec<&&str> = asked.difference(&got).take(3).collect();
         let extra: Vec<&&str> = got.difference(&asked).take(3).collect();
-        return Err(format!(
+        return Err(Failure::protocol(format!(
             "the answer has {} scores for {} items (missing ids {missing:?}, unexpected ids \
              {extra:?}); a plugin must return exactly one score per requested id",
             scores.len(),
             items.len()
-        ));
+        )));
     }
     Ok(items.iter().map(|a| scores[a.id.as_str()]).collect())
 }
@@ -496,9 +530,9 @@ impl PluginReward {
         &self,
         chunks: &[&[Ask]],
         shape: [usize; 3],
-    ) -> Vec<Result<Vec<Option<f64>>, String>> {
+    ) -> Vec<Result<Vec<Option<f64>>, Failure>> {
         let workers = self.workers.len();
-        let mut answers: Vec<Option<Result<Vec<Option<f64>>, String>>> = vec![None; chunks.len()];
+        let mut answers: Vec<Option<Result<Vec<Option<f64>>, Failure>>> = vec![None; chunks.len()];
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers.min(chunks.len()))
                 .map(|w| {
@@ -522,10 +556,16 @@ impl PluginReward {
             .collect()
     }
 
-    /// The [`OnError`] policy for `n` items that failed because of `what`: an error, or −∞.
-    fn failed(&self, what: &str, n: usize) -> steerdiff_guidance::Result<f64> {
+    /// The [`OnError`] policy for `n` items that failed because of `what` (by a plugin
+    /// unusable as given when `unusable`): an error, or −∞.
+    fn failed(
+        &self,
+        what: &str,
+        unusable_plugin: bool,
+        n: usize,
+    ) -> steerdiff_guidance::Result<f64> {
         match self.options.on_error {
-            OnError::Abort => Err(fail(
+            OnError::Abort => Err((if unusable_plugin { unusable } else { fail })(
                 self.name(),
                 format!(
                     "plugin {}: {what}; pass --plugin-on-error skip to score such items −∞ and \
@@ -594,11 +634,15 @@ impl Reward for PluginReward {
                         Some(v) => Ok(sign * v),
                         None => self.failed(
                             &format!("it scored item {} as null or not finite", item.id),
+                            false,
                             1,
                         ),
                     })
                     .collect::<steerdiff_guidance::Result<_>>()?,
-                Err(message) => vec![self.failed(&message, items.len())?; items.len()],
+                Err(f) => {
+                    let v = self.failed(&f.message, f.unusable, items.len())?;
+                    vec![v; items.len()]
+                }
             };
             for v in values {
                 if v.is_finite() && !plan.keys.is_empty() {

@@ -17,8 +17,9 @@ pub const PROTOCOL: &str = "steerdiff-reward/1";
 /// Largest header line accepted, bytes (guards against a plugin printing garbage forever).
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
 
-/// Longest payload a plugin's answer may carry (64 MiB); a header announcing more is a broken
-/// plugin, refused before anything is allocated.
+/// Longest payload a plugin's answer may carry by default (64 MiB; `--plugin-max-answer-mib`
+/// sets another); a header announcing more is a broken plugin, refused before anything is
+/// allocated.
 pub const MAX_ANSWER_PAYLOAD_BYTES: usize = 64 << 20;
 
 /// How item pixels travel.
@@ -211,8 +212,8 @@ pub enum ReadError {
     Eof,
     /// The header line was longer than [`MAX_HEADER_BYTES`].
     TooLong,
-    /// The header announced a payload over [`MAX_ANSWER_PAYLOAD_BYTES`].
-    PayloadTooLarge(u64),
+    /// The header announced more payload bytes (first) than the cap (second).
+    PayloadTooLarge(u64, usize),
     /// Reading failed.
     Io(String),
     /// The header was not a JSON object.
@@ -224,10 +225,10 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::Eof => write!(f, "the plugin closed its output"),
             ReadError::TooLong => write!(f, "a header line longer than {MAX_HEADER_BYTES} bytes"),
-            ReadError::PayloadTooLarge(n) => write!(
+            ReadError::PayloadTooLarge(n, cap) => write!(
                 f,
-                "an answer announcing {n} payload bytes (at most {MAX_ANSWER_PAYLOAD_BYTES} are \
-                 accepted)"
+                "an answer announcing {n} payload bytes (at most {cap} are accepted; \
+                 --plugin-max-answer-mib raises the cap)"
             ),
             ReadError::Io(e) => write!(f, "reading from the plugin failed: {e}"),
             ReadError::NotJson(line) => write!(f, "not a JSON header: `{line}`"),
@@ -235,8 +236,27 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads one message: the parsed JSON header and its payload (`payload_bytes`, if present).
+impl ReadError {
+    /// Whether the bytes read break the protocol (as opposed to the stream ending or failing).
+    pub fn broke_protocol(&self) -> bool {
+        matches!(
+            self,
+            ReadError::TooLong | ReadError::PayloadTooLarge(..) | ReadError::NotJson(_)
+        )
+    }
+}
+
+/// Reads one message: the parsed JSON header and its payload (`payload_bytes`, if present,
+/// at most [`MAX_ANSWER_PAYLOAD_BYTES`]).
 pub fn read_message(input: &mut impl BufRead) -> Result<(serde_json::Value, Vec<u8>), ReadError> {
+    read_message_capped(input, MAX_ANSWER_PAYLOAD_BYTES)
+}
+
+/// [`read_message`] with a payload of at most `max_payload` bytes.
+pub fn read_message_capped(
+    input: &mut impl BufRead,
+    max_payload: usize,
+) -> Result<(serde_json::Value, Vec<u8>), ReadError> {
     let mut line = Vec::new();
     loop {
         let buf = input.fill_buf().map_err(|e| ReadError::Io(e.to_string()))?;
@@ -276,8 +296,8 @@ pub fn read_message(input: &mut impl BufRead) -> Result<(serde_json::Value, Vec<
         .get("payload_bytes")
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
-    if n > MAX_ANSWER_PAYLOAD_BYTES as u64 {
-        return Err(ReadError::PayloadTooLarge(n));
+    if n > max_payload as u64 {
+        return Err(ReadError::PayloadTooLarge(n, max_payload));
     }
     let mut payload = vec![0u8; n as usize];
     input
@@ -390,7 +410,7 @@ mod tests {
     fn an_oversized_payload_is_refused_before_allocating() {
         let text = format!("{{\"payload_bytes\": {}}}\n", 1u64 << 50);
         match read_message(&mut text.as_bytes()) {
-            Err(ReadError::PayloadTooLarge(n)) => assert_eq!(n, 1 << 50),
+            Err(ReadError::PayloadTooLarge(n, _)) => assert_eq!(n, 1 << 50),
             other => panic!("{other:?}"),
         }
     }

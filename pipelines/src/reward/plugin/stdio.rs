@@ -23,6 +23,7 @@ const STDERR_TAIL: usize = 8;
 /// A plugin child process (spawned on first use and again after a failure).
 pub struct StdioTransport {
     argv: Vec<String>,
+    max_answer_bytes: usize,
     running: Option<Running>,
 }
 
@@ -35,9 +36,10 @@ struct Running {
 
 impl StdioTransport {
     /// A transport for `argv` (program, then arguments); nothing runs until the first call.
-    pub fn new(argv: Vec<String>) -> StdioTransport {
+    pub fn new(argv: Vec<String>, max_answer_bytes: usize) -> StdioTransport {
         StdioTransport {
             argv,
+            max_answer_bytes,
             running: None,
         }
     }
@@ -70,10 +72,11 @@ impl StdioTransport {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, messages) = mpsc::channel();
+        let cap = self.max_answer_bytes;
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             loop {
-                let msg = protocol::read_message(&mut reader);
+                let msg = protocol::read_message_capped(&mut reader, cap);
                 let end = msg.is_err();
                 if tx.send(msg).is_err() || end {
                     break;
@@ -206,7 +209,11 @@ impl Transport for StdioTransport {
                 if let Some(r) = self.running.take() {
                     r.stop();
                 }
-                Err(Failure::retry(why))
+                Err(if e.broke_protocol() {
+                    Failure::protocol(why)
+                } else {
+                    Failure::retry(why)
+                })
             }
             Err(RecvTimeoutError::Timeout) => {
                 let mut r = self.running.take().expect("running");
