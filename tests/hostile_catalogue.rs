@@ -1538,7 +1538,7 @@ fn cases() -> Vec<Case> {
         case(
             "merge_a_shard_of_another_schema",
             2,
-            &["\"schema\""],
+            &["schema 1", "merges schema 2"],
             Untouched,
             |d| {
                 let a = shard(d, "a0", 0, &[]);
@@ -1590,7 +1590,7 @@ fn cases() -> Vec<Case> {
         case(
             "output_grid_png_is_a_folder",
             2,
-            &["grid.png", "directory"],
+            &["grid.png", "a folder of that name is in the way"],
             Untouched,
             |d| {
                 std::fs::create_dir_all(d.join("out/grid.png")).unwrap();

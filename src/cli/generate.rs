@@ -19,6 +19,7 @@ use crate::run::results;
 use crate::run::shard::Shard;
 use crate::run::strategy::StrategyArgs;
 use crate::run::{Job, Keep, Options, PathKind};
+use steerdiff_pipelines::model::Model;
 
 /// `--seed`: a number, or `-1` for one drawn at random when the flags are parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +207,10 @@ pub struct GenerateArgs {
     pub flags: Flags,
 }
 
-/// `generate --prompt-file`: one run per line (see [`crate::cli::prompt_file`]).
+/// `generate --prompt-file`: one run per line (see [`crate::cli::prompt_file`]). Every
+/// line's job is built before the first runs, so a bad line (an unknown class, a bad flag
+/// value, a reward that cannot be used) leaves nothing half done; the model is loaded once
+/// and shared by the lines that load it the same way.
 fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
     let condition = if is_text_to_image(args.model.as_deref().unwrap_or(DEFAULT_MODEL)) {
         "prompt"
@@ -221,7 +225,6 @@ fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
     if let Some(s) = args.shard {
         base.push(("shard".into(), vec![format!("{}/{}", s.index, s.count)]));
     }
-    // Every line is parsed before the first runs, so a bad line leaves nothing half done.
     let mut runs = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let mut argv = super::invocation::to_argv(&super::prompt_file::apply(&base, line));
@@ -234,10 +237,86 @@ fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
             .with_context(|| format!("line {} of `{}`", i + 1, file.display()))?;
         runs.push(sub);
     }
-    for sub in &runs {
-        generate(sub)?;
+    let line = |i: usize| format!("line {} of `{}`", i + 1, file.display());
+    let mut held = None;
+    for (i, sub) in runs.iter().enumerate() {
+        let job = line_job(sub, &mut held).with_context(|| line(i))?;
+        held = Some((model_key(sub)?, job.into_model()));
+    }
+    for (i, sub) in runs.iter().enumerate() {
+        let job = line_job(sub, &mut held).with_context(|| line(i))?;
+        held = Some((model_key(sub)?, run(sub, job)?));
     }
     Ok(())
+}
+
+/// Which loaded model a run can reuse: its spec and how it is loaded.
+fn model_key(args: &GenerateArgs) -> Result<String> {
+    let o = args.options()?.load_options();
+    Ok(format!(
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        args.model(),
+        o.device.location(),
+        o.dtype,
+        o.mixture_path,
+        o.text_encoders,
+        o.ae,
+        o.max_batch
+    ))
+}
+
+/// The job of one prompt-file line, on the `held` model when it was loaded the same way.
+fn line_job(args: &GenerateArgs, held: &mut Option<(String, Model)>) -> Result<Job> {
+    let mut opts = run_options(args)?;
+    let key = model_key(args)?;
+    match held.take() {
+        Some((k, model)) if k == key => {
+            // The same device the model's tensors are on, not a second handle to it.
+            opts.device = model.device().clone();
+            Job::with_model(model, &opts).map_err(|rejected| rejected.0)
+        }
+        _ => Job::load(args.model(), &opts),
+    }
+}
+
+/// The checked options of one run: the model spec names something, text-only flags go with
+/// a text model, the flags' values, and the shard (from `--shard` or the environment).
+fn run_options(args: &GenerateArgs) -> Result<Options> {
+    if let Err(e) = steerdiff_pipelines::model::check_spec_path(args.model()) {
+        input_error!("{e}");
+    }
+    if !is_text_to_image(args.model()) {
+        let text_only = super::invocation::generate_command()
+            .get_arguments()
+            .filter(|a| {
+                a.get_help_heading() == Some(TEXT_TO_IMAGE)
+                    || matches!(a.get_long(), Some("prompt" | "negative"))
+            })
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .find(|long| args.flags.iter().any(|(l, _)| l == long));
+        if let Some(long) = text_only {
+            input_error!(
+                "--{long} is for text-to-image models; `{}` is not one (drop --{long}, or name a \
+                 Stable Diffusion / SD3 / FLUX model with --model)",
+                args.model()
+            );
+        }
+    }
+    let mut opts = args.options()?;
+    if opts.shard.is_none() {
+        match Shard::from_env(|k| std::env::var(k).ok()) {
+            Ok(Some((shard, var))) => {
+                eprintln!(
+                    "steerdiff: shard {}/{} (from {var})",
+                    shard.index, shard.count
+                );
+                opts.shard = Some(shard);
+            }
+            Ok(None) => {}
+            Err(e) => input_error!("{e}"),
+        }
+    }
+    Ok(opts)
 }
 
 impl GenerateArgs {
@@ -293,41 +372,14 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     if let Some(file) = &args.prompt_file {
         return prompt_file_runs(args, file);
     }
-    if let Err(e) = steerdiff_pipelines::model::check_spec_path(args.model()) {
-        input_error!("{e}");
-    }
-    if !is_text_to_image(args.model()) {
-        let text_only = super::invocation::generate_command()
-            .get_arguments()
-            .filter(|a| {
-                a.get_help_heading() == Some(TEXT_TO_IMAGE)
-                    || matches!(a.get_long(), Some("prompt" | "negative"))
-            })
-            .filter_map(|a| a.get_long().map(str::to_string))
-            .find(|long| args.flags.iter().any(|(l, _)| l == long));
-        if let Some(long) = text_only {
-            input_error!(
-                "--{long} is for text-to-image models; `{}` is not one (drop --{long}, or name a \
-                 Stable Diffusion / SD3 / FLUX model with --model)",
-                args.model()
-            );
-        }
-    }
-    let mut opts = args.options()?;
-    if opts.shard.is_none() {
-        match Shard::from_env(|k| std::env::var(k).ok()) {
-            Ok(Some((shard, var))) => {
-                eprintln!(
-                    "steerdiff: shard {}/{} (from {var})",
-                    shard.index, shard.count
-                );
-                opts.shard = Some(shard);
-            }
-            Ok(None) => {}
-            Err(e) => input_error!("{e}"),
-        }
-    }
+    let opts = run_options(args)?;
     let job = Job::load(args.model(), &opts)?;
+    run(args, job).map(drop)
+}
+
+/// Runs `job` into `args.output` (locked while it writes), with progress, trace and the
+/// summary line; gives the model back.
+fn run(args: &GenerateArgs, job: Job) -> Result<Model> {
     output::prepare_dir(&args.output)?;
     let _lock = output::lock_dir(&args.output)?;
     if let Some(t) = &args.trace {
@@ -375,5 +427,5 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         outcome.timing.total_s,
         job.parameters().device,
     );
-    Ok(())
+    Ok(job.into_model())
 }

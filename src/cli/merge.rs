@@ -8,13 +8,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::Value;
 
 use crate::error::input_error;
 use crate::output::Staged;
 use crate::run::results::{grid_label, grid_png, top_png};
+use crate::run::SCHEMA_VERSION;
 
 /// Flags of `steerdiff merge`.
 #[derive(Debug, Args)]
@@ -96,8 +97,15 @@ fn check_samples(dir: &std::path::Path, shard: &Value, v: &Value) -> Result<()> 
 
 /// Runs `steerdiff merge`.
 pub fn merge(args: &MergeArgs) -> Result<()> {
+    let out = std::fs::canonicalize(&args.output).ok();
     let mut shards = vec![];
     for dir in &args.shards {
+        if out.is_some() && std::fs::canonicalize(dir).ok() == out {
+            input_error!(
+                "-o `{}` is one of the shards; merge into a new folder",
+                args.output.display()
+            );
+        }
         let path = dir.join("samples.json");
         let text = crate::error::read_user_text(&path, "the shard record", 4 << 30)?;
         let mut v: Value = match serde_json::from_str(&text) {
@@ -113,6 +121,14 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
                 dir.display()
             );
         };
+        let schema = &v["parameters"]["schema"];
+        if schema.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
+            input_error!(
+                "`{}` is a record of schema {schema}; this steerdiff merges schema \
+                 {SCHEMA_VERSION} (merge shards with the steerdiff that made them)",
+                path.display()
+            );
+        }
         let index = shard["index"].as_u64().unwrap_or(u64::MAX) as usize;
         let count = shard["count"].as_u64().unwrap_or(0) as usize;
         check_samples(dir, &shard, &v)?;
@@ -186,11 +202,14 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
             continue;
         };
         let path = dir.join(name);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("reading `{}`", path.display()))?;
-        let img = image::load_from_memory(&bytes)
-            .with_context(|| format!("`{}` is not an image", path.display()))?
-            .to_rgb8();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => input_error!("cannot read the shard image `{}`: {e}", path.display()),
+        };
+        let img = match image::load_from_memory(&bytes) {
+            Ok(i) => i.to_rgb8(),
+            Err(e) => input_error!("the shard image `{}` is damaged: {e}", path.display()),
+        };
         staged.add(&args.output.join(name), &bytes)?;
         let seed = s["seed"].as_u64().unwrap_or(0);
         cells.push((img.clone(), grid_label(class_name, prompted, seed)));

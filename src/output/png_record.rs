@@ -132,9 +132,12 @@ fn read_from(
         );
     }
     let mut pixels = vec![0; reader.output_buffer_size().unwrap_or(0)];
-    reader
-        .next_frame(&mut pixels)
-        .with_context(|| format!("decoding `{}`", path.display()))?;
+    if let Err(e) = reader.next_frame(&mut pixels) {
+        input_error!(
+            "`{}` is a damaged PNG: its image data cannot be decoded ({e})",
+            path.display()
+        );
+    }
     let info = reader.info();
     // Compressed text is inflated up to a cap, so a small file cannot expand into gigabytes.
     let chunk = |keyword: &str| {

@@ -171,10 +171,13 @@ impl Staged {
     fn put(f: &mut TempFile) -> Result<Moved> {
         let in_place = is_special(&f.dest);
         let backup = match fs::symlink_metadata(&f.dest) {
-            Ok(meta) if meta.is_dir() => anyhow::bail!(
-                "cannot write `{}`: a directory of that name is in the way",
-                f.dest.display()
-            ),
+            Ok(meta) if meta.is_dir() => {
+                return Err(anyhow::Error::new(crate::error::InputError(format!(
+                    "cannot write `{}`: a folder of that name is in the way (move it, or \
+                     write into another -o folder)",
+                    f.dest.display()
+                ))))
+            }
             Ok(_) if in_place => None,
             Ok(_) => {
                 // A fresh name of our own, then the old file renamed onto it.

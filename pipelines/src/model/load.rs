@@ -67,6 +67,11 @@ pub fn is_text_to_image(spec: &str) -> bool {
 /// unknown name.
 pub fn check_spec_path(spec: &str) -> Result<()> {
     let path = spec.strip_prefix("gmm:").unwrap_or(spec);
+    if spec == "gmm:" {
+        return Err(Error::Spec(format!(
+            "model `{spec}` names no spec file; use --model gmm:SPEC.json"
+        )));
+    }
     let looks_like_path = spec.starts_with("gmm:")
         || ["./", "../", "/", "~"].iter().any(|p| path.starts_with(p))
         || path.ends_with(".safetensors")
@@ -215,11 +220,6 @@ fn read_spec_file(path: &str) -> Result<String> {
 
 fn load_mixture(spec: &str, path: &str, opts: &LoadOptions) -> Result<Model> {
     let dtype = only_f32(opts, "a Gaussian mixture")?;
-    if path.is_empty() {
-        return Err(Error::Spec(format!(
-            "model `{spec}` names no spec file; use --model gmm:SPEC.json"
-        )));
-    }
     let text = read_spec_file(path)?;
     let mixture = GmmSpec::from_json(&text).map_err(|e| {
         Error::Spec(format!(

@@ -189,7 +189,7 @@ impl Model {
                 match label {
                     Some(k) => Ok((k, Some(toy::CLASS_NAMES[k as usize].to_string()))),
                     None => Err(Error::Spec(format!(
-                        "--class: unknown toy class `{name}`; valid: {}",
+                        "unknown toy class `{name}`; valid: {}",
                         toy::CLASS_NAMES.join(", ")
                     ))),
                 }

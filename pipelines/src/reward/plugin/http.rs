@@ -64,6 +64,11 @@ impl HttpTransport {
                 "plugin URL `{base}` must start with http:// (e.g. http://127.0.0.1:8765)"
             )));
         }
+        if let Err(e) = url::Url::parse(base) {
+            return Err(Failure::fatal(format!(
+                "plugin URL `{base}` is not a valid URL: {e} (e.g. http://127.0.0.1:8765)"
+            )));
+        }
         if !allow_remote && !is_loopback(base) {
             return Err(Failure::fatal(format!(
                 "plugin URL `{base}` is not on this machine; a reward plugin is sent every image, \

@@ -438,6 +438,20 @@ fn handshake(
     if d.batch_size == 0 {
         return Err(unusable(label, "the plugin's batch_size is 0".into()));
     }
+    let unknown: Vec<&String> = d
+        .inputs
+        .iter()
+        .filter(|i| !protocol::INPUTS.contains(&i.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unusable(
+            label,
+            format!(
+                "the plugin reads inputs {unknown:?} that steerdiff does not send (it sends {})",
+                protocol::INPUTS.join(", ")
+            ),
+        ));
+    }
     Ok(d)
 }
 

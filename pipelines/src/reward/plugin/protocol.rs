@@ -35,6 +35,9 @@ pub enum Encoding {
     Png,
 }
 
+/// What a plugin may list in its description's `inputs`.
+pub const INPUTS: [&str; 5] = ["pixels", "latents", "class", "prompt", "sigma"];
+
 /// The engine's order of preference among the encodings a plugin accepts.
 pub const ENCODING_PREFERENCE: [Encoding; 3] = [Encoding::F32, Encoding::Rgb8, Encoding::Png];
 
