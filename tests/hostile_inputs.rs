@@ -917,3 +917,28 @@ fn classifier_rewards_do_not_depend_on_the_batch() {
         );
     }
 }
+
+/// A run whose stderr is not a terminal (a log, a pipe) still says it is alive: plain
+/// progress lines at the interval `STEERDIFF_PROGRESS_SECONDS` sets (0: every step).
+#[test]
+fn progress_lines_reach_a_stderr_that_is_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(["generate", "--steps", "5", "-n", "1", "-o"])
+        .arg(&out)
+        .env("STEERDIFF_PROGRESS_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stderr(&o)
+        .lines()
+        .filter(|l| l.starts_with("steerdiff: step "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines[4].starts_with("steerdiff: step 5/5,"), "{lines:?}");
+    // The default interval (10 s) prints nothing in a run this short.
+    let o = steerdiff(&[&["generate", "-o", out.to_str().unwrap()][..], &SMALL].concat());
+    assert!(!stderr(&o).contains("steerdiff: step "), "{}", stderr(&o));
+}

@@ -94,6 +94,13 @@ impl GmmSpec {
                 )));
             }
         }
+        let total: f64 = self.components.iter().map(|c| c.weight).sum();
+        if !total.is_finite() {
+            return Err(Error::Spec(format!(
+                "GMM spec: the weights add up to {total}; give weights whose sum is a finite \
+                 number (they are normalised, so 0.8 and 0.2 do as well as 8e300 and 2e300)"
+            )));
+        }
         if let Some(names) = &self.class_names {
             let max = self.components.iter().map(|c| c.class).max().unwrap_or(0) as usize;
             if names.len() <= max {
@@ -479,6 +486,11 @@ mod tests {
                 "std",
             ),
             (r#"{"dim": 1, "components": []}"#, "empty"),
+            (
+                r#"{"dim": 1, "components": [{"weight": 1e308, "mean": [0], "std": 1},
+                    {"weight": 1e308, "mean": [1], "std": 1}]}"#,
+                "add up to inf",
+            ),
             (
                 r#"{"dim": 1, "components": [{"weight": 1, "mean": [0], "std": 1, "colour": 2}]}"#,
                 "unknown field",

@@ -227,7 +227,24 @@ pub fn config_text_flags(text: &str, path: &Path, given: &[String]) -> Result<Ve
         if long == "config" || given.contains(&long) {
             continue;
         }
-        out.extend(to_argv(&vec![(long, values)]).into_iter().skip(1));
+        let args: Vec<String> = to_argv(&vec![(long, values)]).into_iter().skip(1).collect();
+        // A value clap would refuse is refused here, where the file and key can be named.
+        let probe = std::iter::once("generate".to_string()).chain(args.iter().cloned());
+        if let Err(e) = generate_command().try_get_matches_from(probe) {
+            use clap::error::ErrorKind::{InvalidValue, ValueValidation};
+            if matches!(e.kind(), InvalidValue | ValueValidation) {
+                let why = e.to_string();
+                input_error!(
+                    "config file `{}`, key `{key}`: {}",
+                    path.display(),
+                    why.lines()
+                        .next()
+                        .unwrap_or("a bad value")
+                        .trim_start_matches("error: ")
+                );
+            }
+        }
+        out.extend(args);
     }
     Ok(out)
 }

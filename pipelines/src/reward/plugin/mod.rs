@@ -378,7 +378,8 @@ impl PluginReward {
                 Ok(scores) => return Ok(scores),
                 Err(failure) => {
                     transport.reset();
-                    if failure.retryable && attempt < self.options.retries {
+                    if failure.retryable && attempt < self.options.retries && !children::stopping()
+                    {
                         eprintln!(
                             "steerdiff: warning: plugin {}: {}; retrying ({} of {})",
                             self.target,
@@ -387,7 +388,8 @@ impl PluginReward {
                             self.options.retries
                         );
                     }
-                    let stop = !failure.retryable;
+                    // After a stop signal, no retry: the run is ending.
+                    let stop = !failure.retryable || children::stopping();
                     last = failure;
                     if stop {
                         break;
