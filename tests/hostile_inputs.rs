@@ -942,3 +942,37 @@ fn progress_lines_reach_a_stderr_that_is_not_a_terminal() {
     let o = steerdiff(&[&["generate", "-o", out.to_str().unwrap()][..], &SMALL].concat());
     assert!(!stderr(&o).contains("steerdiff: step "), "{}", stderr(&o));
 }
+
+/// A valid 4096² `--init-image` on tiny-sd (whose first UNet block attends at latent
+/// resolution: some 10¹⁴ attention scores) is refused when the size is set, with the numbers
+/// and the way past the limit, instead of allocating until the process is killed.
+#[test]
+fn an_init_image_whose_attention_cannot_fit_is_refused_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("big.png");
+    image::RgbImage::new(4096, 4096).save(&img).unwrap();
+    let out = tmp.path().join("out");
+    let sd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd/pipeline");
+    let o = steerdiff(&[
+        "generate",
+        "--model",
+        sd.to_str().unwrap(),
+        "-p",
+        "a cat",
+        "--init-image",
+        img.to_str().unwrap(),
+        "--steps",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    refused(
+        &o,
+        &[
+            "4096×4096",
+            "attention scores",
+            "STEERDIFF_MAX_ATTENTION_SCORES",
+        ],
+    );
+    assert!(!out.exists() || listing(&out).is_empty());
+}

@@ -246,6 +246,9 @@ impl Flux {
                 "FLUX image size {height}×{width} must be positive multiples of {s}"
             )));
         }
+        let tokens = ((height / s) * (width / s)) as u64;
+        let scores = super::attention_memory::dit_scores(self.config.num_heads, tokens);
+        super::attention_memory::check("FLUX", height, width, scores)?;
         let v = self.vae_scale();
         self.latent_hw = (height / v, width / v);
         Ok(())

@@ -27,6 +27,7 @@
 //! `tests/fixtures/tiny-sdxl` (see `tests/tiny_sd.rs`).
 
 pub mod ae_encoder;
+pub mod attention_memory;
 pub mod clip;
 pub mod clip_model;
 pub mod clip_rewards;

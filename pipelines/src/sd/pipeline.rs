@@ -427,7 +427,10 @@ impl StableDiffusion {
                 "image size {height}×{width} must be positive multiples of {s} (the VAE's scale)"
             )));
         }
-        self.latent_hw = (height / s, width / s);
+        let latent_hw = (height / s, width / s);
+        let scores = super::attention_memory::unet_scores(&self.unet_config.candle, latent_hw);
+        super::attention_memory::check(&self.name, height, width, scores)?;
+        self.latent_hw = latent_hw;
         Ok(())
     }
 

@@ -222,6 +222,9 @@ impl Sd3 {
                 grid * v
             )));
         }
+        let tokens = ((height / s) * (width / s)) as u64;
+        let scores = super::attention_memory::dit_scores(self.config.depth, tokens);
+        super::attention_memory::check("SD3", height, width, scores)?;
         self.latent_hw = (height / v, width / v);
         Ok(())
     }
