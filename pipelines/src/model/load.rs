@@ -222,6 +222,8 @@ fn load_mixture(spec: &str, path: &str, opts: &LoadOptions) -> Result<Model> {
     let dtype = only_f32(opts, "a Gaussian mixture")?;
     let text = read_spec_file(path)?;
     let mixture = GmmSpec::from_json(&text).map_err(|e| {
+        let e = e.to_string();
+        let e = e.trim_start_matches("GMM spec: ");
         Error::Spec(format!(
             "GMM spec `{path}`: {e} (expected {{\"dim\": D, \"components\": [{{\"weight\": w, \
              \"mean\": [D numbers], \"std\": s, \"class\": c}}, …]}})"
