@@ -173,7 +173,7 @@ impl Staged {
         let backup = match fs::symlink_metadata(&f.dest) {
             Ok(meta) if meta.is_dir() => {
                 return Err(anyhow::Error::new(crate::error::InputError(format!(
-                    "cannot write `{}`: a folder of that name is in the way (move it, or \
+                    "cannot write `{}`: a directory of that name is in the way (move it, or \
                      write into another -o folder)",
                     f.dest.display()
                 ))))

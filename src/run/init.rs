@@ -18,47 +18,54 @@ const MAX_LATENTS_FILE: u64 = 1 << 30;
 /// latent for all. Returns `[n, …shape]` on `device`.
 pub fn read_latents(path: &Path, shape: &[usize], n: usize, device: &Device) -> Result<Tensor> {
     let text = crate::error::read_user_text(path, "--init-latents", MAX_LATENTS_FILE)?;
-    let v: Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => input_error!("--init-latents `{}` is not JSON: {e}", path.display()),
-    };
+    let data = parse_latents(&text, shape, n).map_err(|why| {
+        crate::error::InputError(format!("--init-latents `{}`{why}", path.display()))
+    })?;
+    let mut dims = vec![n];
+    dims.extend_from_slice(shape);
+    Ok(Tensor::from_vec(data, dims, device)?)
+}
+
+/// The `n × shape` numbers of an `--init-latents` file's `text` (see [`read_latents`]); the
+/// error is the rest of a message that starts with the file's name (`: …` or ` holds …`).
+pub fn parse_latents(
+    text: &str,
+    shape: &[usize],
+    n: usize,
+) -> std::result::Result<Vec<f32>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!(" is not JSON: {e}"))?;
     let list = match &v {
         Value::Array(_) => &v,
         Value::Object(o) if o.contains_key("initial_latents") => &o["initial_latents"],
-        _ => input_error!(
-            "--init-latents `{}`: expected a list of numbers or an object with `initial_latents`",
-            path.display()
-        ),
+        _ => return Err(": expected a list of numbers or an object with `initial_latents`".into()),
     };
-    let shown = path.display();
-    let (data, dims) = match flatten(list) {
-        Ok(found) => found,
-        Err(why) => input_error!("--init-latents `{shown}`: {why}"),
-    };
-    let numel: usize = shape.iter().product();
+    let (data, dims) = flatten(list).map_err(|why| format!(": {why}"))?;
+    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     let mut with_n = vec![n];
     with_n.extend_from_slice(shape);
     // A nested array must have the latents' own shape, with or without the sample axis.
     if dims.len() > 1 && dims != with_n && dims != shape {
-        input_error!(
-            "--init-latents `{shown}` is an array of shape {dims:?}; {n} sample(s) of latent \
-             shape {shape:?} need {with_n:?} (or {shape:?}, one latent for all, or a flat list)"
-        );
+        return Err(format!(
+            " is an array of shape {dims:?}; {n} sample(s) of latent shape {shape:?} need \
+             {with_n:?} (or {shape:?}, one latent for all, or a flat list)"
+        ));
     }
+    let Some(numel) = numel else {
+        return Err(format!(": the latent shape {shape:?} is too large"));
+    };
     let data = if data.len() == numel && n > 1 {
         data.repeat(n)
     } else {
         data
     };
-    if data.len() != numel * n {
-        input_error!(
-            "--init-latents `{shown}` holds {} numbers; {n} sample(s) of latent shape {shape:?} \
-             need {}",
+    if Some(data.len()) != numel.checked_mul(n) {
+        return Err(format!(
+            " holds {} numbers; {n} sample(s) of latent shape {shape:?} need {}",
             data.len(),
-            numel * n
-        );
+            numel.saturating_mul(n)
+        ));
     }
-    Ok(Tensor::from_vec(data, with_n, device)?)
+    Ok(data)
 }
 
 /// Reads `--init-image`.
@@ -86,9 +93,10 @@ fn flatten(list: &Value) -> std::result::Result<(Vec<f32>, Vec<usize>), String> 
                     out.len() + 1
                 ));
             }
-            return match v.as_f64().filter(|f| f.is_finite()) {
+            // Finite as the f32 the latents are (1e308 is a finite f64 but ∞ in f32).
+            return match v.as_f64().map(|f| f as f32).filter(|f| f.is_finite()) {
                 Some(f) => {
-                    out.push(f as f32);
+                    out.push(f);
                     Ok(())
                 }
                 None => {
@@ -172,6 +180,8 @@ mod tests {
         );
         let e = latents("[1, [2, 3]]", &[1, 2, 2], 1).unwrap_err();
         assert!(e.contains("a list sits after entry 1"), "{e}");
+        let e = latents("[1, 1e308, 3, 4]", &[1, 2, 2], 1).unwrap_err();
+        assert!(e.contains("entry 2 (1e308) is not a finite number"), "{e}");
         let e = latents(r#"[1, "x", 3, 4]"#, &[1, 2, 2], 1).unwrap_err();
         assert!(e.contains(r#"entry 2 ("x") is not a finite number"#), "{e}");
         let e = latents("[1, 2, 3]", &[1, 2, 2], 1).unwrap_err();

@@ -211,7 +211,7 @@ pub(crate) fn cases() -> Vec<Case> {
         case(
             "output_grid_png_is_a_folder",
             2,
-            &["grid.png", "a folder of that name is in the way"],
+            &["grid.png", "a directory of that name is in the way"],
             Untouched,
             |d| {
                 std::fs::create_dir_all(d.join("out/grid.png")).unwrap();

@@ -42,6 +42,18 @@ pub(crate) fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "init_latents_beyond_f32",
+            2,
+            &["entry 1 (1e308) is not a finite number"],
+            Untouched,
+            |d| {
+                let mut v = vec![json!(0.1); 256];
+                v[0] = json!(1e308);
+                let f = write(&d.join("lat.json"), Value::Array(v).to_string());
+                sd_gen(d, &fixture_sd(), &["--init-latents", &f])
+            },
+        ),
+        case(
             "init_latents_not_json",
             2,
             &["is not JSON"],
