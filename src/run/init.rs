@@ -105,7 +105,7 @@ fn flatten(list: &Value) -> std::result::Result<(Vec<f32>, Vec<usize>), String> 
                         text = format!("{}…", text.chars().take(40).collect::<String>());
                     }
                     Err(format!(
-                        "entry {} ({text}) is not a finite number",
+                        "entry {} ({text}) is not a finite number of f32's range (±3.4e38)",
                         out.len() + 1
                     ))
                 }
@@ -181,7 +181,10 @@ mod tests {
         let e = latents("[1, [2, 3]]", &[1, 2, 2], 1).unwrap_err();
         assert!(e.contains("a list sits after entry 1"), "{e}");
         let e = latents("[1, 1e308, 3, 4]", &[1, 2, 2], 1).unwrap_err();
-        assert!(e.contains("entry 2 (1e308) is not a finite number"), "{e}");
+        assert!(
+            e.contains("entry 2 (1e") && e.contains("of f32's range"),
+            "{e}"
+        );
         let e = latents(r#"[1, "x", 3, 4]"#, &[1, 2, 2], 1).unwrap_err();
         assert!(e.contains(r#"entry 2 ("x") is not a finite number"#), "{e}");
         let e = latents("[1, 2, 3]", &[1, 2, 2], 1).unwrap_err();

@@ -46,13 +46,13 @@ pub fn check_rounds(rounds: usize) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an image size no model can sample in memory.
-pub fn check_image_size(height: usize, width: usize) -> Result<()> {
+/// Refuses an image size no model can sample in memory; `remedy` says where the size came
+/// from and how to change it (e.g. "give a smaller --width / --height").
+pub fn check_image_size(height: usize, width: usize, remedy: &str) -> Result<()> {
     if height > MAX_SIDE || width > MAX_SIDE || height.saturating_mul(width) > MAX_PIXELS {
         input_error!(
             "an image of {width}×{height} pixels is larger than steerdiff samples (at most \
-             {MAX_SIDE} pixels a side and {MAX_PIXELS} pixels); give a smaller --width / \
-             --height (or a smaller --init-image)"
+             {MAX_SIDE} pixels a side and {MAX_PIXELS} pixels); {remedy}"
         );
     }
     Ok(())
@@ -119,9 +119,10 @@ mod tests {
         assert!(check_counts(100_000_000, 0).is_err());
         assert!(check_counts(50, 100_000_000).is_err());
         assert!(check_rounds(40).is_err());
-        assert!(check_image_size(1024, 1024).is_ok());
-        assert!(check_image_size(65_536, 65_536).is_err());
-        assert!(check_image_size(16_384, 16_384).is_err());
+        assert!(check_image_size(1024, 1024, "").is_ok());
+        let e = check_image_size(65_536, 65_536, "give a smaller --width").unwrap_err();
+        assert!(e.to_string().ends_with("; give a smaller --width"), "{e}");
+        assert!(check_image_size(16_384, 16_384, "").is_err());
         assert!(check_state(16, 8, 4 * 128 * 128).is_ok());
         assert!(check_state(1_000_000_000, 1, 3072).is_err());
         assert!(check_state(usize::MAX, usize::MAX, 1).is_err());

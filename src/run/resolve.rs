@@ -155,7 +155,7 @@ pub(super) fn prepare_text(
         None => native,
     };
     let size = (opts.height.unwrap_or(h0), opts.width.unwrap_or(w0));
-    super::limits::check_image_size(size.0, size.1)?;
+    super::limits::check_image_size(size.0, size.1, &size_remedy(model, opts, init_image))?;
     if let Some(img) = init_image {
         if (img.height() as usize, img.width() as usize) != size {
             input_error!(
@@ -170,6 +170,31 @@ pub(super) fn prepare_text(
     let texts: Vec<&str> = c.texts.iter().map(String::as_str).collect();
     model.set_text(size, &texts, opts.negative.as_deref())?;
     Ok(Some([size.0, size.1]))
+}
+
+/// Where a text-to-image run's size comes from and how to change it, for the size limit's
+/// message: the flags, the init image's size, or the model's native size (its config).
+fn size_remedy(model: &Model, opts: &Options, init_image: Option<&image::RgbImage>) -> String {
+    let (base, fix) = match init_image {
+        Some(_) => (
+            "the --init-image's size".into(),
+            "give a smaller --init-image",
+        ),
+        None => (
+            model
+                .native_size_origin()
+                .unwrap_or_else(|| "the model's native size".into()),
+            "correct that config, or give --width and --height",
+        ),
+    };
+    match (opts.height.is_some(), opts.width.is_some()) {
+        (true, true) => "give a smaller --width / --height".into(),
+        (false, false) => format!("the size is the default: {base}; {fix}"),
+        (h, _) => format!(
+            "{} is the default: {base}; give both --width and --height",
+            if h { "the width" } else { "the height" }
+        ),
+    }
 }
 
 /// Loads `--guide-model` for autoguidance: the same device, size and prompts as `model`,

@@ -198,7 +198,12 @@ pub(crate) fn cases() -> Vec<Case> {
         case(
             "sd_unet_sample_size_huge",
             2,
-            &["2000000×2000000"],
+            // No --width / --height given: the config is named, not the flags.
+            &[
+                "2000000×2000000",
+                "`unet/config.json`",
+                "sample_size 1000000",
+            ],
             Untouched,
             |d| sd_config(d, "unet/config.json", "sample_size", json!(1_000_000)),
         ),

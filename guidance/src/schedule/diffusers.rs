@@ -107,7 +107,8 @@ pub struct SetTimesteps {
 
 /// A diffusers scheduler config (`scheduler_config.json`). Fields are diffusers' names; `None`
 /// means "absent", which takes the class's default when the sampler is built. Unknown fields are
-/// ignored (as diffusers does when a config is loaded into another class).
+/// ignored (as diffusers does when a config is loaded into another class); numbers are checked
+/// ([`SchedulerConfig::check`]) when read and again before they size anything.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct SchedulerConfig {
@@ -326,13 +327,15 @@ impl SchedulerConfig {
     }
 
     /// Reads a config object; `class_name` (when given) overrides the object's `_class_name`
-    /// (the fixture files name the class beside the config).
+    /// (the fixture files name the class beside the config). A field of the wrong type, or a
+    /// number out of range ([`SchedulerConfig::check`]), is refused, naming the field.
     pub fn from_value(class_name: Option<&str>, config: &Value) -> Result<Self> {
         let mut cfg: SchedulerConfig = serde_json::from_value(config.clone())
-            .map_err(|e| Error::InvalidArgument(format!("invalid scheduler config: {e}")))?;
+            .map_err(|e| super::config_checks::deserialise_error(config, e))?;
         if let Some(c) = class_name {
             cfg.class_name = Some(c.to_string());
         }
+        cfg.check()?;
         Ok(cfg)
     }
 
@@ -382,6 +385,7 @@ impl SchedulerConfig {
 
     /// The training noise process: the VP path from the beta options, or the flow path.
     pub fn noise_path(&self) -> Result<NoisePath> {
+        self.check()?;
         if self.class()?.is_flow() {
             return Ok(NoisePath::Flow {
                 num_train_timesteps: self.num_train_timesteps(),
@@ -392,6 +396,7 @@ impl SchedulerConfig {
 
     /// The VP path exactly as diffusers computes `alphas_cumprod` (float32).
     pub fn vp_path(&self) -> Result<VpPath> {
+        self.check()?;
         let n = self.num_train_timesteps();
         if n < 2 {
             return Err(Error::InvalidArgument(format!(
@@ -488,6 +493,7 @@ impl SchedulerConfig {
         eta: Option<f64>,
     ) -> Result<Sampler> {
         let class = self.class()?;
+        self.check()?;
         let eta = check_eta(eta)?;
         let steps = num_inference_steps;
         if steps == 0 {

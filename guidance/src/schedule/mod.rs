@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::path::StepPoint;
 
+pub mod config_checks;
 pub mod diffusers;
 pub mod flow;
 pub mod karras;

@@ -55,7 +55,9 @@ pub struct NoiseSearch {
     pub kind: SearchKind,
 }
 
-/// A neighbour of `pivot` at cosine `c` on its sphere, using the Gaussian direction `g`.
+/// A neighbour of `pivot` at cosine `c` on its sphere, using the Gaussian direction `g`. Where
+/// the sphere has no such point along `g` — one dimension, a zero pivot, or `g` parallel to
+/// the pivot — the pivot itself is returned (the alternative, 0/0, made NaN noises).
 pub fn sphere_neighbour(pivot: &[f32], g: &[f32], c: f64) -> Vec<f32> {
     let norm = pivot
         .iter()
@@ -66,6 +68,9 @@ pub fn sphere_neighbour(pivot: &[f32], g: &[f32], c: f64) -> Vec<f32> {
     let gu: f64 = g.iter().zip(&u).map(|(&a, b)| a as f64 * b).sum();
     let w: Vec<f64> = g.iter().zip(&u).map(|(&a, b)| a as f64 - gu * b).collect();
     let wn = w.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(norm > 0.0 && wn > 1e-12 * norm) {
+        return pivot.to_vec();
+    }
     let s = (1.0 - c * c).sqrt();
     u.iter()
         .zip(&w)
@@ -237,6 +242,19 @@ impl NoiseSearch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sphere_without_neighbours_gives_the_pivot_not_nan() {
+        assert_eq!(sphere_neighbour(&[1.5], &[0.3], 0.9), vec![1.5]);
+        assert_eq!(
+            sphere_neighbour(&[0.0, 0.0], &[0.3, 1.0], 0.9),
+            vec![0.0, 0.0]
+        );
+        assert_eq!(
+            sphere_neighbour(&[1.0, 2.0], &[2.0, 4.0], 0.9),
+            vec![1.0, 2.0]
+        );
+    }
 
     #[test]
     fn neighbours_keep_the_norm_and_the_cosine_exactly() {

@@ -238,6 +238,14 @@ impl Model {
         }
     }
 
+    /// Text-to-image models: where the default image size comes from, for messages.
+    pub fn native_size_origin(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Text(m) => Some(m.native_size_origin()),
+            _ => None,
+        }
+    }
+
     fn text_mut(&mut self) -> Result<&mut (dyn TextToImage + 'static)> {
         let source = self.source.clone();
         match &mut self.inner {

@@ -18,7 +18,7 @@ use candle_nn::{Conv2d, LayerNorm, Linear, VarBuilder};
 use serde_json::Value;
 
 use super::clip::{ClipTextEncoder, ClipTokenizer, Layer};
-use super::config::{ClipActivation, ClipTextConfig, ConfigReader, TRANSFORMERS_GENERIC};
+use super::config::{Bounds, ClipActivation, ClipTextConfig, ConfigReader, TRANSFORMERS_GENERIC};
 use super::hub::{ModelFiles, Source};
 use super::weights::{component_weights, load_error, var_builder};
 use crate::{Error, Result};
@@ -60,23 +60,24 @@ impl ClipVisionConfig {
             }
         }
         let cfg = ClipVisionConfig {
-            hidden_size: c.usize("hidden_size")?,
-            intermediate_size: c.usize("intermediate_size")?,
-            num_hidden_layers: c.usize("num_hidden_layers")?,
-            num_attention_heads: c.usize("num_attention_heads")?,
-            image_size: c.usize("image_size")?,
-            patch_size: c.usize("patch_size")?,
+            hidden_size: c.usize("hidden_size", Bounds::COUNT)?,
+            intermediate_size: c.usize("intermediate_size", Bounds::COUNT)?,
+            num_hidden_layers: c.usize("num_hidden_layers", Bounds::COUNT)?,
+            num_attention_heads: c.usize("num_attention_heads", Bounds::COUNT)?,
+            // (images are resized to this side; CLIPs use 224 to 448)
+            image_size: c.usize("image_size", Bounds::COUNT.at_most(65_536.0))?,
+            patch_size: c.usize("patch_size", Bounds::COUNT)?,
             activation: ClipActivation::read(&mut c)?,
-            layer_norm_eps: c.f64_or("layer_norm_eps", 1e-5)?,
+            layer_norm_eps: c.f64_or("layer_norm_eps", 1e-5, Bounds::POSITIVE)?,
         };
         c.must_be("num_channels", 3.into(), "image channels")?;
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(Error::Spec(format!(
                 "{}: hidden_size {} is not divisible into {} heads",
                 c.file, cfg.hidden_size, cfg.num_attention_heads
             )));
         }
-        if cfg.patch_size == 0 || cfg.image_size % cfg.patch_size != 0 {
+        if cfg.image_size % cfg.patch_size != 0 {
             return Err(Error::Spec(format!(
                 "{}: image_size {} is not a whole number of {}-pixel patches",
                 c.file, cfg.image_size, cfg.patch_size
@@ -367,7 +368,7 @@ impl ClipModel {
                 )));
             }
         }
-        let projection = c.usize("projection_dim")?;
+        let projection = c.usize("projection_dim", Bounds::COUNT)?;
         let mut text_cfg = ClipTextConfig::read(c.object("text_config")?)?;
         text_cfg.projection_dim = Some(projection);
         let vision_cfg = ClipVisionConfig::read(c.object("vision_config")?)?;

@@ -4,256 +4,26 @@
 //! misread:
 //! * structural fields (channel lists, block types, layer counts) are **required**: a config
 //!   missing one is refused, naming the file and the field;
+//! * every numeric field is read checked (see [`Bounds`]): a field present with the wrong type
+//!   or out of range (a zero channel count, a negative size, a non-finite or zero scale) is
+//!   refused, naming the file and the field — never replaced by a default;
 //! * fields with a harmless default take diffusers' default when absent;
 //! * fields steerdiff knows but does not implement are refused when set to anything but their
 //!   default, with what they are (e.g. LCM's `time_cond_proj_dim`);
 //! * **unknown fields** are refused unless `null`/`false` (the value of every feature's "off"),
 //!   since an unknown switch may change the numbers;
-//! * bookkeeping fields (`_class_name`, `_diffusers_version`, `sample_size`, transformers'
-//!   generic `PretrainedConfig` fields) are accepted.
-
-use std::collections::BTreeSet;
-use std::path::Path;
+//! * bookkeeping fields (`_class_name`, `_diffusers_version`, the VAE's `sample_size`,
+//!   transformers' generic `PretrainedConfig` fields) are accepted.
 
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModelConfig,
 };
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+pub use super::config_fields::Bounds;
+pub use super::config_reader::ConfigReader;
 use crate::{Error, Result};
-
-/// A JSON object being read field by field; remembers which fields were read.
-#[derive(Debug)]
-pub struct ConfigReader {
-    /// The file (for messages).
-    pub file: String,
-    map: Map<String, Value>,
-    seen: BTreeSet<String>,
-}
-
-impl ConfigReader {
-    /// Reads and parses a JSON object file (Python's `NaN`/`Infinity` accepted).
-    pub fn open(path: &Path, name: &str) -> Result<ConfigReader> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Spec(format!("cannot read {name} (`{}`): {e}", path.display())))?;
-        ConfigReader::parse(&text, name)
-    }
-
-    /// Parses a JSON object.
-    pub fn parse(text: &str, name: &str) -> Result<ConfigReader> {
-        let v = steerdiff_guidance::schedule::diffusers::parse_python_json(text)
-            .map_err(|e| Error::Spec(format!("{name}: {e}")))?;
-        ConfigReader::from_value(v, name)
-    }
-
-    /// Reads an already-parsed JSON object (e.g. a nested `text_config`).
-    pub fn from_value(v: Value, name: &str) -> Result<ConfigReader> {
-        match v {
-            Value::Object(map) => Ok(ConfigReader {
-                file: name.into(),
-                map,
-                seen: BTreeSet::new(),
-            }),
-            _ => Err(Error::Spec(format!("{name} is not a JSON object"))),
-        }
-    }
-
-    fn raw(&mut self, key: &str) -> Option<&Value> {
-        self.seen.insert(key.into());
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn bad(&self, key: &str, want: &str) -> Error {
-        Error::Spec(format!(
-            "{}: `{key}` must be {want} (got {})",
-            self.file,
-            self.map.get(key).map(|v| v.to_string()).unwrap_or_default()
-        ))
-    }
-
-    fn missing(&self, key: &str) -> Error {
-        Error::Spec(format!(
-            "{}: required field `{key}` is missing (is this a complete diffusers config?)",
-            self.file
-        ))
-    }
-
-    /// A required non-negative integer.
-    pub fn usize(&mut self, key: &str) -> Result<usize> {
-        match self.raw(key).cloned() {
-            None => Err(self.missing(key)),
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| self.bad(key, "a non-negative integer")),
-        }
-    }
-
-    /// An optional non-negative integer.
-    pub fn usize_or(&mut self, key: &str, default: usize) -> Result<usize> {
-        match self.raw(key).cloned() {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| self.bad(key, "a non-negative integer")),
-        }
-    }
-
-    /// An optional number.
-    pub fn f64_or(&mut self, key: &str, default: f64) -> Result<f64> {
-        match self.raw(key).cloned() {
-            None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| self.bad(key, "a number")),
-        }
-    }
-
-    /// An optional number, `None` when absent or null.
-    pub fn f64_opt(&mut self, key: &str) -> Result<Option<f64>> {
-        match self.raw(key).cloned() {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(key, "a number")),
-        }
-    }
-
-    /// An optional boolean.
-    pub fn bool_or(&mut self, key: &str, default: bool) -> Result<bool> {
-        match self.raw(key).cloned() {
-            None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| self.bad(key, "true or false")),
-        }
-    }
-
-    /// An optional string.
-    pub fn str_opt(&mut self, key: &str) -> Result<Option<String>> {
-        match self.raw(key).cloned() {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(self.bad(key, "a string")),
-        }
-    }
-
-    /// A required list of strings.
-    pub fn strings(&mut self, key: &str) -> Result<Vec<String>> {
-        match self.raw(key).cloned() {
-            None => Err(self.missing(key)),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| self.bad(key, "a list of strings")),
-            Some(_) => Err(self.bad(key, "a list of strings")),
-        }
-    }
-
-    /// A required list of integers.
-    pub fn usizes(&mut self, key: &str) -> Result<Vec<usize>> {
-        match self.raw(key).cloned() {
-            None => Err(self.missing(key)),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_u64().map(|x| x as usize))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| self.bad(key, "a list of integers")),
-            Some(_) => Err(self.bad(key, "a list of integers")),
-        }
-    }
-
-    /// An integer or a list of `n` integers (diffusers' per-block fields), `None` if absent.
-    pub fn per_block(&mut self, key: &str, n: usize) -> Result<Option<Vec<usize>>> {
-        match self.raw(key).cloned() {
-            None => Ok(None),
-            Some(Value::Number(x)) => {
-                let x = x
-                    .as_u64()
-                    .ok_or_else(|| self.bad(key, "an integer or a list of integers"))?;
-                Ok(Some(vec![x as usize; n]))
-            }
-            Some(Value::Array(a)) => {
-                let v = a
-                    .iter()
-                    .map(|v| v.as_u64().map(|x| x as usize))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| self.bad(key, "an integer or a list of integers"))?;
-                if v.len() != n {
-                    return Err(self.bad(key, &format!("one value per block ({n})")));
-                }
-                Ok(Some(v))
-            }
-            Some(_) => Err(self.bad(key, "an integer or a list of integers")),
-        }
-    }
-
-    /// Refuses `key` unless it is absent or equal to `default` (or null / `false`).
-    pub fn must_be(&mut self, key: &str, default: Value, what: &str) -> Result<()> {
-        match self.raw(key).cloned() {
-            None => Ok(()),
-            Some(v)
-                if v == default
-                    || (v == Value::Bool(false) && default.is_null())
-                    || matches!((v.as_f64(), default.as_f64()), (Some(a), Some(b)) if a == b) =>
-            {
-                Ok(())
-            }
-            Some(v) => Err(Error::Spec(format!(
-                "{}: `{key}` = {v} is not supported ({what}); steerdiff supports {}",
-                self.file,
-                if default.is_null() {
-                    "only null".to_string()
-                } else {
-                    default.to_string()
-                }
-            ))),
-        }
-    }
-
-    /// A required nested object (e.g. CLIP's `vision_config`), as a reader of its own.
-    pub fn object(&mut self, key: &str) -> Result<ConfigReader> {
-        match self.raw(key).cloned() {
-            None => Err(self.missing(key)),
-            Some(v @ Value::Object(_)) => {
-                ConfigReader::from_value(v, &format!("{}: {key}", self.file))
-            }
-            Some(_) => Err(self.bad(key, "an object")),
-        }
-    }
-
-    /// Marks fields as read without using them (bookkeeping).
-    pub fn ignore(&mut self, keys: &[&str]) {
-        for k in keys {
-            self.seen.insert((*k).into());
-        }
-    }
-
-    /// Refuses every field not read, unless it is null, `false`, or starts with `_`.
-    pub fn finish(&self) -> Result<()> {
-        let unknown: Vec<String> = self
-            .map
-            .iter()
-            .filter(|(k, v)| {
-                !self.seen.contains(*k)
-                    && !k.starts_with('_')
-                    && !v.is_null()
-                    && **v != Value::Bool(false)
-            })
-            .map(|(k, v)| format!("`{k}` = {v}"))
-            .collect();
-        if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Spec(format!(
-                "{}: unknown field(s) {} — steerdiff does not know what they change, so it \
-                 refuses rather than misread the model",
-                self.file,
-                unknown.join(", ")
-            )))
-        }
-    }
-}
 
 /// SDXL's added conditioning (`addition_embed_type = "text_time"`): the pooled text embedding
 /// and six size/crop ids, each embedded in `time_embed_dim` sinusoid channels.
@@ -281,8 +51,8 @@ pub struct UNetConfig {
     pub out_channels: usize,
     /// candle's config.
     pub candle: UNet2DConditionModelConfig,
-    /// `sample_size` (latent side), when given.
-    pub sample_size: Option<usize>,
+    /// `sample_size` in latent pixels, `(height, width)`, when given (an integer is a square).
+    pub sample_size: Option<(usize, usize)>,
     /// SDXL's added conditioning, when the UNet has it.
     pub added: Option<AddedConditioning>,
 }
@@ -301,9 +71,9 @@ impl UNetConfig {
         let added = match c.str_opt("addition_embed_type")?.as_deref() {
             None => None,
             Some("text_time") => {
-                let time_embed_dim = c.usize("addition_time_embed_dim")?;
-                let input_dim = c.usize("projection_class_embeddings_input_dim")?;
-                if time_embed_dim == 0 || input_dim <= 6 * time_embed_dim {
+                let time_embed_dim = c.usize("addition_time_embed_dim", Bounds::COUNT)?;
+                let input_dim = c.usize("projection_class_embeddings_input_dim", Bounds::COUNT)?;
+                if input_dim <= time_embed_dim.saturating_mul(6) {
                     return Err(Error::Spec(format!(
                         "{}: projection_class_embeddings_input_dim {input_dim} must exceed 6 × \
                          addition_time_embed_dim ({time_embed_dim}): it is the pooled text width \
@@ -324,9 +94,9 @@ impl UNetConfig {
                 )))
             }
         };
-        let in_channels = c.usize("in_channels")?;
-        let out_channels = c.usize("out_channels")?;
-        let channels = c.usizes("block_out_channels")?;
+        let in_channels = c.usize("in_channels", Bounds::COUNT)?;
+        let out_channels = c.usize("out_channels", Bounds::COUNT)?;
+        let channels = c.usizes("block_out_channels", Bounds::COUNT)?;
         let n = channels.len();
         if n == 0 {
             return Err(c.bad("block_out_channels", "a non-empty list"));
@@ -371,31 +141,36 @@ impl UNetConfig {
             }
             cross.push(is_cross);
         }
-        let heads = match c.per_block("num_attention_heads", n)? {
-            Some(h) => h,
-            None => c
-                .per_block("attention_head_dim", n)?
-                .ok_or_else(|| c.missing("attention_head_dim"))?,
+        // (0 heads is refused below, with the block it leaves undivided.)
+        let (heads_key, heads) = match c.one_or_list("num_attention_heads", n, Bounds::INDEX)? {
+            Some(h) => ("num_attention_heads", h),
+            None => (
+                "attention_head_dim",
+                c.one_or_list("attention_head_dim", n, Bounds::INDEX)?
+                    .ok_or_else(|| c.missing("attention_head_dim"))?,
+            ),
         };
         c.ignore(&["attention_head_dim"]);
-        let layers = c.per_block("transformer_layers_per_block", n)?;
+        let layers = c.one_or_list("transformer_layers_per_block", n, Bounds::COUNT)?;
         let layers = layers.unwrap_or_else(|| vec![1; n]);
         c.must_be(
             "reverse_transformer_layers_per_block",
             Value::Null,
             "asymmetric transformer depth",
         )?;
-        let layers_per_block = c.usize("layers_per_block")?;
-        let cross_attention_dim = c.usize("cross_attention_dim")?;
+        let layers_per_block = c.usize("layers_per_block", Bounds::COUNT)?;
+        let cross_attention_dim = c.usize("cross_attention_dim", Bounds::COUNT)?;
         for (i, (&ch, &h)) in channels.iter().zip(&heads).enumerate() {
             if h == 0 || ch % h != 0 {
                 return Err(Error::Spec(format!(
-                    "{}: block {i} has {ch} channels, not divisible into {h} attention heads",
+                    "{}: `{heads_key}`: block {i} has {ch} channels, not divisible into {h} \
+                     attention heads",
                     c.file
                 )));
             }
         }
-        let norm_num_groups = c.usize_or("norm_num_groups", 32)?;
+        // (any count but 32 is refused below, naming it)
+        let norm_num_groups = c.usize_or("norm_num_groups", 32, Bounds::INDEX)?;
         if norm_num_groups != 32 {
             // candle's plain DownBlock2D / UpBlock2D build their resnets with 32 groups
             // whatever the config says, so another count would load with wrong numbers.
@@ -417,7 +192,7 @@ impl UNetConfig {
         let candle = UNet2DConditionModelConfig {
             center_input_sample: c.bool_or("center_input_sample", false)?,
             flip_sin_to_cos: c.bool_or("flip_sin_to_cos", true)?,
-            freq_shift: c.f64_or("freq_shift", 0.0)?,
+            freq_shift: c.f64_or("freq_shift", 0.0, Bounds::FINITE)?,
             blocks: (0..n)
                 .map(|i| BlockConfig {
                     out_channels: channels[i],
@@ -426,10 +201,11 @@ impl UNetConfig {
                 })
                 .collect(),
             layers_per_block,
-            downsample_padding: c.usize_or("downsample_padding", 1)?,
-            mid_block_scale_factor: c.f64_or("mid_block_scale_factor", 1.0)?,
+            // (padding beyond the 3×3 kernel's 2 only pads the latents with zeros)
+            downsample_padding: c.usize_or("downsample_padding", 1, Bounds::INDEX.at_most(2.0))?,
+            mid_block_scale_factor: c.f64_or("mid_block_scale_factor", 1.0, Bounds::FINITE)?,
             norm_num_groups,
-            norm_eps: c.f64_or("norm_eps", 1e-5)?,
+            norm_eps: c.f64_or("norm_eps", 1e-5, Bounds::POSITIVE)?,
             cross_attention_dim,
             sliced_attention_size: None,
             use_linear_projection: c.bool_or("use_linear_projection", false)?,
@@ -484,18 +260,22 @@ impl UNetConfig {
             c.must_be(key, Value::Null, what)?;
         }
         // `upcast_attention` only changes fp16 numerics; dropout is off at inference.
-        c.ignore(&["upcast_attention", "dropout", "sample_size"]);
-        let sample_size = c.map.get("sample_size").and_then(|v| v.as_u64());
+        c.ignore(&["upcast_attention", "dropout"]);
+        // A side, or diffusers' `(height, width)`.
+        let sample_size = c.one_or_list("sample_size", 2, Bounds::COUNT)?;
         c.finish()?;
         Ok(UNetConfig {
             in_channels,
             out_channels,
             candle,
-            sample_size: sample_size.map(|s| s as usize),
+            sample_size: sample_size.map(|s| (s[0], s[1])),
             added,
         })
     }
 }
+
+/// Most blocks of a VAE (each but the last halves the image side; released VAEs have 4).
+pub const MAX_VAE_BLOCKS: usize = 16;
 
 /// A diffusers `AutoencoderKL` config.
 #[derive(Debug, Clone)]
@@ -521,13 +301,20 @@ impl VaeConfig {
                 )));
             }
         }
-        let block_out_channels = c.usizes("block_out_channels")?;
+        let block_out_channels = c.usizes("block_out_channels", Bounds::COUNT)?;
         if block_out_channels.is_empty() {
             return Err(c.bad("block_out_channels", "a non-empty list"));
         }
         let n = block_out_channels.len();
-        let layers_per_block = c.usize("layers_per_block")?;
-        let latent_channels = c.usize("latent_channels")?;
+        if n > MAX_VAE_BLOCKS {
+            // each block but the last halves the side: 2^(n − 1) pixels per latent
+            return Err(c.bad(
+                "block_out_channels",
+                &format!("a list of at most {MAX_VAE_BLOCKS} blocks"),
+            ));
+        }
+        let layers_per_block = c.usize("layers_per_block", Bounds::COUNT)?;
+        let latent_channels = c.usize("latent_channels", Bounds::COUNT)?;
         for (key, want) in [
             ("down_block_types", "DownEncoderBlock2D"),
             ("up_block_types", "UpDecoderBlock2D"),
@@ -554,12 +341,24 @@ impl VaeConfig {
             block_out_channels,
             layers_per_block,
             latent_channels,
-            norm_num_groups: c.usize_or("norm_num_groups", 32)?,
+            norm_num_groups: c.usize_or("norm_num_groups", 32, Bounds::COUNT)?,
             use_quant_conv: c.bool_or("use_quant_conv", true)?,
             use_post_quant_conv: c.bool_or("use_post_quant_conv", true)?,
         };
-        let scaling_factor = c.f64_or("scaling_factor", 0.18215)?;
-        let shift_factor = c.f64_opt("shift_factor")?.unwrap_or(0.0);
+        let groups = candle.norm_num_groups;
+        if let Some(&bad) = candle
+            .block_out_channels
+            .iter()
+            .find(|&&ch| ch % groups != 0)
+        {
+            return Err(Error::Spec(format!(
+                "{}: {bad} channels are not divisible into norm_num_groups = {groups}",
+                c.file
+            )));
+        }
+        // decoding divides by the scaling factor
+        let scaling_factor = c.f64_or("scaling_factor", 0.18215, Bounds::POSITIVE)?;
+        let shift_factor = c.f64_or("shift_factor", 0.0, Bounds::FINITE)?;
         c.ignore(&["force_upcast", "sample_size"]);
         c.finish()?;
         Ok(VaeConfig {
@@ -695,24 +494,24 @@ impl ClipTextConfig {
         }
         let activation = ClipActivation::read(&mut c)?;
         let cfg = ClipTextConfig {
-            vocab_size: c.usize("vocab_size")?,
-            hidden_size: c.usize("hidden_size")?,
-            intermediate_size: c.usize("intermediate_size")?,
-            num_hidden_layers: c.usize("num_hidden_layers")?,
-            num_attention_heads: c.usize("num_attention_heads")?,
-            max_position_embeddings: c.usize("max_position_embeddings")?,
+            vocab_size: c.usize("vocab_size", Bounds::COUNT)?,
+            hidden_size: c.usize("hidden_size", Bounds::COUNT)?,
+            intermediate_size: c.usize("intermediate_size", Bounds::COUNT)?,
+            num_hidden_layers: c.usize("num_hidden_layers", Bounds::COUNT)?,
+            num_attention_heads: c.usize("num_attention_heads", Bounds::COUNT)?,
+            max_position_embeddings: c.usize("max_position_embeddings", Bounds::COUNT)?,
             activation,
-            layer_norm_eps: c.f64_or("layer_norm_eps", 1e-5)?,
+            layer_norm_eps: c.f64_or("layer_norm_eps", 1e-5, Bounds::POSITIVE)?,
             projection_dim: c
-                .usize_or("projection_dim", 0)
+                .usize_or("projection_dim", 0, Bounds::INDEX)
                 .map(|p| (p > 0).then_some(p))?,
             eos_token_id: {
                 // transformers: an eos_token_id of 2 is the legacy default → pool at argmax.
-                let e = c.usize_or("eos_token_id", 2)?;
+                let e = c.usize_or("eos_token_id", 2, Bounds::INDEX.at_most(u32::MAX as f64))?;
                 (e != 2).then_some(e as u32)
             },
         };
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(Error::Spec(format!(
                 "{}: hidden_size {} is not divisible into {} heads",
                 c.file, cfg.hidden_size, cfg.num_attention_heads

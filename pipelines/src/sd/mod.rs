@@ -6,6 +6,8 @@
 //!   `HF_HUB_OFFLINE`, bounded network waits;
 //! * [`weights`] — safetensors only, checked (truncation, dtypes, pickles refused);
 //! * [`config`] — diffusers/transformers `config.json` read strictly into candle configs;
+//! * [`config_reader`] — [`config_reader::ConfigReader`], a config read field by field;
+//! * [`config_fields`] — its checked numeric fields, each within [`config_fields::Bounds`];
 //! * [`clip`] — the CLIP tokenizer and text encoder;
 //! * [`clip_model`] — CLIP's image–text model (vision tower, projections, preprocessing);
 //! * [`clip_rewards`] — CLIP score, a LAION-style aesthetic MLP, zero-shot classification;
@@ -32,6 +34,8 @@ pub mod clip;
 pub mod clip_model;
 pub mod clip_rewards;
 pub mod config;
+pub mod config_fields;
+pub mod config_reader;
 pub mod dit_text;
 pub mod flux;
 pub mod hub;

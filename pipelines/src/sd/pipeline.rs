@@ -359,16 +359,18 @@ impl StableDiffusion {
             )));
         }
 
-        let sched_value = read_json(files, "scheduler/scheduler_config.json")?;
-        let scheduler = SchedulerConfig::from_value(None, &sched_value)?;
-        let path = NoisePath::Vp(scheduler.vp_path()?);
+        let sched_file = "scheduler/scheduler_config.json";
+        let in_file = |e| Error::Spec(format!("{sched_file}: {e}"));
+        let sched_value = read_json(files, sched_file)?;
+        let scheduler = SchedulerConfig::from_value(None, &sched_value).map_err(in_file)?;
+        let path = NoisePath::Vp(scheduler.vp_path().map_err(in_file)?);
         let parameterization = scheduler.prediction_type();
         if parameterization == Parameterization::Velocity {
             return Err(Error::Spec(
                 "scheduler_config.json asks for flow prediction on a Stable Diffusion UNet".into(),
             ));
         }
-        let side = unet_config.sample_size.unwrap_or(64);
+        let latent_hw = unet_config.sample_size.unwrap_or((64, 64));
         Ok(StableDiffusion {
             name: files.source().describe(),
             source: files.source().clone(),
@@ -383,7 +385,7 @@ impl StableDiffusion {
             dtype,
             device: device.clone(),
             max_batch: opts.max_batch.max(1),
-            latent_hw: (side, side),
+            latent_hw,
             embeddings: None,
         })
     }
@@ -413,10 +415,27 @@ impl StableDiffusion {
     }
 
     /// The image size sampled, `(height, width)` in pixels (default: the UNet's
-    /// `sample_size` × the VAE's scale).
+    /// `sample_size` × the VAE's scale; saturating, so an absurd config stays absurd).
     pub fn image_size(&self) -> (usize, usize) {
         let s = self.vae_scale();
-        (self.latent_hw.0 * s, self.latent_hw.1 * s)
+        (
+            self.latent_hw.0.saturating_mul(s),
+            self.latent_hw.1.saturating_mul(s),
+        )
+    }
+
+    /// Where the default image size comes from, for messages.
+    pub fn native_size_origin(&self) -> String {
+        let size = match self.unet_config.sample_size {
+            Some((h, w)) if h == w => format!("has sample_size {h}"),
+            Some((h, w)) => format!("has sample_size [{h}, {w}]"),
+            None => "sets no sample_size (diffusers' default 64)".into(),
+        };
+        let scale = self.vae_scale();
+        format!(
+            "`unet/config.json` of {} {size} latent pixels × the VAE's scale {scale}",
+            self.name
+        )
     }
 
     /// Sets the image size in pixels (multiples of the VAE scale).
@@ -571,7 +590,8 @@ pub fn scheduler_for(
         other if other.ends_with(".json") => {
             let text = std::fs::read_to_string(other)
                 .map_err(|e| Error::Spec(format!("cannot read scheduler config `{other}`: {e}")))?;
-            SchedulerConfig::from_json_str(&text)?
+            SchedulerConfig::from_json_str(&text)
+                .map_err(|e| Error::Spec(format!("scheduler config `{other}`: {e}")))?
         }
         other => match SchedulerClass::from_diffusers_name(other) {
             Ok(class) => with(class, false),

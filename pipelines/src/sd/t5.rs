@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::t5::{ActivationWithOptionalGating, Config, T5EncoderModel};
 use serde_json::Value;
 
-use super::config::{ConfigReader, TRANSFORMERS_GENERIC};
+use super::config::{Bounds, ConfigReader, TRANSFORMERS_GENERIC};
 use super::hub::{in_folder, ModelFiles};
 use super::weights::{component_weights, load_error, var_builder};
 use crate::{Error, Result};
@@ -117,25 +117,33 @@ pub fn read_config(mut c: ConfigReader) -> Result<Config> {
     }
     c.ignore(&["is_gated_act"]);
     let cfg = Config {
-        vocab_size: c.usize("vocab_size")?,
-        d_model: c.usize("d_model")?,
-        d_kv: c.usize("d_kv")?,
-        d_ff: c.usize("d_ff")?,
-        num_layers: c.usize("num_layers")?,
+        vocab_size: c.usize("vocab_size", Bounds::COUNT)?,
+        d_model: c.usize("d_model", Bounds::COUNT)?,
+        d_kv: c.usize("d_kv", Bounds::COUNT)?,
+        d_ff: c.usize("d_ff", Bounds::COUNT)?,
+        num_layers: c.usize("num_layers", Bounds::COUNT)?,
         num_decoder_layers: None,
-        num_heads: c.usize("num_heads")?,
-        relative_attention_num_buckets: c.usize_or("relative_attention_num_buckets", 32)?,
-        relative_attention_max_distance: c.usize_or("relative_attention_max_distance", 128)?,
+        num_heads: c.usize("num_heads", Bounds::COUNT)?,
+        relative_attention_num_buckets: c.usize_or(
+            "relative_attention_num_buckets",
+            32,
+            Bounds::COUNT,
+        )?,
+        relative_attention_max_distance: c.usize_or(
+            "relative_attention_max_distance",
+            128,
+            Bounds::COUNT,
+        )?,
         dropout_rate: 0.0,
-        layer_norm_epsilon: c.f64_or("layer_norm_epsilon", 1e-6)?,
+        layer_norm_epsilon: c.f64_or("layer_norm_epsilon", 1e-6, Bounds::POSITIVE)?,
         initializer_factor: 1.0,
         feed_forward_proj: ActivationWithOptionalGating { gated, activation },
         tie_word_embeddings: c.bool_or("tie_word_embeddings", true)?,
         is_decoder: false,
         is_encoder_decoder: c.bool_or("is_encoder_decoder", true)?,
         use_cache: false,
-        pad_token_id: c.usize_or("pad_token_id", 0)?,
-        eos_token_id: c.usize_or("eos_token_id", 1)?,
+        pad_token_id: c.usize_or("pad_token_id", 0, Bounds::INDEX.at_most(u32::MAX as f64))?,
+        eos_token_id: c.usize_or("eos_token_id", 1, Bounds::INDEX.at_most(u32::MAX as f64))?,
         decoder_start_token_id: None,
     };
     c.ignore(&[

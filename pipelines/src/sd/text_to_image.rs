@@ -21,6 +21,11 @@ pub trait TextToImage: Denoiser + Send + Sync {
     /// The image size sampled, `(height, width)` in pixels.
     fn image_size(&self) -> (usize, usize);
 
+    /// Where the default image size comes from (e.g. the config file), for messages.
+    fn native_size_origin(&self) -> String {
+        "the model's native size".into()
+    }
+
     /// Sets the image size in pixels.
     fn set_image_size(&mut self, height: usize, width: usize) -> Result<()>;
 
@@ -54,6 +59,10 @@ pub trait TextToImage: Denoiser + Send + Sync {
 impl TextToImage for StableDiffusion {
     fn image_size(&self) -> (usize, usize) {
         StableDiffusion::image_size(self)
+    }
+
+    fn native_size_origin(&self) -> String {
+        StableDiffusion::native_size_origin(self)
     }
 
     fn set_image_size(&mut self, height: usize, width: usize) -> Result<()> {
