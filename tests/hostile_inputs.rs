@@ -730,6 +730,8 @@ time.sleep(300)
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "mine").unwrap();
     let reward = format!("stdio:python3 {}", plugin.display());
+    // The trace is written into the folder too: its temporary must go with the run.
+    let trace = out.join("trace.jsonl");
     let mut run = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
         .args([
             "generate",
@@ -742,6 +744,8 @@ time.sleep(300)
         ])
         .arg("-o")
         .arg(&out)
+        .arg("--trace")
+        .arg(&trace)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
