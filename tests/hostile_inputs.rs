@@ -701,14 +701,10 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGTERM to steerdiff alone, while a stdio plugin (and a process it started) is busy:
-/// both are killed with their process group, the run exits 130 and the output folder is
-/// left as it was.
-#[test]
-fn a_stop_signal_kills_busy_plugins_and_leaves_the_folder_as_it_was() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pids = tmp.path().join("pids");
-    let plugin = tmp.path().join("busy.py");
+/// A stdio plugin that answers `describe`, then on its first score request starts `sleep 300`,
+/// writes "its pid and the sleep's pid" to `pids` and sleeps itself.
+fn busy_plugin(dir: &Path, pids: &Path) -> PathBuf {
+    let plugin = dir.join("busy.py");
     std::fs::write(
         &plugin,
         format!(
@@ -726,6 +722,58 @@ time.sleep(300)
         ),
     )
     .unwrap();
+    plugin
+}
+
+/// A plugin that times out is killed with its whole process group: what it started goes
+/// too, not only the plugin itself.
+#[test]
+fn a_plugin_timeout_kills_what_the_plugin_started() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pids = tmp.path().join("pids");
+    let plugin = busy_plugin(tmp.path(), &pids);
+    let out = tmp.path().join("out");
+    let reward = format!("stdio:python3 {}", plugin.display());
+    let o = steerdiff(&[
+        "generate",
+        "--guidance",
+        "fk",
+        "--reward",
+        &reward,
+        "--steps",
+        "2",
+        "--plugin-timeout",
+        "2",
+        "--plugin-retries",
+        "0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no answer within 2.0 s"),
+        "{}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&pids).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for p in text.split_whitespace().map(|p| p.parse::<u32>().unwrap()) {
+        assert!(
+            !alive(p),
+            "process {p} of the plugin's group is still running"
+        );
+    }
+    assert!(!out.join("samples.json").exists());
+}
+
+/// SIGTERM to steerdiff alone, while a stdio plugin (and a process it started) is busy:
+/// both are killed with their process group, the run exits 130 and the output folder is
+/// left as it was.
+#[test]
+fn a_stop_signal_kills_busy_plugins_and_leaves_the_folder_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pids = tmp.path().join("pids");
+    let plugin = busy_plugin(tmp.path(), &pids);
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "mine").unwrap();
