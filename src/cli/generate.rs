@@ -281,7 +281,7 @@ fn line_job(args: &GenerateArgs, held: &mut Option<(String, Model)>) -> Result<J
 
 /// The checked options of one run: the model spec names something, text-only flags go with
 /// a text model, the flags' values, and the shard (from `--shard` or the environment).
-fn run_options(args: &GenerateArgs) -> Result<Options> {
+pub(crate) fn run_options(args: &GenerateArgs) -> Result<Options> {
     if let Err(e) = steerdiff_pipelines::model::check_spec_path(args.model()) {
         input_error!("{e}");
     }

@@ -21,7 +21,9 @@ pub type Flags = Vec<(String, Vec<String>)>;
 
 /// Flags that say where outputs go or how a run is split, not what it computes; they are
 /// left out of the record that reproduces an image.
-pub const NOT_RECORDED: [&str; 6] = ["output", "trace", "config", "shard", "num", "seed"];
+pub const NOT_RECORDED: [&str; 7] = [
+    "output", "trace", "config", "shard", "num", "seed", "threads",
+];
 
 /// The `generate` subcommand as clap builds it (every flag, with its id, long name and heading).
 pub fn generate_command() -> clap::Command {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod catalog;
 pub mod eval;
 pub mod generate;
@@ -26,6 +27,28 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// CPU threads for the model's kernels (default: RAYON_NUM_THREADS, else the physical
+    /// cores). Results do not depend on it.
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl Cli {
+    /// Applies `--threads` where candle reads it (`RAYON_NUM_THREADS` for its matrix
+    /// kernels, `CANDLE_NUM_THREADS` for its pool); call before the first tensor operation.
+    pub fn apply_threads(&self) -> Result<()> {
+        match self.threads {
+            Some(0) => crate::error::input_error!("--threads must be at least 1"),
+            Some(n) => {
+                // Edition 2021: set_var is safe; no other thread of ours reads the
+                // environment yet (the signal thread only waits for signals).
+                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+                std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// The subcommands.
@@ -50,6 +73,10 @@ pub enum Command {
     },
     /// Join the outputs of `generate --shard I/N` runs into the output of the whole run.
     Merge(merge::MergeArgs),
+    /// Time a model and a strategy as `generate` runs them: the forward at several batch
+    /// sizes, text encoding, decoding, one whole run split into model / reward / engine
+    /// time, and the peak memory (`steerdiff bench -- --model sd15 -p "a cat"`).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a parsed command line.
@@ -64,6 +91,7 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Toy(args) => toy::execute(&args),
         Command::Info { image, json } => info::info(&image, json),
         Command::Merge(args) => merge::merge(&args),
+        Command::Bench(args) => bench::execute(&args),
     }
 }
 

@@ -71,10 +71,7 @@ impl std::fmt::Debug for Job {
 impl Job {
     /// Loads the model `spec` names on `opts.device` and builds the job.
     pub fn load(spec: &str, opts: &Options) -> Result<Job> {
-        check_options(opts)?;
-        let model = steerdiff_pipelines::model::load(spec, &opts.load_options())
-            .with_context(|| format!("loading model `{spec}`"))?;
-        Job::new(model, opts)
+        Job::new(load_model(spec, opts)?, opts)
     }
 
     /// Checks every parameter against `model` and builds the job; errors name the problem
@@ -383,6 +380,13 @@ impl Job {
             guidance,
         }
     }
+}
+
+/// Checks `opts` and loads the model `spec` names as they say (device, dtype, …).
+pub fn load_model(spec: &str, opts: &Options) -> Result<Model> {
+    check_options(opts)?;
+    steerdiff_pipelines::model::load(spec, &opts.load_options())
+        .with_context(|| format!("loading model `{spec}`"))
 }
 
 /// Scores final samples `x` (σ = 0) with `reward`.

@@ -7,6 +7,7 @@
 //!               │ conditions, sampler, CFG, strategy (flags in strategy/), rewards
 //! ```
 
+pub mod bench;
 pub mod clap_defaults;
 pub mod device;
 mod execute;
@@ -25,7 +26,7 @@ pub mod shard;
 mod steering;
 pub mod strategy;
 
-pub use job::{score_final, Job};
+pub use job::{load_model, score_final, Job};
 pub use keep::Keep;
 pub use options::{Options, PathKind, DEFAULT_STEPS};
 pub use record::{Parameters, ShardRecord, SCHEMA_VERSION, SEEDING_RULE};
