@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     // clap's own parse errors (and --help / --version) keep clap's behaviour and exit codes.
     let matches = Cli::command().get_matches_from(argv);
     let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Err(e) = args.apply_threads() {
+    if let Err(e) = args.pin_threads() {
         eprintln!("error: {}", one_line(&e));
         return ExitCode::from(exit_code(&e));
     }
