@@ -5,9 +5,13 @@
 //! files as targets, plugin URLs and answers, crafted PNGs, and sizes that would exhaust
 //! memory.
 
+mod common;
+
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::png_chunk;
 
 fn steerdiff(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_steerdiff"))
@@ -264,43 +268,18 @@ fn a_plugin_announcing_a_huge_payload_is_refused() {
 
 // ---- crafted PNGs ------------------------------------------------------------------------
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
-fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = (data.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let mut crc = kind.to_vec();
-    crc.extend_from_slice(data);
-    out.extend_from_slice(&crc32(&crc).to_be_bytes());
-    out
-}
-
 /// A PNG whose header says `w`×`h` RGB, with a tiny (invalid) image stream.
 fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = w.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(
         b"IDAT",
         &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
     ));
-    png.extend(chunk(b"IEND", &[]));
+    png.extend(png_chunk(b"IEND", &[]));
     png
 }
 

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod catalog;
 pub mod eval;
 pub mod generate;
+pub mod generate_args;
 pub mod info;
 pub mod interrupt;
 pub mod invocation;

@@ -80,3 +80,30 @@ pub fn start_ready_server(cmd: &mut std::process::Command) -> (std::process::Chi
         .to_string();
     (child, url)
 }
+
+/// The CRC-32 (IEEE) PNG chunks carry, for hand-made PNGs.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// One PNG chunk: length, kind, data and CRC.
+pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let mut crc = kind.to_vec();
+    crc.extend_from_slice(data);
+    out.extend_from_slice(&crc32(&crc).to_be_bytes());
+    out
+}

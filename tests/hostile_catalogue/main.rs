@@ -19,6 +19,8 @@
 //! It collects every failure and panics once at the end, listing each failing case's name,
 //! exit code and stderr. The cases complement `hostile_inputs.rs` and `plugins.rs`.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod files;
 mod flags;
 mod init;

@@ -5,6 +5,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+pub(crate) use super::common::png_chunk;
+
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_steerdiff");
 
 pub(crate) fn manifest(rel: &str) -> String {
@@ -226,41 +228,16 @@ pub(crate) fn plugin(d: &Path, mode: &str) -> Vec<String> {
     )
 }
 
-pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
-pub(crate) fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = (data.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let mut crc = kind.to_vec();
-    crc.extend_from_slice(data);
-    out.extend_from_slice(&crc32(&crc).to_be_bytes());
-    out
-}
-
 /// A 1×1 RGB PNG with `text` as an uncompressed `steerdiff` iTXt chunk.
 pub(crate) fn png_with_steerdiff_text(text: &str) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = 1u32.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&1u32.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"IHDR", &ihdr));
     let mut itxt = b"steerdiff\0\0\0\0\0".to_vec();
     itxt.extend_from_slice(text.as_bytes());
-    png.extend(chunk(b"iTXt", &itxt));
+    png.extend(png_chunk(b"iTXt", &itxt));
     // zlib of the one scanline [filter 0, 0, 0, 0], stored.
     let raw = [0u8, 0, 0, 0];
     let mut z = vec![0x78, 0x01, 0x01, 4, 0, !4u8, 0xff];
@@ -271,8 +248,8 @@ pub(crate) fn png_with_steerdiff_text(text: &str) -> Vec<u8> {
         b = (b + a) % 65521;
     }
     z.extend_from_slice(&((b << 16) | a).to_be_bytes());
-    png.extend(chunk(b"IDAT", &z));
-    png.extend(chunk(b"IEND", &[]));
+    png.extend(png_chunk(b"IDAT", &z));
+    png.extend(png_chunk(b"IEND", &[]));
     png
 }
 

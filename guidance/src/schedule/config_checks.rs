@@ -1,11 +1,11 @@
-//! Range checks of a diffusers scheduler config's numbers ([`SchedulerConfig::check`]), made
-//! before anything is sized by them: `num_train_timesteps` sizes the noise tables, the betas
+//! Reading a diffusers scheduler config ([`SchedulerConfig::from_value`]) and checking the
+//! range of its numbers ([`SchedulerConfig::check`]) before anything is sized by them: `num_train_timesteps` sizes the noise tables, the betas
 //! enter every `ᾱ`, the shifts and sigmas every step. A bad value is refused naming the field,
 //! its value and what it must be, never clamped or replaced by a default.
 
 use serde_json::Value;
 
-use super::diffusers::SchedulerConfig;
+use super::diffusers::{parse_python_json, SchedulerConfig};
 use crate::{Error, Result};
 
 /// Most `num_train_timesteps` a scheduler config may ask for (diffusers' schedulers use 1000;
@@ -38,6 +38,24 @@ fn is_positive(x: f64) -> bool {
 }
 
 impl SchedulerConfig {
+    /// Parses a `scheduler_config.json` (Python-style JSON accepted).
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::from_value(None, &parse_python_json(text)?)
+    }
+
+    /// Reads a config object; `class_name` (when given) overrides the object's `_class_name`
+    /// (the fixture files name the class beside the config). A field of the wrong type, or a
+    /// number out of range ([`SchedulerConfig::check`]), is refused, naming the field.
+    pub fn from_value(class_name: Option<&str>, config: &Value) -> Result<Self> {
+        let mut cfg: SchedulerConfig =
+            serde_json::from_value(config.clone()).map_err(|e| deserialise_error(config, e))?;
+        if let Some(c) = class_name {
+            cfg.class_name = Some(c.to_string());
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
     /// Refuses numbers no diffusers scheduler can use: `num_train_timesteps` outside
     /// 1..=[`MAX_TRAIN_TIMESTEPS`], betas (`beta_start`, `beta_end`, each of `trained_betas`)
     /// outside (0, 1), a `steps_offset` outside the train timesteps, non-positive or
@@ -100,7 +118,7 @@ impl SchedulerConfig {
 
 /// The error for a scheduler config object that does not deserialise, naming the first field
 /// whose value has the wrong type (serde's own message does not name it).
-pub(crate) fn deserialise_error(config: &Value, e: serde_json::Error) -> Error {
+fn deserialise_error(config: &Value, e: serde_json::Error) -> Error {
     let culprit = config.as_object().and_then(|map| {
         map.iter().find_map(|(k, v)| {
             let one = Value::Object([(k.clone(), v.clone())].into_iter().collect());

@@ -321,24 +321,6 @@ fn fixed_eta(class: SchedulerClass, eta: Option<f64>, fixed: f64) -> Result<f64>
 }
 
 impl SchedulerConfig {
-    /// Parses a `scheduler_config.json` (Python-style JSON accepted).
-    pub fn from_json_str(text: &str) -> Result<Self> {
-        Self::from_value(None, &parse_python_json(text)?)
-    }
-
-    /// Reads a config object; `class_name` (when given) overrides the object's `_class_name`
-    /// (the fixture files name the class beside the config). A field of the wrong type, or a
-    /// number out of range ([`SchedulerConfig::check`]), is refused, naming the field.
-    pub fn from_value(class_name: Option<&str>, config: &Value) -> Result<Self> {
-        let mut cfg: SchedulerConfig = serde_json::from_value(config.clone())
-            .map_err(|e| super::config_checks::deserialise_error(config, e))?;
-        if let Some(c) = class_name {
-            cfg.class_name = Some(c.to_string());
-        }
-        cfg.check()?;
-        Ok(cfg)
-    }
-
     /// The supported class this config names ([`Error::Unsupported`] for any other class).
     pub fn class(&self) -> Result<SchedulerClass> {
         match &self.class_name {

@@ -15,12 +15,17 @@
 //!   restarting a child first, and then applies the [`OnError`] policy; an item scored `null`
 //!   or NaN is a failed item under the same policy (not retried).
 
+mod answers;
 pub mod children;
+pub mod framing;
 pub mod http;
 pub mod protocol;
 mod stdio;
+pub mod transport;
 
-use std::collections::{BTreeSet, HashMap};
+pub use transport::{Failure, Transport};
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,62 +34,8 @@ use candle_core::{DType, Tensor};
 use sha2::{Digest, Sha256};
 use steerdiff_guidance::{Condition, Reward, RewardContext};
 
-use protocol::{Description, Direction, Encoding, Item, Mode, Request, ScoreResponse};
-
-/// A transport failure: its message, whether trying again can help, and whether the plugin is
-/// unusable as given (which makes it the user's to fix: exit code 2 once retries are spent).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// What went wrong, for the user.
-    pub message: String,
-    /// Whether a retry can help (a crash or timeout can; a missing program cannot).
-    pub retryable: bool,
-    /// Whether the plugin cannot be used as given: it cannot start, or its answer broke the
-    /// protocol (garbage, an oversized answer, wrong ids).
-    pub unusable: bool,
-}
-
-impl Failure {
-    /// A failure worth retrying (a crash, a timeout, a dropped connection).
-    pub fn retry(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            retryable: true,
-            unusable: false,
-        }
-    }
-    /// A failure no retry can fix (a missing program, a refused URL).
-    pub fn fatal(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            retryable: false,
-            unusable: true,
-        }
-    }
-    /// An answer outside the protocol; retried, since a fresh child may answer well.
-    pub fn protocol(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            retryable: true,
-            unusable: true,
-        }
-    }
-}
-
-/// One way of reaching a plugin: send a message, wait at most `timeout` for the answer.
-pub trait Transport: Send {
-    /// Sends `header` + `payload` and returns the answer's header and payload.
-    fn call(
-        &mut self,
-        header: &Request,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<(serde_json::Value, Vec<u8>), Failure>;
-    /// Drops any connection or process, so the next call starts afresh.
-    fn reset(&mut self);
-    /// The command or URL, for messages.
-    fn describe_target(&self) -> String;
-}
+use answers::{handshake, parse_scores};
+use protocol::{Description, Direction, Encoding, Item, Mode, Request};
 
 /// What to do with items a plugin could not score, after retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -405,83 +356,6 @@ impl PluginReward {
         );
         Err(last)
     }
-}
-
-/// The `describe` handshake on one transport.
-fn handshake(
-    t: &mut dyn Transport,
-    options: &PluginOptions,
-    label: &str,
-) -> steerdiff_guidance::Result<Description> {
-    let (v, _) = t
-        .call(&Request::bare("describe", 0), &[], options.startup_timeout)
-        .map_err(|f| {
-            unusable(
-                label,
-                format!("the describe handshake failed: {}", f.message),
-            )
-        })?;
-    let d: Description = serde_json::from_value(v.clone()).map_err(|e| {
-        unusable(
-            label,
-            format!("the describe answer is not a valid description ({e}): {v}"),
-        )
-    })?;
-    if d.protocol != protocol::PROTOCOL {
-        return Err(unusable(
-            label,
-            format!(
-                "the plugin speaks `{}`; this steerdiff speaks `{}`",
-                d.protocol,
-                protocol::PROTOCOL
-            ),
-        ));
-    }
-    if d.batch_size == 0 {
-        return Err(unusable(label, "the plugin's batch_size is 0".into()));
-    }
-    let unknown: Vec<&String> = d
-        .inputs
-        .iter()
-        .filter(|i| !protocol::INPUTS.contains(&i.as_str()))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(unusable(
-            label,
-            format!(
-                "the plugin reads inputs {unknown:?} that steerdiff does not send (it sends {})",
-                protocol::INPUTS.join(", ")
-            ),
-        ));
-    }
-    Ok(d)
-}
-
-/// The scores of a `score` answer, in `items` order; any id mismatch breaks the protocol.
-fn parse_scores(v: serde_json::Value, items: &[Ask]) -> Result<Vec<Option<f64>>, Failure> {
-    let r: ScoreResponse = serde_json::from_value(v.clone())
-        .map_err(|e| Failure::protocol(format!("the answer is not a score response ({e}): {v}")))?;
-    if let Some(e) = r.error {
-        return Err(Failure::retry(format!("the plugin reported an error: {e}")));
-    }
-    let Some(scores) = r.scores else {
-        return Err(Failure::protocol(format!(
-            "the answer has no `scores`: {v}"
-        )));
-    };
-    let asked: BTreeSet<&str> = items.iter().map(|a| a.id.as_str()).collect();
-    let got: BTreeSet<&str> = scores.keys().map(String::as_str).collect();
-    if asked != got {
-        let missing: Vec<&&str> = asked.difference(&got).take(3).collect();
-        let extra: Vec<&&str> = got.difference(&asked).take(3).collect();
-        return Err(Failure::protocol(format!(
-            "the answer has {} scores for {} items (missing ids {missing:?}, unexpected ids \
-             {extra:?}); a plugin must return exactly one score per requested id",
-            scores.len(),
-            items.len()
-        )));
-    }
-    Ok(items.iter().map(|a| scores[a.id.as_str()]).collect())
 }
 
 /// What one `score` call must ask for: the distinct uncached items, the rows each answer
