@@ -262,6 +262,10 @@ fn a_2d_spec_writes_a_png_scatter_and_samples_follow_the_class() {
     let timing: Value =
         serde_json::from_str(&fs::read_to_string(out.join("timing.json")).unwrap()).unwrap();
     assert!(timing["total_s"].as_f64().unwrap() >= 0.0);
+    assert!(
+        timing["peak_rss_bytes"].as_u64().unwrap() > 1 << 20,
+        "{timing}"
+    );
     // A 1-D spec writes no scatter.
     let out1 = f.path("no-png");
     generate(&out1, &["--model", &f.model("1d.json"), "--steps", "20"]);

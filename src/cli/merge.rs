@@ -34,6 +34,12 @@ fn add_counts(a: &mut Value, b: &Value) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {
                 match a.get_mut(k) {
+                    // Peaks of separate processes: the largest, not the sum.
+                    Some(x) if k.starts_with("peak_") => {
+                        if v.as_f64() > x.as_f64() {
+                            *x = v.clone();
+                        }
+                    }
                     Some(x) => add_counts(x, v),
                     None => {
                         a.insert(k.clone(), v.clone());
@@ -237,4 +243,22 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         args.output.join("samples.json").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_and_peaks_take_the_largest() {
+        let mut a = serde_json::json!({"model_s": 1.5, "rows": {"toy": 4}, "peak_rss_bytes": 100});
+        add_counts(
+            &mut a,
+            &serde_json::json!({"model_s": 2.0, "rows": {"toy": 6}, "peak_rss_bytes": 70}),
+        );
+        assert_eq!(
+            a,
+            serde_json::json!({"model_s": 3.5, "rows": {"toy": 10}, "peak_rss_bytes": 100})
+        );
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod a1111;
 pub mod canvas;
+pub mod memory;
 pub mod png_record;
 pub mod samples;
 pub mod scatter;

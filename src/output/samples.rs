@@ -82,10 +82,13 @@ pub fn timing_json(timing: &Timing) -> Result<String> {
         #[serde(flatten)]
         timing: &'a Timing,
         other_s: f64,
+        /// The process's peak resident memory so far (Linux), bytes.
+        peak_rss_bytes: Option<u64>,
     }
     let mut s = serde_json::to_string_pretty(&Record {
         timing,
         other_s: timing.other_s(),
+        peak_rss_bytes: super::memory::peak_rss_bytes(),
     })?;
     s.push('\n');
     Ok(s)

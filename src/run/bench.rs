@@ -161,20 +161,6 @@ fn inputs(job: &Job, rows: usize) -> Result<Tensor> {
         .to_dtype(job.model().dtype().dtype())?)
 }
 
-/// Peak resident memory of this process, from `/proc/self/status` (`VmHWM`).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Measures `model` as `opts` would run it.
 pub fn measure(mut model: Model, opts: &Options, settings: &Settings) -> Result<Report> {
     let text_encode = match model.family() {
@@ -234,7 +220,7 @@ pub fn measure(mut model: Model, opts: &Options, settings: &Settings) -> Result<
         text_encode,
         decode_per_image,
         run,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::output::memory::peak_rss_bytes(),
     })
 }
 
@@ -271,12 +257,5 @@ mod tests {
         let s = Seconds::of(vec![3.0, 1.0, 2.0]);
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
         assert_eq!(Seconds::of(vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
-    }
-
-    #[test]
-    fn peak_memory_is_read_on_linux() {
-        if cfg!(target_os = "linux") {
-            assert!(peak_rss_bytes().unwrap() > 1 << 20);
-        }
     }
 }
