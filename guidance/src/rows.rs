@@ -132,8 +132,8 @@ fn check_finite(model: &dyn Denoiser, raw: &Tensor, at: &StepPoint) -> Result<()
         .collect();
     Err(Error::NonFinite(format!(
         "model `{}` produced non-finite values (NaN or ∞) at timestep {:.1} (σ = {:.4}) in {} \
-         of {} rows (the first: row {}); its weights, its inputs (--init-latents, --init-image) \
-         or a mixture's numbers are non-finite or too large",
+         of {} rows (the first: row {}); its weights or its inputs (initial latents or image, \
+         a mixture's numbers) are non-finite or too large",
         model.name(),
         at.timestep,
         at.sigma,
