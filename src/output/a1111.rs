@@ -9,7 +9,7 @@
 //!
 //! The prompt (one or more lines), then optionally `Negative prompt:` and its lines, then
 //! one line of `key: value` pairs separated by `, `; a value holding `,`, `:` or a newline is
-//! written as a JSON string, as the web UI does. [`format`] writes it from a run record,
+//! written as a JSON string, as the web UI does. [`format()`] writes it from a run record,
 //! [`parse`] reads it back (from steerdiff's PNGs and from other tools').
 
 use std::fmt::Write as _;

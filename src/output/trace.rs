@@ -13,7 +13,7 @@ use super::staged::{is_special, Staged, TempFile};
 use crate::error::input_error;
 
 /// A [`TraceSink`] writing one JSON line per step to a temporary next to its destination,
-/// renamed into place by [`JsonlTrace::finish`] (and removed if the run fails).
+/// renamed into place by [`JsonlTrace::finish_into`] (and removed if the run fails).
 #[derive(Debug)]
 pub struct JsonlTrace {
     /// The temporary renamed into place at the end (`None` when streaming into a special file).

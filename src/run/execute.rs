@@ -40,7 +40,7 @@ impl Job {
     }
 
     /// Seeds the population (group `g` from seed `S + g`) on the model's device and runs the
-    /// schedule, block by block of groups ([`Job::blocks`]), writing one trace line per step
+    /// schedule, block by block of groups (`Job::blocks`), writing one trace line per step
     /// to `trace` if given (lines of a block carry its `groups`, `[start, end)` of the run,
     /// when the run has more than one block).
     pub fn run(&self, mut trace: Option<&mut dyn TraceSink>) -> Result<Outcome> {

@@ -22,7 +22,7 @@ pub const TOP_K: usize = 16;
 /// Largest side of a grid cell, in pixels (bigger images are shrunk for the grid).
 const GRID_CELL: u32 = 128;
 
-/// What [`write`] wrote.
+/// What [`write()`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written {
     /// `DIR/samples.json`.
@@ -76,7 +76,7 @@ pub fn grid_label(class_name: Option<&str>, prompted: bool, seed: u64) -> String
 }
 
 /// `grid.png`: every sample, labelled, in a near-square grid (cells shrunk to at most
-/// [`GRID_CELL`] pixels, small images scaled up towards it).
+/// `GRID_CELL` pixels, small images scaled up towards it).
 pub fn grid_png(cells: &[(RgbImage, String)]) -> Result<Vec<u8>> {
     let cells: Vec<(RgbImage, String)> = cells.iter().map(|(i, t)| (cell(i), t.clone())).collect();
     let scale = cells

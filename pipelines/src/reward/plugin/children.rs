@@ -3,7 +3,7 @@
 //! (a Python plugin's worker processes, a shell's children).
 //!
 //! The list is process-wide because a signal handler must reach every group at once
-//! ([`kill_all`]); each [`super::stdio`] child registers on spawn and leaves when reaped.
+//! ([`kill_all`]); each stdio child (`plugin::stdio`) registers on spawn and leaves when reaped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
