@@ -220,6 +220,16 @@ pub(crate) fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "output_samples_json_is_a_folder",
+            2,
+            &["samples.json", "a directory of that name is in the way"],
+            Untouched,
+            |d| {
+                std::fs::create_dir_all(d.join("out/samples.json/inner")).unwrap();
+                gen(d, &[])
+            },
+        ),
+        case(
             "trace_into_a_missing_folder",
             2,
             &["cannot write trace file", "No such file or directory"],
