@@ -165,11 +165,11 @@ fn inputs(job: &Job, rows: usize) -> Result<Tensor> {
 pub fn measure(mut model: Model, opts: &Options, settings: &Settings) -> Result<Report> {
     let text_encode = match model.family() {
         Family::TextToImage => {
-            let size = match (opts.height, opts.width, model.image_size()) {
-                (Some(h), Some(w), _) => (h, w),
-                (h, w, Some((nh, nw))) => (h.unwrap_or(nh), w.unwrap_or(nw)),
-                (_, _, None) => unreachable!("text-to-image models have a size"),
-            };
+            let native = model.image_size().unwrap_or_default();
+            let size = (
+                opts.height.unwrap_or(native.0),
+                opts.width.unwrap_or(native.1),
+            );
             let prompt = opts.prompt.clone().unwrap_or_default();
             let negative = opts.negative.as_deref();
             Some(time(settings, || {
