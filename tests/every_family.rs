@@ -32,19 +32,6 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// The model flags of every family (what the family itself requires: its spec, and a class
 /// or a prompt).
 fn families(dir: &Path) -> Vec<(&'static str, Vec<String>, bool)> {
@@ -64,7 +51,7 @@ fn families(dir: &Path) -> Vec<(&'static str, Vec<String>, bool)> {
         ("tokenizer_3", "tokenizer_2"),
         ("text_encoder_3", "text_encoder_2"),
     ] {
-        copy_dir(&encoders.join(from), &flux_enc.join(to));
+        common::copy_dir(&encoders.join(from), &flux_enc.join(to));
     }
     let (mut fcfg, fae) = flux::tiny_config(false);
     fcfg.context_in_dim = 96;

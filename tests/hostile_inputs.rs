@@ -470,26 +470,13 @@ fn non_finite_samples_stop_the_run() {
     assert!(!out.join("samples.json").exists());
 }
 
-/// Copies folder `from` into `to`, recursively.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// A UNet whose every weight is NaN stops the run at its first step, naming the step and the
 /// model, instead of writing `null` samples.
 #[test]
 fn nan_weights_stop_the_run_at_the_first_step() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = tmp.path().join("sd");
-    copy_tree(
+    common::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd/pipeline"),
         &sd,
     );

@@ -19,24 +19,11 @@ fn pipeline_dir() -> PathBuf {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// A writable copy of the tiny pipeline.
 fn pipeline_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("pipeline");
-    copy_dir(&pipeline_dir(), &p);
+    common::copy_dir(&pipeline_dir(), &p);
     (dir, p)
 }
 
@@ -168,7 +155,7 @@ fn hub_cache(home: &Path, repo: &str) {
     let id = "0123456789abcdef0123456789abcdef01234567";
     fs::create_dir_all(root.join("refs")).unwrap();
     fs::write(root.join("refs/main"), id).unwrap();
-    copy_dir(&pipeline_dir(), &root.join("snapshots").join(id));
+    common::copy_dir(&pipeline_dir(), &root.join("snapshots").join(id));
 }
 
 #[test]

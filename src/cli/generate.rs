@@ -47,44 +47,56 @@ fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
         runs.push(sub);
     }
     let line = |i: usize| format!("line {} of `{}`", i + 1, file.display());
-    let mut held = None;
+    // Each line's options once (a device handle, a shard from the environment, its message).
+    let mut lines = Vec::with_capacity(runs.len());
     for (i, sub) in runs.iter().enumerate() {
-        let job = line_job(sub, &mut held).with_context(|| line(i))?;
-        held = Some((model_key(sub)?, job.into_model()));
+        let opts = run_options(sub).with_context(|| line(i))?;
+        let key = model_key(sub.model(), &opts);
+        lines.push((sub, opts, key));
     }
-    for (i, sub) in runs.iter().enumerate() {
-        let job = line_job(sub, &mut held).with_context(|| line(i))?;
-        held = Some((model_key(sub)?, run(sub, job)?));
+    let mut held = None;
+    for (i, (sub, opts, key)) in lines.iter().enumerate() {
+        let job = line_job(sub.model(), opts, key, &mut held).with_context(|| line(i))?;
+        held = Some((key.clone(), job.into_model()));
+    }
+    for (i, (sub, opts, key)) in lines.iter().enumerate() {
+        let job = line_job(sub.model(), opts, key, &mut held).with_context(|| line(i))?;
+        held = Some((key.clone(), run(sub, job)?));
     }
     Ok(())
 }
 
-/// Which loaded model a run can reuse: its spec and how it is loaded.
-fn model_key(args: &GenerateArgs) -> Result<String> {
-    let o = args.options()?.load_options();
-    Ok(format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-        args.model(),
+/// Which loaded model a run can reuse: its spec and how `opts` load it.
+fn model_key(spec: &str, opts: &Options) -> String {
+    let o = opts.load_options();
+    format!(
+        "{spec}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         o.device.location(),
         o.dtype,
         o.mixture_path,
         o.text_encoders,
         o.ae,
         o.max_batch
-    ))
+    )
 }
 
-/// The job of one prompt-file line, on the `held` model when it was loaded the same way.
-fn line_job(args: &GenerateArgs, held: &mut Option<(String, Model)>) -> Result<Job> {
-    let mut opts = run_options(args)?;
-    let key = model_key(args)?;
+/// The job of the model `spec` under `opts`, on the `held` model when its `key` matches.
+fn line_job(
+    spec: &str,
+    opts: &Options,
+    key: &str,
+    held: &mut Option<(String, Model)>,
+) -> Result<Job> {
     match held.take() {
         Some((k, model)) if k == key => {
             // The same device the model's tensors are on, not a second handle to it.
-            opts.device = model.device().clone();
+            let opts = Options {
+                device: model.device().clone(),
+                ..opts.clone()
+            };
             Job::with_model(model, &opts).map_err(|rejected| rejected.0)
         }
-        _ => Job::load(args.model(), &opts),
+        _ => Job::load(spec, opts),
     }
 }
 

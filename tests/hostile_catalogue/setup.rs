@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-pub(crate) use super::common::png_chunk;
+pub(crate) use super::common::{copy_dir, png_chunk};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_steerdiff");
 
@@ -55,18 +55,6 @@ pub(crate) fn fixture_sd() -> String {
 pub(crate) fn write(path: &Path, bytes: impl AsRef<[u8]>) -> String {
     std::fs::write(path, bytes).unwrap();
     s(path)
-}
-
-pub(crate) fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 /// A copy of the tiny SD pipeline at `DIR/sd`.
