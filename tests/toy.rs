@@ -11,7 +11,7 @@ use steerdiff::pipelines::toy::model::{
     self, checked_files, sha256_hex, source_assets_dir, Assets, Manifest, ToyClassifier, ToyFlow,
 };
 use steerdiff::pipelines::toy::train::InitFrom;
-use steerdiff::pipelines::toy::{data, NUM_CLASSES};
+use steerdiff::pipelines::toy::{data, ClassifierArch, ToyConfig, NUM_CLASSES};
 
 /// sha256 of the 8-bit pixels of `generate --class star -n 1 --seed 0 --steps 10` (CFG 1),
 /// recorded on the x86-64 machine the weights were trained on. Another CPU's float rounding
@@ -28,6 +28,7 @@ fn shipped_weights_load_and_match_the_manifest() {
         model::FLOW_WEAK,
         model::CLASSIFIER,
         model::EVAL_CLASSIFIER,
+        model::JUDGE,
     ] {
         let entry = manifest.entry(name).unwrap();
         let (config, weights) = checked_files(&assets, name).unwrap();
@@ -44,6 +45,7 @@ fn shipped_weights_load_and_match_the_manifest() {
     ToyFlow::load(&assets, model::FLOW_WEAK, "toy-weak").unwrap();
     ToyClassifier::load(&assets, model::CLASSIFIER).unwrap();
     ToyClassifier::load(&assets, model::EVAL_CLASSIFIER).unwrap();
+    ToyClassifier::load(&assets, model::JUDGE).unwrap();
     let total: u64 = manifest.models.values().map(|e| e.bytes).sum();
     assert!(total <= 30 << 20, "assets are {total} bytes");
 }
@@ -91,6 +93,26 @@ fn a_fixed_seed_gives_a_fixed_image() {
     let b = toy_eval::generate("toy", 5, 1.0, 1, 0, 10).unwrap();
     assert_eq!(a, b);
     assert_eq!(pixels_sha256(&a), STAR_SEED0_SHA256);
+}
+
+#[test]
+fn the_judge_is_of_another_family_and_classifies_fresh_images() {
+    let manifest = Manifest::load(&source_assets_dir()).unwrap();
+    let arch = |name: &str| match &manifest.entry(name).unwrap().config {
+        ToyConfig::Classifier(c) => c.arch,
+        other => panic!("{name} is not a classifier: {other:?}"),
+    };
+    assert_eq!(arch(model::CLASSIFIER), ClassifierArch::CnnA);
+    assert_eq!(arch(model::JUDGE), ClassifierArch::Resnet8);
+    let spec = &manifest.entry(model::JUDGE).unwrap().training["spec"];
+    assert_eq!(spec["data_seed"], 4, "a stream no other model trained on");
+    assert!(spec["augment"].is_object(), "{spec}");
+    // 500 fresh dataset images (the evaluation seed, never trained on).
+    let judge = ToyClassifier::load(&Assets::Embedded, model::JUDGE).unwrap();
+    let (pix, labels) = data::batch(toy_eval::EVAL_DATA_SEED, 0, 500);
+    let images: Vec<Vec<f32>> = pix.chunks(data::PIXELS).map(<[f32]>::to_vec).collect();
+    let acc = toy_eval::accuracy(&judge, &images, &labels).unwrap();
+    assert!(acc >= 0.98, "the judge's accuracy on fresh images: {acc}");
 }
 
 #[test]
@@ -188,6 +210,7 @@ fn package_writes_a_loadable_assets_folder_or_nothing() {
         model::FLOW_WEAK,
         model::CLASSIFIER,
         model::EVAL_CLASSIFIER,
+        model::JUDGE,
     ];
     for name in names {
         as_export(name, &tmp.path().join(name));
@@ -205,6 +228,8 @@ fn package_writes_a_loadable_assets_folder_or_nothing() {
             .arg(tmp.path().join(model::CLASSIFIER))
             .arg("--eval-classifier")
             .arg(eval_export)
+            .arg("--judge")
+            .arg(tmp.path().join(model::JUDGE))
             .output()
             .unwrap()
     };
@@ -253,6 +278,38 @@ fn package_writes_a_loadable_assets_folder_or_nothing() {
     let typo = package(&tmp.path().join(model::EVAL_CLASSIFIER), "toy-flw=x");
     assert_eq!(typo.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&typo.stderr).contains("toy-flow-weak"));
+    // One export alone replaces its entry and keeps the others'.
+    let judge_only = |out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+            .args(["toy", "package", "--out"])
+            .arg(out)
+            .arg("--judge")
+            .arg(tmp.path().join(model::JUDGE))
+            .output()
+            .unwrap()
+    };
+    let one = judge_only(&out);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let kept = Manifest::load(&out).unwrap();
+    for name in names {
+        assert_eq!(
+            kept.entry(name).unwrap().sha256,
+            shipped.entry(name).unwrap().sha256
+        );
+    }
+    assert_eq!(
+        kept.entry(model::FLOW).unwrap().training["note"],
+        "repackaged"
+    );
+    ToyClassifier::load(&out.as_path().into(), model::JUDGE).unwrap();
+    // Into an empty folder, the models it would lack are named.
+    let fresh = judge_only(&tmp.path().join("fresh"));
+    assert_eq!(fresh.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&fresh.stderr).contains("no `toy-flow` to keep"));
 }
 
 fn walk(dir: &Path) -> Vec<String> {

@@ -373,30 +373,46 @@ impl Model {
         }
     }
 
-    /// Held-out accuracy: the fraction of final samples `xs` that an evaluator which never
-    /// steered puts in `class` (a mixture's exact Bayes classifier on clean data; the toy's
-    /// independent evaluation classifier). `None` for families without one.
-    pub fn held_out_accuracy(&self, xs: &[Vec<f64>], class: u32) -> Result<Option<f64>> {
-        let n = xs.len().max(1) as f64;
+    /// The judges of this family: classifiers that never steer and measure where samples
+    /// land. The first is the default. A mixture has its exact Bayes classifier
+    /// ([`BAYES_JUDGE`]); the toy its judge and its first evaluation classifier
+    /// ([`toy::model::JUDGE`], [`toy::model::EVAL_CLASSIFIER`]); text-to-image models none
+    /// (they are judged by a held-out reward instead).
+    pub fn judges(&self) -> &'static [&'static str] {
         match &self.inner {
-            Inner::Mixture(d) => Ok(Some(
-                xs.iter().filter(|x| d.spec.class_of(x) == class).count() as f64 / n,
-            )),
-            Inner::Toy { flow, .. } => {
+            Inner::Mixture(_) => &[BAYES_JUDGE],
+            Inner::Toy { .. } => &[toy::model::JUDGE, toy::model::EVAL_CLASSIFIER],
+            Inner::Text(_) => &[],
+        }
+    }
+
+    /// The class judge `judge` (one of [`Model::judges`]) assigns to each of the samples `xs`.
+    pub fn judge_classes(&self, judge: &str, xs: &[Vec<f64>]) -> Result<Vec<u32>> {
+        match &self.inner {
+            Inner::Mixture(d) if judge == BAYES_JUDGE => {
+                Ok(xs.iter().map(|x| d.spec.class_of(x)).collect())
+            }
+            Inner::Toy { flow, .. } if self.judges().contains(&judge) => {
                 let mut dims = vec![xs.len()];
                 dims.extend(flow.sample_shape());
                 let flat: Vec<f32> = xs.iter().flatten().map(|&v| v as f32).collect();
                 let x = Tensor::from_vec(flat, dims, &self.device)?;
-                let pred =
-                    toy_classifier(toy::model::EVAL_CLASSIFIER, &self.device)?.predict(&x)?;
-                Ok(Some(
-                    pred.iter().filter(|&&p| p == class).count() as f64 / n,
-                ))
+                toy_classifier(judge, &self.device)?.predict(&x)
             }
-            Inner::Text(_) => Ok(None),
+            _ => Err(Error::Spec(format!(
+                "no judge `{judge}` for this model; its judges: {}",
+                if self.judges().is_empty() {
+                    "none (judge text-to-image samples by a held-out reward)".to_string()
+                } else {
+                    self.judges().join(", ")
+                }
+            ))),
         }
     }
 }
+
+/// The name of a mixture's judge: its exact Bayes classifier on clean data.
+pub const BAYES_JUDGE: &str = "bayes";
 
 /// Loads a toy classifier from the shipped assets, its sha256 checked, onto `device`.
 fn toy_classifier(entry: &str, device: &Device) -> Result<toy::ToyClassifier> {

@@ -56,6 +56,14 @@ const EMBEDDED: &[(&str, &[u8])] = &[
         "toy-eval-classifier/model.safetensors",
         include_bytes!("../../../assets/toy-eval-classifier/model.safetensors"),
     ),
+    (
+        "toy-judge/config.json",
+        include_bytes!("../../../assets/toy-judge/config.json"),
+    ),
+    (
+        "toy-judge/model.safetensors",
+        include_bytes!("../../../assets/toy-judge/model.safetensors"),
+    ),
 ];
 
 impl Assets {

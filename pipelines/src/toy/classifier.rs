@@ -1,4 +1,4 @@
-//! Two small CNN classifiers of clean toy images, of different architectures.
+//! Small classifiers of clean toy images, of different architectures.
 //!
 //! Both begin with a space-to-depth rearrangement (a differentiable reshape) so the
 //! convolutions run at low resolution with many channels, which candle's CPU convolution
@@ -12,14 +12,18 @@
 //!   after 800 steps against cnn-a's 0.37 — so it is not shipped): 4×4 space-to-depth
 //!   (8×8×48), three 3×3 convolutions of widths `w, w, 1.5w`, 2×2 average pooling, one linear
 //!   layer.
+//! - [`ClassifierArch::Resnet8`] (the judge, `w` = 16): a residual network with batch
+//!   normalisation on the full-resolution image, of another family than cnn-a
+//!   ([`super::resnet`]).
 //!
-//! Both take `[B, 3, 32, 32]` images in `[-1, 1]` and return logits `[B, K]`.
+//! All take `[B, 3, 32, 32]` images in `[-1, 1]` and return logits `[B, K]`.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::nn::log_softmax;
+use super::resnet::ResNet;
 
 /// Which classifier network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +33,9 @@ pub enum ClassifierArch {
     CnnA,
     /// 4×4 space-to-depth, conv ×3, average pooling, one linear layer.
     CnnB,
+    /// A residual network with batch normalisation: a stem and one basic block per stage at
+    /// 32², 16², 8² ([`ResNet`]).
+    Resnet8,
 }
 
 /// Shape of a [`Classifier`].
@@ -48,9 +55,19 @@ pub struct ClassifierConfig {
 pub struct Classifier {
     /// Its shape.
     pub config: ClassifierConfig,
-    convs: Vec<Conv2d>,
-    norms: Vec<GroupNorm>,
-    fcs: Vec<Linear>,
+    body: Body,
+}
+
+/// The layers of each family.
+#[derive(Debug, Clone)]
+enum Body {
+    /// cnn-a and cnn-b.
+    Plain {
+        convs: Vec<Conv2d>,
+        norms: Vec<GroupNorm>,
+        fcs: Vec<Linear>,
+    },
+    Residual(ResNet),
 }
 
 fn conv(i: usize, o: usize, k: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -62,11 +79,28 @@ fn conv(i: usize, o: usize, k: usize, vb: VarBuilder) -> Result<Conv2d> {
 }
 
 impl Classifier {
-    /// Builds the network, taking its weights from `vb`.
+    /// Builds the network for inference, taking its weights from `vb` (a ResNet's batch
+    /// statistics too).
     pub fn new(config: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
+        Self::build(config, vb, true)
+    }
+
+    /// Builds the network for training: a ResNet normalises by each batch's statistics (see
+    /// [`Classifier::calibrate`]); the other families are the same as [`Classifier::new`].
+    pub fn for_training(config: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
+        Self::build(config, vb, false)
+    }
+
+    fn build(config: &ClassifierConfig, vb: VarBuilder, inference: bool) -> Result<Self> {
         let w = config.width;
         let k = config.num_classes;
         let (convs, fcs) = match config.arch {
+            ClassifierArch::Resnet8 => {
+                return Ok(Classifier {
+                    config: config.clone(),
+                    body: Body::Residual(ResNet::new(w, 1, k, vb, inference)?),
+                })
+            }
             ClassifierArch::CnnA => (
                 vec![
                     conv(12, w, 3, vb.pp("conv0"))?,
@@ -99,31 +133,44 @@ impl Classifier {
             .collect::<Result<Vec<_>>>()?;
         Ok(Classifier {
             config: config.clone(),
-            convs,
-            norms,
-            fcs,
+            body: Body::Plain { convs, norms, fcs },
         })
     }
 
     /// Logits `[B, K]` of images `[B, 3, 32, 32]` in `[-1, 1]`.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        match self.config.arch {
-            ClassifierArch::CnnA => {
+        match (&self.body, self.config.arch) {
+            (Body::Residual(r), _) => r.logits(x),
+            (Body::Plain { fcs, .. }, ClassifierArch::CnnA) => {
                 let mut h = space_to_depth(x, 2)?;
                 h = self.layer(0, &h)?;
                 h = self.layer(1, &h)?.max_pool2d(2)?;
                 h = self.layer(2, &h)?;
                 h = self.layer(3, &h)?.max_pool2d(2)?;
-                let h = self.fcs[0].forward(&h.flatten_from(1)?)?.relu()?;
-                self.fcs[1].forward(&h)
+                let h = fcs[0].forward(&h.flatten_from(1)?)?.relu()?;
+                fcs[1].forward(&h)
             }
-            ClassifierArch::CnnB => {
+            // cnn-b (a plain body is built for the cnn families only).
+            (Body::Plain { fcs, .. }, _) => {
                 let mut h = space_to_depth(x, 4)?;
                 h = self.layer(0, &h)?;
                 h = self.layer(1, &h)?;
                 h = self.layer(2, &h)?.avg_pool2d(2)?;
-                self.fcs[0].forward(&h.flatten_from(1)?)
+                fcs[0].forward(&h.flatten_from(1)?)
             }
+        }
+    }
+
+    /// A ResNet's batch statistics fixed to those of the batch `x` under the current weights
+    /// ([`ResNet::calibrate`]), returned as the named tensors an export stores; nothing for
+    /// the families without batch normalisation.
+    pub fn calibrate(&mut self, x: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        match &mut self.body {
+            Body::Residual(r) => {
+                r.calibrate(x)?;
+                Ok(r.statistics())
+            }
+            Body::Plain { .. } => Ok(Vec::new()),
         }
     }
 
@@ -145,7 +192,10 @@ impl Classifier {
     }
 
     fn layer(&self, i: usize, h: &Tensor) -> Result<Tensor> {
-        self.norms[i].forward(&self.convs[i].forward(h)?)?.relu()
+        let Body::Plain { convs, norms, .. } = &self.body else {
+            candle_core::bail!("layer {i} of a plain CNN asked of a residual network");
+        };
+        norms[i].forward(&convs[i].forward(h)?)?.relu()
     }
 
     /// Log-probabilities `[B, K]`.

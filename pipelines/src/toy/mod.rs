@@ -3,6 +3,7 @@
 //! trained on this CPU by `steerdiff toy train` and shipped in `assets/`.
 
 pub mod assets;
+pub mod augment;
 pub mod classifier;
 pub mod conv;
 pub mod data;
@@ -12,6 +13,7 @@ pub mod network;
 pub mod nn;
 pub mod pixel_ops;
 pub mod repa;
+pub mod resnet;
 pub mod train;
 pub mod unet;
 

@@ -23,8 +23,13 @@ pub const FLOW: &str = "toy-flow";
 pub const FLOW_WEAK: &str = "toy-flow-weak";
 /// The manifest entry of the guidance classifier (steers; also a reward).
 pub const CLASSIFIER: &str = "toy-classifier";
-/// The manifest entry of the evaluation classifier (measures only, never steers).
+/// The manifest entry of the first evaluation classifier: cnn-a, the guidance classifier's
+/// architecture at another width (measures only, never steers; kept selectable by name).
 pub const EVAL_CLASSIFIER: &str = "toy-eval-classifier";
+/// The manifest entry of the judge: the default evaluation classifier, a residual network with
+/// batch normalisation trained on its own seed with its own augmentation, so that its errors
+/// are independent of the cnn-a guidance classifier's.
+pub const JUDGE: &str = "toy-judge";
 
 /// One shipped model in `assets/manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,7 +51,8 @@ pub struct ManifestEntry {
 pub struct Manifest {
     /// The dataset: generator, class names, seeds.
     pub dataset: serde_json::Value,
-    /// The models by name ([`FLOW`], [`FLOW_WEAK`], [`CLASSIFIER`], [`EVAL_CLASSIFIER`]).
+    /// The models by name ([`FLOW`], [`FLOW_WEAK`], [`CLASSIFIER`], [`EVAL_CLASSIFIER`],
+    /// [`JUDGE`]).
     pub models: BTreeMap<String, ManifestEntry>,
     /// The CFG scale class-conditional runs of the flow models use when none is given, as a
     /// preset's recommendation (the shipped models: 3, where they reach 90 % class accuracy).
@@ -337,7 +343,8 @@ pub struct ToyClassifier {
 }
 
 impl ToyClassifier {
-    /// Loads the manifest entry `entry` ([`CLASSIFIER`] or [`EVAL_CLASSIFIER`]), checking its
+    /// Loads the manifest entry `entry` ([`CLASSIFIER`], [`EVAL_CLASSIFIER`] or [`JUDGE`]),
+    /// checking its
     /// sha256.
     pub fn load(assets: &Assets, entry: &str) -> Result<Self> {
         Self::load_on(assets, entry, &Device::Cpu)

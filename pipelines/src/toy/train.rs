@@ -25,6 +25,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use steerdiff_guidance::rng::{Domain, StreamKey};
 
+use super::augment::Augment;
 use super::classifier::{cross_entropy, Classifier, ClassifierArch, ClassifierConfig};
 use super::data::{self, NUM_CLASSES, PIXELS};
 use super::dit::{self, DitConfig};
@@ -85,6 +86,9 @@ pub struct TrainSpec {
     /// initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitFrom>,
+    /// Augmentation of classifier training images; absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
 }
 
 /// A warm start: the run's weights (and their average) begin as an exported model's, its
@@ -359,7 +363,7 @@ fn build(spec: &TrainSpec, vb: VarBuilder) -> Result<Net> {
     }
     match &spec.config {
         ToyConfig::Classifier(c) if spec.repa.is_none() => {
-            Ok(Net::Classifier(Classifier::new(c, vb)?))
+            Ok(Net::Classifier(Classifier::for_training(c, vb)?))
         }
         _ => Err(Error::Spec(
             "representation alignment (REPA) is for flow models only".into(),
@@ -408,7 +412,17 @@ pub fn machine() -> String {
 /// The loss of one step, and its flow (or classification) part.
 fn step_loss(net: &Net, spec: &TrainSpec, step: u64, dev: &Device) -> Result<(Tensor, f64)> {
     let b = spec.batch;
-    let (pix, labels) = data::batch_with(spec.data_rotation, spec.data_seed, step * b as u64, b);
+    let (mut pix, labels) =
+        data::batch_with(spec.data_rotation, spec.data_seed, step * b as u64, b);
+    if let Some(augment) = &spec.augment {
+        let key = StreamKey {
+            seed: spec.noise_seed,
+            lineage: 4,
+            step,
+            domain: Domain::Step,
+        };
+        augment.apply(&mut pix, b, key);
+    }
     let x0 = Tensor::from_vec(pix, (b, 3, data::SIZE, data::SIZE), dev)?;
     match net {
         Net::Classifier(c) => {
@@ -675,9 +689,12 @@ fn exported_parameters(opt: &AdamW, ema: &Ema) -> usize {
 fn export(dir: &Path, opt: &AdamW, ema: &Ema, info: &ExportInfo) -> Result<()> {
     let out = dir.join(format!("export-{}", info.step));
     std::fs::create_dir_all(&out).map_err(|e| io(e, &out))?;
-    let map: HashMap<String, Tensor> = exported(opt, ema)
+    let mut map: HashMap<String, Tensor> = exported(opt, ema)
         .map(|(name, e)| (name.clone(), e.clone()))
         .collect();
+    if let ToyConfig::Classifier(config) = &info.spec.config {
+        map.extend(batch_statistics(config, &info.spec, &map)?);
+    }
     save_tensors(&out.join("model.safetensors"), &map)?;
     write_atomic(
         &out.join("config.json"),
@@ -695,7 +712,43 @@ fn export(dir: &Path, opt: &AdamW, ema: &Ema, info: &ExportInfo) -> Result<()> {
     Ok(())
 }
 
-/// The default spec of each toy model (`what`: `flow`, `classifier`, `eval-classifier`).
+/// Images of the training seed from this index on fix a ResNet's batch statistics at export:
+/// far past any run's stream, so they are fresh images of the training distribution.
+const CALIBRATION_START: u64 = 1 << 40;
+
+/// Images the batch statistics are measured on (100 per class).
+const CALIBRATION_IMAGES: usize = 1000;
+
+/// The fixed batch statistics of a classifier with batch normalisation, measured for the
+/// exported weights `map` on [`CALIBRATION_IMAGES`] fresh, unaugmented training images (see
+/// [`super::resnet`]); nothing for the other families.
+fn batch_statistics(
+    config: &super::ClassifierConfig,
+    spec: &TrainSpec,
+    map: &HashMap<String, Tensor>,
+) -> Result<Vec<(String, Tensor)>> {
+    if config.arch != ClassifierArch::Resnet8 {
+        return Ok(Vec::new());
+    }
+    let dev = Device::Cpu;
+    let weights: HashMap<String, Tensor> = map
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_device(&dev)?)))
+        .collect::<Result<_>>()?;
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
+    let mut net = Classifier::for_training(config, vb)?;
+    let (pix, _) = data::batch_with(
+        spec.data_rotation,
+        spec.data_seed,
+        CALIBRATION_START,
+        CALIBRATION_IMAGES,
+    );
+    let x = Tensor::from_vec(pix, (CALIBRATION_IMAGES, 3, data::SIZE, data::SIZE), &dev)?;
+    Ok(net.calibrate(&x)?)
+}
+
+/// The default spec of each toy model (`what`: `flow`, `classifier`, `eval-classifier`,
+/// `judge`).
 pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
     let base = TrainSpec {
         config: ToyConfig::Dit(DitConfig::toy()),
@@ -719,6 +772,7 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
         contrastive: None,
         repa: None,
         init_from: None,
+        augment: None,
     };
     Ok(match what {
         "flow" => base,
@@ -756,9 +810,31 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
             export_at: vec![],
             ..base
         },
+        "judge" => TrainSpec {
+            config: ToyConfig::Classifier(ClassifierConfig {
+                arch: ClassifierArch::Resnet8,
+                width: 16,
+                num_classes: NUM_CLASSES,
+            }),
+            batch: 64,
+            lr: 2e-3,
+            warmup: 100,
+            weight_decay: 0.01,
+            ema_decay: 0.99,
+            label_dropout: 0.0,
+            data_seed: 4,
+            init_seed: 14,
+            noise_seed: 24,
+            export_at: vec![],
+            augment: Some(Augment {
+                shift: 2,
+                flip: true,
+            }),
+            ..base
+        },
         other => {
             return Err(Error::Spec(format!(
-                "unknown model to train `{other}`; valid: flow, classifier, eval-classifier"
+                "unknown model to train `{other}`; valid: flow, classifier, eval-classifier, judge"
             )))
         }
     })
@@ -904,7 +980,11 @@ mod tests {
 
     #[test]
     fn every_classifier_parameter_gets_a_gradient() {
-        for arch in [ClassifierArch::CnnA, ClassifierArch::CnnB] {
+        for arch in [
+            ClassifierArch::CnnA,
+            ClassifierArch::CnnB,
+            ClassifierArch::Resnet8,
+        ] {
             let c = ClassifierConfig {
                 arch,
                 width: 4,
@@ -912,6 +992,65 @@ mod tests {
             };
             grads_all_nonzero(ToyConfig::Classifier(c), 0);
         }
+    }
+
+    #[test]
+    fn a_resnet_export_carries_the_batch_statistics_of_its_final_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = default_spec("judge", 2).unwrap();
+        spec.batch = 4;
+        let ToyConfig::Classifier(c) = &mut spec.config else {
+            panic!("the judge is a classifier")
+        };
+        c.width = 4;
+        let config = c.clone();
+        train(&spec, dir.path(), false, 100).unwrap();
+        let weights = load_cpu(&dir.path().join("export-2/model.safetensors"));
+        // Every BN has both statistics: stem, two per block, and the projections of the
+        // two blocks that widen.
+        let stats = weights.keys().filter(|k| k.contains(".running_")).count();
+        assert_eq!(stats, 2 * (1 + 2 * 3 + 2), "{:?}", weights.keys());
+        // With them, inference on the calibration batch is training mode on that batch.
+        let (pix, _) = data::batch_with(
+            spec.data_rotation,
+            spec.data_seed,
+            CALIBRATION_START,
+            CALIBRATION_IMAGES,
+        );
+        let x = Tensor::from_vec(pix, (CALIBRATION_IMAGES, 3, 32, 32), &Device::Cpu).unwrap();
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+        let fixed = Classifier::new(&config, vb).unwrap().logits(&x).unwrap();
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+        let batch = Classifier::for_training(&config, vb)
+            .unwrap()
+            .logits(&x)
+            .unwrap();
+        assert!(
+            max_abs_diff(&fixed, &batch) < 1e-3,
+            "{}",
+            max_abs_diff(&fixed, &batch)
+        );
+        // An image's logits at inference do not depend on the batch it comes in.
+        let one = Classifier::new(
+            &config,
+            VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu),
+        )
+        .unwrap()
+        .logits(&x.narrow(0, 5, 1).unwrap())
+        .unwrap();
+        assert!(max_abs_diff(&one, &fixed.narrow(0, 5, 1).unwrap()) < 1e-4);
+        // Weights without statistics are refused for inference, naming what is missing.
+        let bare: HashMap<String, Tensor> = weights
+            .into_iter()
+            .filter(|(k, _)| !k.contains(".running_"))
+            .collect();
+        let err = Classifier::new(
+            &config,
+            VarBuilder::from_tensors(bare, DType::F32, &Device::Cpu),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("running_mean"), "{err}");
     }
 
     fn load_cpu(path: &Path) -> HashMap<String, Tensor> {

@@ -1,8 +1,10 @@
 //! Measuring the toy models (`steerdiff toy eval`) and drawing their sample sheet
 //! (`steerdiff toy samples`).
 //!
-//! Generated images are judged only by the evaluation classifier (a different architecture,
-//! seed and training stream from the guidance classifier), never by anything that steers.
+//! Generated images are judged only by classifiers that never steer: the judge (`toy-judge`,
+//! a ResNet of another family, seed, training stream and augmentation than the cnn-a guidance
+//! classifier), with the first evaluation classifier (`toy-eval-classifier`, cnn-a at another
+//! width) and the two's agreement beside it.
 
 use std::path::Path;
 use std::time::Instant;
@@ -84,9 +86,13 @@ pub fn mean_pairwise_distance(images: &[Vec<f32>]) -> f64 {
 
 /// Fraction of `images` the classifier assigns to `labels`.
 pub fn accuracy(clf: &ToyClassifier, images: &[Vec<f32>], labels: &[u32]) -> Result<f64> {
-    let pred = clf.predict(&stack(images)?)?;
+    Ok(hits(&clf.predict(&stack(images)?)?, labels))
+}
+
+/// Fraction of predictions equal to `labels`.
+fn hits(pred: &[u32], labels: &[u32]) -> f64 {
     let ok = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
-    Ok(ok as f64 / labels.len().max(1) as f64)
+    ok as f64 / labels.len().max(1) as f64
 }
 
 /// One row of the generated-image table.
@@ -98,10 +104,16 @@ pub struct GenRow {
     pub cfg: f64,
     /// Samples measured.
     pub samples: usize,
-    /// Evaluation-classifier accuracy.
+    /// The judge's accuracy.
     pub accuracy: f64,
-    /// Accuracy per class.
+    /// Its standard error (binomial over the samples, each its own seed).
+    pub accuracy_se: f64,
+    /// The judge's accuracy per class.
     pub per_class: Vec<f64>,
+    /// The first evaluation classifier's accuracy.
+    pub eval_classifier_accuracy: f64,
+    /// Fraction of samples the two put in the same class.
+    pub agreement: f64,
     /// Mean within-class pairwise distance, averaged over classes.
     pub diversity: f64,
     /// `diversity` / the dataset's.
@@ -115,7 +127,9 @@ pub struct GenRow {
 pub struct EvalReport {
     /// Fresh dataset images classified.
     pub dataset_images: usize,
-    /// Evaluation-classifier accuracy on them.
+    /// The judge's accuracy on them.
+    pub judge_accuracy: Option<f64>,
+    /// First evaluation classifier's accuracy on them.
     pub eval_classifier_accuracy: Option<f64>,
     /// Guidance-classifier accuracy on them.
     pub guidance_classifier_accuracy: Option<f64>,
@@ -132,8 +146,10 @@ pub struct EvalReport {
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let assets = model::Assets::locate();
     let eval_clf = ToyClassifier::load(&assets, model::EVAL_CLASSIFIER)?;
+    let judge = ToyClassifier::load(&assets, model::JUDGE)?;
     let mut report = EvalReport {
         dataset_images: args.dataset_images,
+        judge_accuracy: None,
         eval_classifier_accuracy: None,
         guidance_classifier_accuracy: None,
         dataset_diversity: 0.0,
@@ -144,11 +160,13 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         let guide = ToyClassifier::load(&assets, model::CLASSIFIER)?;
         let (pix, labels) = data::batch(EVAL_DATA_SEED, 0, args.dataset_images);
         let images: Vec<Vec<f32>> = pix.chunks(data::PIXELS).map(|c| c.to_vec()).collect();
+        report.judge_accuracy = Some(accuracy(&judge, &images, &labels)?);
         report.eval_classifier_accuracy = Some(accuracy(&eval_clf, &images, &labels)?);
         report.guidance_classifier_accuracy = Some(accuracy(&guide, &images, &labels)?);
         eprintln!(
-            "classifiers on {} fresh images: eval {:.4}, guidance {:.4}",
+            "classifiers on {} fresh images: judge {:.4}, eval {:.4}, guidance {:.4}",
             args.dataset_images,
+            report.judge_accuracy.unwrap_or(0.0),
             report.eval_classifier_accuracy.unwrap_or(0.0),
             report.guidance_classifier_accuracy.unwrap_or(0.0)
         );
@@ -169,22 +187,31 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         for &cfg in &args.cfgs {
             let started = Instant::now();
             let mut per_class = Vec::new();
-            let mut correct = 0.0;
+            let (mut correct, mut old_correct, mut agree) = (0.0, 0.0, 0.0);
             let mut div = 0.0;
             for k in 0..NUM_CLASSES as u32 {
                 let imgs = generate(m, k, cfg, args.per_class, eval_seed(k), args.steps)?;
-                let acc = accuracy(&eval_clf, &imgs, &vec![k; imgs.len()])?;
+                let labels = vec![k; imgs.len()];
+                let x = stack(&imgs)?;
+                let (verdict, old) = (judge.predict(&x)?, eval_clf.predict(&x)?);
+                let acc = hits(&verdict, &labels);
                 correct += acc * imgs.len() as f64;
+                old_correct += hits(&old, &labels) * imgs.len() as f64;
+                agree += hits(&verdict, &old) * imgs.len() as f64;
                 per_class.push(acc);
                 div += mean_pairwise_distance(&imgs);
             }
             let samples = args.per_class * NUM_CLASSES;
+            let accuracy = correct / samples as f64;
             let row = GenRow {
                 model: m.clone(),
                 cfg,
                 samples,
-                accuracy: correct / samples as f64,
+                accuracy,
+                accuracy_se: (accuracy * (1.0 - accuracy) / (samples.max(2) - 1) as f64).sqrt(),
                 per_class,
+                eval_classifier_accuracy: old_correct / samples as f64,
+                agreement: agree / samples as f64,
                 diversity: div / NUM_CLASSES as f64,
                 diversity_ratio: div / NUM_CLASSES as f64 / report.dataset_diversity,
                 wall_s: started.elapsed().as_secs_f64(),
@@ -206,24 +233,34 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 /// The report as Markdown tables.
 pub fn markdown(r: &EvalReport) -> String {
     let mut out = String::new();
-    if let (Some(e), Some(g)) = (r.eval_classifier_accuracy, r.guidance_classifier_accuracy) {
+    if let (Some(j), Some(e), Some(g)) = (
+        r.judge_accuracy,
+        r.eval_classifier_accuracy,
+        r.guidance_classifier_accuracy,
+    ) {
         out += &format!(
             "| classifier | accuracy on {} fresh dataset images |\n|---|---|\n\
-             | evaluation (toy-eval-classifier) | {:.2} % |\n| guidance (toy-classifier) | {:.2} % |\n\n",
+             | judge (toy-judge) | {:.2} % |\n\
+             | first evaluation classifier (toy-eval-classifier) | {:.2} % |\n\
+             | guidance (toy-classifier) | {:.2} % |\n\n",
             r.dataset_images,
+            100.0 * j,
             100.0 * e,
             100.0 * g
         );
     }
-    out += "| model | CFG | samples | class accuracy (eval classifier) | diversity / dataset | sampling wall |\n\
-            |---|---|---|---|---|---|\n";
+    out += "| model | CFG | samples | class accuracy (judge) | toy-eval-classifier | agreement | \
+            diversity / dataset | sampling wall |\n|---|---|---|---|---|---|---|---|\n";
     for g in &r.generated {
         out += &format!(
-            "| {} | {} | {} | {:.1} % | {:.2} | {:.0} s |\n",
+            "| {} | {} | {} | {:.1} ± {:.1} % | {:.1} % | {:.1} % | {:.2} | {:.0} s |\n",
             g.model,
             g.cfg,
             g.samples,
             100.0 * g.accuracy,
+            100.0 * g.accuracy_se,
+            100.0 * g.eval_classifier_accuracy,
+            100.0 * g.agreement,
             g.diversity_ratio,
             g.wall_s
         );

@@ -71,16 +71,19 @@ pub enum ToyCommand {
 pub struct PackageArgs {
     /// Export folder of the flow model.
     #[arg(long)]
-    pub flow: PathBuf,
+    pub flow: Option<PathBuf>,
     /// Export folder of the weaker twin.
     #[arg(long)]
-    pub weak: PathBuf,
+    pub weak: Option<PathBuf>,
     /// Export folder of the guidance classifier.
     #[arg(long)]
-    pub classifier: PathBuf,
-    /// Export folder of the evaluation classifier.
+    pub classifier: Option<PathBuf>,
+    /// Export folder of the first evaluation classifier (cnn-a).
     #[arg(long)]
-    pub eval_classifier: PathBuf,
+    pub eval_classifier: Option<PathBuf>,
+    /// Export folder of the judge (the default evaluation classifier, a ResNet).
+    #[arg(long)]
+    pub judge: Option<PathBuf>,
     /// Free-text notes per model, `NAME=TEXT` (repeatable).
     #[arg(long)]
     pub note: Vec<String>,
@@ -124,7 +127,7 @@ pub enum FlowArch {
 /// Flags of `steerdiff toy train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Which model: flow, classifier or eval-classifier.
+    /// Which model: flow, classifier, eval-classifier or judge.
     #[arg(long)]
     pub what: String,
     /// Total optimiser steps.

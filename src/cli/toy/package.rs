@@ -1,5 +1,6 @@
-//! `steerdiff toy package`: four `toy train` exports become the shipped `assets/` folder
-//! (weights, configs, a manifest with sha256 and training records), all or nothing.
+//! `steerdiff toy package`: `toy train` exports become the shipped `assets/` folder
+//! (weights, configs, a manifest with sha256 and training records), all or nothing. Models
+//! whose export is not given keep their entry and files in the folder.
 
 use anyhow::{Context as _, Result};
 
@@ -14,6 +15,7 @@ pub(super) fn package(p: &PackageArgs) -> Result<()> {
         model::FLOW_WEAK,
         model::CLASSIFIER,
         model::EVAL_CLASSIFIER,
+        model::JUDGE,
     ];
     let mut notes = std::collections::BTreeMap::new();
     for n in &p.note {
@@ -30,9 +32,34 @@ pub(super) fn package(p: &PackageArgs) -> Result<()> {
     // Everything is read and checked first, then written through temporaries and renamed
     // into place together: a missing or bad export leaves the assets folder as it was.
     let mut staged = crate::output::Staged::new();
-    let mut models = std::collections::BTreeMap::new();
-    let sources = [&p.flow, &p.weak, &p.classifier, &p.eval_classifier];
+    let existing = model::Manifest::of(&model::Assets::from(p.out.as_path())).ok();
+    let mut models = existing
+        .as_ref()
+        .map(|m| m.models.clone())
+        .unwrap_or_default();
+    let sources = [
+        &p.flow,
+        &p.weak,
+        &p.classifier,
+        &p.eval_classifier,
+        &p.judge,
+    ];
+    if sources.iter().all(|s| s.is_none()) {
+        crate::error::input_error!(
+            "nothing to package: give one or more of --flow, --weak, --classifier, \
+             --eval-classifier, --judge (export-STEP/ folders of `toy train`)"
+        );
+    }
     for (name, src) in names.into_iter().zip(sources) {
+        let Some(src) = src else {
+            if !models.contains_key(name) {
+                crate::error::input_error!(
+                    "{} has no `{name}` to keep; give its export folder too",
+                    p.out.join("manifest.json").display()
+                );
+            }
+            continue;
+        };
         let read = |f: &str| -> Result<Vec<u8>> {
             match std::fs::read(src.join(f)) {
                 Ok(bytes) => Ok(bytes),
@@ -76,14 +103,14 @@ pub(super) fn package(p: &PackageArgs) -> Result<()> {
             "classes": data::CLASS_NAMES,
             "size": [3, 32, 32],
             "pixel_range": [-1.0, 1.0],
-            "training_seeds": {"toy-flow": 1, "toy-flow-weak": 1, "toy-classifier": 2, "toy-eval-classifier": 3},
+            "training_seeds": {"toy-flow": 1, "toy-flow-weak": 1, "toy-classifier": 2, "toy-eval-classifier": 3, "toy-judge": 4},
             "evaluation_seed": super::eval::EVAL_DATA_SEED,
             "rotation": "each model's training.spec.data_rotation (absent: full); `toy dataset` and the classifier accuracies use full",
         }),
         models,
         // The shipped recommendation carries over (it describes the recipe, not one export).
-        recommended_cfg: model::Manifest::of(&model::Assets::locate())
-            .ok()
+        recommended_cfg: existing
+            .or_else(|| model::Manifest::of(&model::Assets::locate()).ok())
             .and_then(|m| m.recommended_cfg),
     };
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
