@@ -319,10 +319,12 @@ fn eval_has_rows_for_the_per_step_methods_at_matched_settings() {
         "3",
         "-n",
         "3",
+        "--no-baseline",
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
     let find = |s: &str, cfg: Option<f64>| {
         rows.iter()
             .find(|r| r["strategy"] == s && r["cfg"].as_f64() == cfg)
@@ -336,7 +338,7 @@ fn eval_has_rows_for_the_per_step_methods_at_matched_settings() {
     assert_eq!(find("gfcg", Some(2.0))["nfe_per_group"], 9.0);
     assert_eq!(find("autoguidance", Some(1.0))["nfe_per_group"], 6.0);
     assert_eq!(find("dynamic-cfg", None)["nfe_per_group"], 6.0);
-    for r in &rows {
+    for r in rows {
         assert!(r["eval_accuracy"].as_f64().is_some(), "{r}");
         assert!(r["diversity"].as_f64().unwrap() > 0.0, "{r}");
     }

@@ -272,10 +272,12 @@ fn eval_compares_strategies_at_matched_cost() {
         "20",
         "-n",
         "200",
+        "--no-baseline",
         "--json",
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&r.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[0]["nfe_per_group"], 20.0);
     for row in &rows[1..] {
@@ -309,15 +311,18 @@ fn eval_runs_on_the_toy_model_with_its_classifier_reward() {
         "8",
         "-n",
         "8",
+        "--no-baseline",
         "--json",
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&r.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(report["judge"], "toy-judge");
     assert_eq!(rows[0]["nfe_per_group"], 8.0);
     assert_eq!(rows[1]["nfe_per_group"], 16.0);
     // Best-of-2 picks the candidate the guidance classifier prefers: never a lower mean reward.
     assert!(rows[1]["reward_mean"].as_f64() >= rows[0]["reward_mean"].as_f64());
-    // Held-out accuracy comes from the separate evaluation classifier.
+    // Held-out accuracy comes from the judge, a classifier that never steers.
     assert!(rows[0]["eval_accuracy"].as_f64().is_some());
     let bad = steerdiff(&[
         "eval",

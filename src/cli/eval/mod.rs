@@ -1,33 +1,44 @@
-//! `steerdiff eval`: a grid of strategies at matched cost, one table.
+//! `steerdiff eval`: a grid of strategies at matched cost, beside the best CFG at that cost,
+//! with standard errors.
 //!
 //! Every strategy runs on the same model, class, sampler, steps and seeds, with the same
 //! particle budget `K` (so best-of-N, FK, CoDe and SVDD all cost `K·T` model rows per output
 //! group; plain sampling costs `T`). Each row reports what was spent (model rows per group,
-//! reward calls), what was optimised (the steering reward's mean and max over outputs), what
-//! was *not* optimised — a held-out evaluation (for mixtures: the exact Bayes classifier's
-//! accuracy for the evaluation class) — and the diversity left (mean pairwise distance between
-//! outputs).
+//! reward calls), what was optimised (the steering reward), what was *not* optimised — the
+//! **judge**, a classifier that never steers (for mixtures the exact Bayes classifier; for the
+//! toy `toy-judge`, a ResNet of another family than the cnn-a guidance classifier) or, for
+//! text-to-image models, a held-out reward such as `clip` — and the diversity left (mean
+//! pairwise distance between outputs).
+//!
+//! Rates are means over independent groups with standard errors ([`stats`]). By default the
+//! grid also holds the **CFG baseline at matched cost** ([`baseline`]): the best CFG scale,
+//! chosen on a separate block of seeds, alone and under every strategy, and each row's paired
+//! difference from the best CFG-only row that costs no more.
 //!
 //! The per-step strategies (`gfcg`, `autoguidance`, `dynamic-cfg`) run one particle per group
 //! and are compared at their own NFE (GFCG and autoguidance 2 rows per step, GFCG + CFG 3,
-//! dynamic CFG 2 — the rows of CFG): `--cfg 1,2` runs every strategy at each CFG scale, so one
-//! grid holds conditional, CFG, GFCG, GFCG + CFG and autoguidance; dynamic CFG picks its own
-//! scale (`--cfg-candidates`) and runs once. FlowChef and replacement need an image and a mask:
-//! their comparison is the inpainting demo ([`crate::cli::toy::inpaint_demo`]).
+//! dynamic CFG 2 — the rows of CFG): `--cfg 1,2` runs every strategy at each CFG scale;
+//! dynamic CFG picks its own scale (`--cfg-candidates`) and runs once. FlowChef and replacement
+//! need an image and a mask: their comparison is the inpainting demo
+//! ([`crate::cli::toy::inpaint_demo`]).
 
-use std::time::Instant;
+mod baseline;
+mod measure;
+pub mod stats;
+mod table;
 
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
-use steerdiff_guidance::{Condition, Outcome};
+
+pub use baseline::{Baseline, SweepPoint};
+pub use measure::{mean_pairwise_distance, Block, Comparison, Judge, Row, SecondOpinion};
+pub use table::table;
 
 use crate::error::input_error;
-use crate::run::device::{parse_device, DEFAULT_DEVICE};
-use crate::run::strategy::{
-    EvalUse, PerStepArgs, RewardUse, SteeringFlags, StrategyArgs, StrategyKind,
-};
-use crate::run::{Job, Options, PathKind};
+use crate::run::device::DEFAULT_DEVICE;
+use crate::run::strategy::{EvalUse, PerStepArgs, SteeringFlags, StrategyArgs, StrategyKind};
+use crate::run::{Job, PathKind};
 
 /// Flags of `steerdiff eval`.
 #[derive(Debug, Args)]
@@ -44,6 +55,21 @@ pub struct EvalArgs {
     /// The held-out evaluation class (default: --class).
     #[arg(long, value_name = "NAME|LABEL")]
     pub eval_class: Option<String>,
+    /// The prompt (text-to-image models).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The judge, which measures and never steers: one of the model's classifiers (toy:
+    /// toy-judge, the default, or toy-eval-classifier; mixtures: bayes), or a held-out reward
+    /// spec whose mean is reported (text-to-image models, e.g. clip).
+    #[arg(long, value_name = "NAME|SPEC")]
+    pub judge: Option<String>,
+    /// A second classifier judge: its accuracy and its agreement with --judge are reported
+    /// (e.g. toy-eval-classifier beside toy-judge).
+    #[arg(long, value_name = "NAME")]
+    pub second_judge: Option<String>,
+    /// The CLIP model of `clip` and `aesthetic:` rewards and judges (a folder or hub id).
+    #[arg(long, value_name = "DIR|ID")]
+    pub clip_model: Option<String>,
     /// Steering reward (see `steerdiff list`; default `classifier` on the toy model).
     #[arg(long, value_name = "SPEC")]
     pub reward: Option<String>,
@@ -75,6 +101,20 @@ pub struct EvalArgs {
     /// Weight dtype f32, f16 or bf16 (default: the model's own on the device).
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<String>,
+    /// CFG scales the matched-cost baseline is chosen from (plain sampling on the tuning
+    /// block; the best by the judge, or by the steering reward without one).
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0])]
+    pub baseline_cfg: Vec<f64>,
+    /// Leave out the CFG baseline and the strategies on top of it.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Groups of the tuning block the baseline scale is chosen on.
+    #[arg(long, default_value_t = 100)]
+    pub tune_num: usize,
+    /// Seed of the tuning block's first group (default: --seed + -n, the groups right after
+    /// the test block, so no test seed is tuned on).
+    #[arg(long)]
+    pub tune_seed: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -86,242 +126,216 @@ pub struct EvalArgs {
     pub per_step: PerStepArgs,
 }
 
-/// One row of the table.
+/// Everything `steerdiff eval` measured.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    /// Strategy name.
-    pub strategy: String,
-    /// CFG scale of the run (`None` for dynamic CFG, which picks its own each step).
-    pub cfg: Option<f64>,
-    /// Model rows (NFE) per output group.
-    pub nfe_per_group: f64,
-    /// Reward calls in the whole run.
-    pub reward_calls: u64,
-    /// Outputs measured.
-    pub outputs: usize,
-    /// Mean steering reward over outputs.
-    pub reward_mean: f64,
-    /// Max steering reward over outputs.
-    pub reward_max: f64,
-    /// Held-out evaluation: fraction of outputs in the evaluation class (None without one).
-    pub eval_accuracy: Option<f64>,
-    /// Mean pairwise Euclidean distance between outputs.
-    pub diversity: f64,
-    /// Wall time of the run, seconds.
-    pub seconds: f64,
+pub struct Report {
+    /// The judge (None: the rows are compared on the steering reward).
+    pub judge: Option<String>,
+    /// What the judge's values are: `accuracy` or `score`.
+    pub judge_measures: Option<String>,
+    /// The second judge, when asked for.
+    pub second_judge: Option<String>,
+    /// The tuned CFG baseline (None with `--no-baseline`).
+    pub baseline: Option<Baseline>,
+    /// The rows, strategy by strategy, each at every CFG scale it ran at.
+    pub rows: Vec<Row>,
 }
 
 /// Runs the grid and prints it.
 pub fn execute(args: &EvalArgs) -> Result<()> {
-    let rows = run_grid(args)?;
+    let report = run(args)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", table(&rows));
+        print!("{}", table(&report));
     }
     Ok(())
 }
 
-/// Runs every strategy of the grid.
-pub fn run_grid(args: &EvalArgs) -> Result<Vec<Row>> {
+/// Runs the tuning sweep (unless `--no-baseline`) and every strategy of the grid.
+pub fn run(args: &EvalArgs) -> Result<Report> {
+    check(args)?;
+    let toy = args.model == "toy" || args.model == "toy-weak";
+    let reward_spec = args
+        .reward
+        .clone()
+        .or_else(|| toy.then(|| "classifier".to_string()));
+    let test = Block {
+        seed: args.seed,
+        groups: args.num,
+    };
+    let (judge, second, conditional) = judges(args, reward_spec.as_deref())?;
+    let judges = (judge.as_ref(), second.as_ref());
+    let baseline = if args.no_baseline {
+        None
+    } else if !conditional {
+        eprintln!(
+            "eval: no CFG baseline: the run is unconditional (no --class or --prompt), and CFG \
+             guides towards a condition"
+        );
+        None
+    } else {
+        Some(baseline::tune(
+            args,
+            reward_spec.as_deref(),
+            judge.as_ref(),
+        )?)
+    };
+    let mut scales = args.cfg.clone();
+    if let Some(b) = &baseline {
+        scales.push(b.cfg);
+    }
+    scales.sort_by(f64::total_cmp);
+    scales.dedup();
+    let mut kinds = args.strategies.clone();
+    if baseline.is_some() && !kinds.contains(&StrategyKind::None) {
+        kinds.insert(0, StrategyKind::None);
+    }
+    let mut rows = Vec::new();
+    for &kind in &kinds {
+        for (i, &cfg) in scales.iter().enumerate() {
+            // A strategy that picks its own CFG scale runs once; plain sampling outside the
+            // grid runs only as the baseline.
+            let wanted = if kind.def().eval == EvalUse::Once {
+                i == 0
+            } else {
+                args.cfg.contains(&cfg) && args.strategies.contains(&kind)
+                    || baseline.as_ref().is_some_and(|b| b.cfg == cfg)
+            };
+            if wanted {
+                let row = measure::run_one(args, kind, cfg, test, reward_spec.as_deref(), judges)?;
+                eprintln!(
+                    "eval: {} at CFG {}: done in {:.1} s",
+                    row.strategy,
+                    row.cfg.map_or("auto".to_string(), |c| c.to_string()),
+                    row.seconds
+                );
+                rows.push(row);
+            }
+        }
+    }
+    if let Some(b) = &baseline {
+        baseline::compare(&mut rows, b.cfg);
+    }
+    Ok(Report {
+        judge: judge.as_ref().map(|j| j.name().to_string()),
+        judge_measures: judge.as_ref().map(|j| j.measures().to_string()),
+        second_judge: second.as_ref().map(|j| j.name().to_string()),
+        baseline,
+        rows,
+    })
+}
+
+/// The flags' own consistency.
+fn check(args: &EvalArgs) -> Result<()> {
     if args.strategies.is_empty() {
         input_error!("--strategies is empty");
     }
     if args.budget == 0 {
         input_error!("--budget must be at least 1 (the particles or candidates per output)");
     }
+    if args.num == 0 {
+        input_error!("-n must be at least 1 (the output groups per strategy)");
+    }
     if args.cfg.is_empty() {
         input_error!("--cfg is empty; give one or more scales, e.g. 1,2");
+    }
+    if !args.no_baseline && (args.baseline_cfg.is_empty() || args.tune_num == 0) {
+        input_error!(
+            "the CFG baseline needs scales (--baseline-cfg) and groups (--tune-num ≥ 1); \
+             or leave it out with --no-baseline"
+        );
+    }
+    if let (false, Some(t)) = (args.no_baseline, args.tune_seed) {
+        let (test, tune) = (
+            args.seed..args.seed.saturating_add(args.num as u64),
+            t..t.saturating_add(args.tune_num as u64),
+        );
+        if test.start < tune.end && tune.start < test.end {
+            input_error!(
+                "--tune-seed {t}: the tuning groups (seeds {}–{}) overlap the test groups \
+                 (seeds {}–{}); the CFG scale must be chosen on other seeds (the default, \
+                 --seed + -n, follows the test block)",
+                tune.start,
+                tune.end - 1,
+                test.start,
+                test.end - 1
+            );
+        }
     }
     for &kind in &args.strategies {
         if let EvalUse::Refused(why) = kind.def().eval {
             input_error!("--strategies {}: {why}", kind.cli_name());
         }
     }
-    let toy = args.model == "toy" || args.model == "toy-weak";
-    let reward_spec = args
-        .reward
-        .clone()
-        .or_else(|| toy.then(|| "classifier".to_string()));
-    let mut rows = Vec::new();
-    for (i, &cfg) in args.cfg.iter().enumerate() {
-        for &kind in &args.strategies {
-            // A strategy that picks its own CFG scale runs once, not at every --cfg.
-            if i > 0 && kind.def().eval == EvalUse::Once {
-                continue;
-            }
-            rows.push(run_one(args, kind, cfg, reward_spec.as_deref())?);
-        }
-    }
-    Ok(rows)
+    Ok(())
 }
 
-/// One row: `kind` at CFG scale `cfg` (dynamic CFG: its own scales).
-fn run_one(
+/// The judge and the second judge, checked against the model (loaded once here), and whether
+/// the run is conditional (only then has CFG something to guide towards).
+fn judges(
     args: &EvalArgs,
-    kind: StrategyKind,
-    cfg: f64,
     reward_spec: Option<&str>,
-) -> Result<Row> {
-    let own_cfg = kind.def().eval == EvalUse::Once;
-    let needs_reward = kind.def().reward == RewardUse::Required;
-    if needs_reward && reward_spec.is_none() {
-        input_error!(
-            "--strategies {} needs --reward SPEC (see `steerdiff list`)",
-            kind.cli_name()
-        );
-    }
-    let strategy = StrategyArgs {
-        kind,
-        // A strategy with an optional reward (dynamic CFG's evaluator) takes --reward only
-        // when one is given explicitly.
-        reward: match kind.def().reward {
-            RewardUse::Required => reward_spec.map(str::to_string),
-            RewardUse::Optional => args.reward.clone(),
-            RewardUse::Unused => None,
-        },
-        per_step: args.per_step.clone(),
-        particles: args.budget,
-        flags: args.flags.clone(),
-        // Noise search: the most rounds whose pools (1 + 2 + … + 2^(R−1) = 2^R − 1
-        // trajectories) fit in the budget K.
-        rounds: ((usize::BITS - (args.budget + 1).leading_zeros()) as usize - 1).max(1),
-        ..StrategyArgs::default()
-    };
-    let opts = Options {
-        path: args.path,
-        class: args.class.clone(),
-        sampler: args.sampler.clone(),
-        steps: Some(args.steps),
-        cfg: Some(if own_cfg { 1.0 } else { cfg }),
-        device: parse_device(&args.device)?,
-        dtype: args
-            .dtype
-            .as_deref()
-            .map(steerdiff_pipelines::sd::WeightDType::parse)
-            .transpose()?,
-        n: args.num,
+) -> Result<(Option<Judge>, Option<Judge>, bool)> {
+    let block = Block {
         seed: args.seed,
-        strategy,
-        // Every final particle is an output, as the tables in docs/ were measured.
-        keep: crate::run::Keep::All,
-        ..Options::default()
+        groups: 1,
     };
+    let opts = measure::options(args, 1.0, block, StrategyArgs::default())?;
     let job = Job::load(&args.model, &opts)?;
-    let start = Instant::now();
-    let outcome = job.run(None)?;
-    let seconds = start.elapsed().as_secs_f64();
-    let cfg = (!own_cfg).then_some(cfg);
-    measure(args, &job, &outcome, kind, cfg, reward_spec, seconds)
-}
-
-fn measure(
-    args: &EvalArgs,
-    job: &Job,
-    out: &Outcome,
-    kind: StrategyKind,
-    cfg: Option<f64>,
-    reward_spec: Option<&str>,
-    seconds: f64,
-) -> Result<Row> {
-    let pop = &out.population;
-    let xs: Vec<Vec<f64>> = (0..pop.len())
-        .map(|i| Ok(pop.row(i)?.into_iter().map(f64::from).collect()))
-        .collect::<Result<_>>()?;
-    // The steering reward, re-measured on every output the same way for every strategy.
-    let scores = match reward_spec {
-        Some(spec) => {
-            let reward = job.reward(spec)?;
-            crate::run::score_final(reward.as_ref(), &pop.x, &pop.conds())?
+    let judges = job.model().judges();
+    let class = measure::eval_class(args, &job)?;
+    let classifier = |name: &str, flag: &str| -> Result<Judge> {
+        match class {
+            Some(class) => Ok(Judge::Classifier {
+                name: name.to_string(),
+                class,
+            }),
+            None => input_error!(
+                "{flag} {name} judges the evaluation class: give --class or --eval-class"
+            ),
         }
-        None => Vec::new(),
     };
-    let finite: Vec<f64> = scores.iter().copied().filter(|v| v.is_finite()).collect();
-    let reward_mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
-    let reward_max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (reward_mean, reward_max) = if finite.is_empty() {
-        (f64::NAN, f64::NAN)
-    } else {
-        (reward_mean, reward_max)
+    let judge = match args.judge.as_deref() {
+        Some(name) if judges.contains(&name) => Some(classifier(name, "--judge")?),
+        Some(spec) if Some(spec) == reward_spec => input_error!(
+            "--judge {spec} is the reward that steers; a judge must be held out (this model's \
+             judges: {}; or another reward)",
+            judges.join(", ")
+        ),
+        Some(spec) => match job.reward(spec) {
+            Ok(_) => Some(Judge::Reward(spec.to_string())),
+            Err(e) => input_error!(
+                "--judge {spec} is neither a judge of this model ({}) nor a reward: {e}",
+                if judges.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    judges.join(", ")
+                }
+            ),
+        },
+        None => match (judges.first(), class) {
+            (Some(name), Some(_)) => Some(classifier(name, "the judge")?),
+            _ => None,
+        },
     };
-    let eval_class = match (&args.eval_class, job.condition()) {
-        (Some(name), _) => Some(job.model().class(name)?.0),
-        (None, Condition::Class(c)) => Some(c),
-        _ => None,
-    };
-    let eval_accuracy = eval_class
-        .map(|c| job.model().held_out_accuracy(&xs, c))
-        .transpose()?
-        .flatten();
-    Ok(Row {
-        strategy: kind.cli_name().to_string(),
-        cfg,
-        nfe_per_group: out.ledger.total_rows() as f64 / args.num as f64,
-        reward_calls: out.ledger.reward_calls.values().sum(),
-        outputs: xs.len(),
-        reward_mean,
-        reward_max,
-        eval_accuracy,
-        diversity: mean_pairwise_distance(&xs),
-        seconds,
-    })
-}
-
-/// Mean Euclidean distance over all pairs (over the first 1,000 outputs).
-pub fn mean_pairwise_distance(xs: &[Vec<f64>]) -> f64 {
-    let xs = &xs[..xs.len().min(1000)];
-    let (mut sum, mut n) = (0.0, 0usize);
-    for i in 0..xs.len() {
-        for j in i + 1..xs.len() {
-            sum += xs[i]
-                .iter()
-                .zip(&xs[j])
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            n += 1;
+    let second = match args.second_judge.as_deref() {
+        Some(name) if judges.contains(&name) => {
+            if !matches!(judge, Some(Judge::Classifier { .. })) {
+                input_error!("--second-judge compares two classifier judges; --judge is not one");
+            }
+            Some(classifier(name, "--second-judge")?)
         }
-    }
-    if n == 0 {
-        0.0
-    } else {
-        sum / n as f64
-    }
-}
-
-/// The grid as an aligned text table.
-pub fn table(rows: &[Row]) -> String {
-    let mut out = format!(
-        "{:<14} {:>5} {:>9} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8}\n",
-        "strategy",
-        "CFG",
-        "NFE/group",
-        "rewards",
-        "outputs",
-        "reward",
-        "max",
-        "eval acc",
-        "diversity",
-        "seconds"
-    );
-    for r in rows {
-        out += &format!(
-            "{:<14} {:>5} {:>9.0} {:>8} {:>8} {:>10.4} {:>10.4} {:>9} {:>9.4} {:>8.2}\n",
-            r.strategy,
-            r.cfg
-                .map(|c| format!("{c}"))
-                .unwrap_or_else(|| "auto".into()),
-            r.nfe_per_group,
-            r.reward_calls,
-            r.outputs,
-            r.reward_mean,
-            r.reward_max,
-            r.eval_accuracy
-                .map(|a| format!("{a:.3}"))
-                .unwrap_or_else(|| "-".into()),
-            r.diversity,
-            r.seconds
-        );
-    }
-    out
+        Some(name) => input_error!(
+            "--second-judge {name} is not a judge of this model; its judges: {}",
+            if judges.is_empty() {
+                "none".to_string()
+            } else {
+                judges.join(", ")
+            }
+        ),
+        None => None,
+    };
+    let conditional = job.condition() != steerdiff_guidance::Condition::Null;
+    Ok((judge, second, conditional))
 }
