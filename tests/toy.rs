@@ -10,7 +10,7 @@ use steerdiff::cli::toy::eval as toy_eval;
 use steerdiff::pipelines::toy::model::{
     self, checked_files, sha256_hex, source_assets_dir, Assets, Manifest, ToyClassifier, ToyFlow,
 };
-use steerdiff::pipelines::toy::train::InitFrom;
+use steerdiff::pipelines::toy::train::{default_spec, InitFrom, TrainSpec};
 use steerdiff::pipelines::toy::{data, ClassifierArch, ToyConfig, NUM_CLASSES};
 
 /// sha256 of the 8-bit pixels of `generate --class star -n 1 --seed 0 --steps 10` (CFG 1),
@@ -93,6 +93,23 @@ fn a_fixed_seed_gives_a_fixed_image() {
     let b = toy_eval::generate("toy", 5, 1.0, 1, 0, 10).unwrap();
     assert_eq!(a, b);
     assert_eq!(pixels_sha256(&a), STAR_SEED0_SHA256);
+}
+
+#[test]
+fn each_shipped_classifier_is_its_default_recipe() {
+    let manifest = Manifest::load(&source_assets_dir()).unwrap();
+    for (what, name) in [
+        ("classifier", model::CLASSIFIER),
+        ("eval-classifier", model::EVAL_CLASSIFIER),
+        ("judge", model::JUDGE),
+    ] {
+        let recorded: TrainSpec =
+            serde_json::from_value(manifest.entry(name).unwrap().training["spec"].clone()).unwrap();
+        let mut spec = default_spec(what, recorded.steps).unwrap();
+        spec.checkpoint_every = recorded.checkpoint_every;
+        spec.export_at = recorded.export_at.clone();
+        assert_eq!(spec, recorded, "{what}");
+    }
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Small classifiers of clean toy images, of different architectures.
 //!
-//! Both begin with a space-to-depth rearrangement (a differentiable reshape) so the
-//! convolutions run at low resolution with many channels, which candle's CPU convolution
-//! handles far better than few channels at full resolution. Every convolution is followed by
-//! group normalisation (8 groups, fewer when the width is not a multiple of 8) and ReLU.
+//! The two cnn families begin with a space-to-depth rearrangement (a differentiable reshape)
+//! so the convolutions run at low resolution with many channels, which candle's CPU
+//! convolution handles far better than few channels at full resolution. Every convolution is
+//! followed by group normalisation (8 groups, fewer when the width is not a multiple of 8) and
+//! ReLU.
 //! - [`ClassifierArch::CnnA`] (both shipped classifiers: evaluation `w` = 40, guidance
 //!   `w` = 48): 2×2 space-to-depth
 //!   (16×16×12), two 3×3 convolutions of width `w`, 2×2 max pooling, two of width `2w`, max
@@ -67,6 +68,7 @@ enum Body {
         norms: Vec<GroupNorm>,
         fcs: Vec<Linear>,
     },
+    /// resnet8.
     Residual(ResNet),
 }
 

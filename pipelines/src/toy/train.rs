@@ -774,63 +774,35 @@ pub fn default_spec(what: &str, steps: u64) -> Result<TrainSpec> {
         init_from: None,
         augment: None,
     };
+    // The classifiers' shared recipe; each has its own network, data stream and seeds.
+    let classifier = |arch, width, seed| TrainSpec {
+        config: ToyConfig::Classifier(ClassifierConfig {
+            arch,
+            width,
+            num_classes: NUM_CLASSES,
+        }),
+        batch: 64,
+        lr: 2e-3,
+        warmup: 100,
+        weight_decay: 0.01,
+        ema_decay: 0.99,
+        label_dropout: 0.0,
+        data_seed: seed,
+        init_seed: 10 + seed,
+        export_at: vec![],
+        ..base.clone()
+    };
     Ok(match what {
         "flow" => base,
-        "classifier" => TrainSpec {
-            config: ToyConfig::Classifier(ClassifierConfig {
-                arch: ClassifierArch::CnnA,
-                width: 48,
-                num_classes: NUM_CLASSES,
-            }),
-            batch: 64,
-            lr: 2e-3,
-            warmup: 100,
-            weight_decay: 0.01,
-            ema_decay: 0.99,
-            label_dropout: 0.0,
-            data_seed: 2,
-            init_seed: 12,
-            export_at: vec![],
-            ..base
-        },
-        "eval-classifier" => TrainSpec {
-            config: ToyConfig::Classifier(ClassifierConfig {
-                arch: ClassifierArch::CnnA,
-                width: 40,
-                num_classes: NUM_CLASSES,
-            }),
-            batch: 64,
-            lr: 2e-3,
-            warmup: 100,
-            weight_decay: 0.01,
-            ema_decay: 0.99,
-            label_dropout: 0.0,
-            data_seed: 3,
-            init_seed: 13,
-            export_at: vec![],
-            ..base
-        },
+        "classifier" => classifier(ClassifierArch::CnnA, 48, 2),
+        "eval-classifier" => classifier(ClassifierArch::CnnA, 40, 3),
         "judge" => TrainSpec {
-            config: ToyConfig::Classifier(ClassifierConfig {
-                arch: ClassifierArch::Resnet8,
-                width: 16,
-                num_classes: NUM_CLASSES,
-            }),
-            batch: 64,
-            lr: 2e-3,
-            warmup: 100,
-            weight_decay: 0.01,
-            ema_decay: 0.99,
-            label_dropout: 0.0,
-            data_seed: 4,
-            init_seed: 14,
             noise_seed: 24,
-            export_at: vec![],
             augment: Some(Augment {
                 shift: 2,
                 flip: true,
             }),
-            ..base
+            ..classifier(ClassifierArch::Resnet8, 16, 4)
         },
         other => {
             return Err(Error::Spec(format!(
