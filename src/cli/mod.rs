@@ -66,7 +66,8 @@ pub enum Command {
     Generate(Box<GenerateArgs>),
     /// Name every model, sampler, guidance strategy and reward, with a one-line description.
     List,
-    /// Run a grid of strategies at matched cost and print a table (or --json).
+    /// Compare strategies at matched cost, judged by a classifier or reward that never steers,
+    /// beside the best CFG at the same cost (tuned on other seeds), with standard errors.
     Eval(Box<eval::EvalArgs>),
     /// The embedded toy models: dataset, training, evaluation.
     Toy(toy::ToyArgs),
