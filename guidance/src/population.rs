@@ -192,18 +192,23 @@ impl Population {
     /// Standard normal noise shaped like `x`: particle `i` reads its own stream
     /// `(seed, lineage, step, domain)`, so the draw does not depend on batch composition.
     pub fn particle_noise(&self, domain: Domain, step: u64) -> Result<Tensor> {
+        use rayon::prelude::*;
         let shape = self.x.dims().to_vec();
         let numel: usize = shape[1..].iter().product();
-        let mut data = Vec::with_capacity(self.len() * numel);
-        for p in &self.particles {
-            let key = StreamKey {
-                seed: p.seed,
-                lineage: p.lineage,
-                step,
-                domain,
-            };
-            data.extend(key.normals(numel));
-        }
+        let mut data = vec![0f32; self.len() * numel];
+        // Each particle fills its own slice from its own stream, so drawing them in parallel
+        // gives the same numbers as one after another.
+        data.par_chunks_mut(numel.max(1))
+            .zip(&self.particles)
+            .for_each(|(out, p)| {
+                let key = StreamKey {
+                    seed: p.seed,
+                    lineage: p.lineage,
+                    step,
+                    domain,
+                };
+                key.fill_normals(out);
+            });
         Ok(Tensor::from_vec(data, shape, self.x.device())?.to_dtype(self.x.dtype())?)
     }
 

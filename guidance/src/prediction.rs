@@ -108,9 +108,11 @@ impl Parameterization {
                 Ok(Prediction { x0, eps })
             }
             Parameterization::Velocity => {
+                // `x / n` once for both (the same values as computing it twice).
                 let n = a + s;
-                let x0 = (x.affine(1.0 / n, 0.0)? - output.affine(s / n, 0.0)?)?;
-                let eps = (x.affine(1.0 / n, 0.0)? + output.affine(a / n, 0.0)?)?;
+                let scaled = x.affine(1.0 / n, 0.0)?;
+                let x0 = (&scaled - output.affine(s / n, 0.0)?)?;
+                let eps = (scaled + output.affine(a / n, 0.0)?)?;
                 Ok(Prediction { x0, eps })
             }
             Parameterization::Sample => Prediction::from_x0(x, output.clone(), at),

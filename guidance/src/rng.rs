@@ -56,10 +56,18 @@ impl StreamKey {
 
     /// `n` standard normal numbers.
     pub fn normals(&self, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; n];
+        self.fill_normals(&mut out);
+        out
+    }
+
+    /// Fills `out` with the first `out.len()` standard normal numbers of this stream (the
+    /// same numbers as [`StreamKey::normals`]).
+    pub fn fill_normals(&self, out: &mut [f32]) {
         let mut rng = self.rng();
-        (0..n)
-            .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
-            .collect()
+        for v in out {
+            *v = rng.sample::<f64, _>(StandardNormal) as f32;
+        }
     }
 
     /// `n` uniform numbers in `[0, 1)`.
