@@ -79,7 +79,7 @@ pub const REWARDS: &[(&str, &str)] = &[
     ),
     (
         "classifier",
-        "toy model: ln p(class | x̂0) under toy-classifier (the evaluation classifier never steers)",
+        "toy model: ln p(class | x̂0) under toy-classifier (the judges never steer)",
     ),
     (
         "jpeg[:Q]",
@@ -127,7 +127,31 @@ pub const REWARDS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The text of `steerdiff list`: sections MODELS, SAMPLERS, GUIDANCE, REWARDS.
+/// The judges of `steerdiff eval --judge` (and `--second-judge`): what measures and never
+/// steers.
+pub const JUDGES: &[(&str, &str)] = &[
+    (
+        steerdiff_pipelines::toy::model::JUDGE,
+        "toy model, the default: a ResNet with batch normalisation (another family than the \
+         guidance classifier), its own data and augmentation; 99.80 % on fresh images",
+    ),
+    (
+        steerdiff_pipelines::toy::model::EVAL_CLASSIFIER,
+        "toy model: the first judge, cnn-a like the guidance classifier (errors correlated with \
+         it); 99.75 % on fresh images",
+    ),
+    (
+        steerdiff_pipelines::model::BAYES_JUDGE,
+        "mixtures, the default: the exact Bayes classifier of the mixture's components",
+    ),
+    (
+        "REWARD SPEC",
+        "text-to-image models: a held-out reward whose mean is reported (e.g. clip); never the \
+         reward that steers",
+    ),
+];
+
+/// The text of `steerdiff list`: sections MODELS, SAMPLERS, GUIDANCE, REWARDS, JUDGES.
 pub fn listing() -> String {
     let owned = |rows: &[(&str, &str)]| -> Vec<(String, String)> {
         rows.iter()
@@ -139,6 +163,7 @@ pub fn listing() -> String {
         ("SAMPLERS", owned(SAMPLERS)),
         ("GUIDANCE", guidance()),
         ("REWARDS", owned(REWARDS)),
+        ("JUDGES (steerdiff eval --judge)", owned(JUDGES)),
     ];
     let width = sections
         .iter()
@@ -177,14 +202,14 @@ mod tests {
     #[test]
     fn listing_names_everything() {
         let text = listing();
-        for (name, _) in MODELS.iter().chain(SAMPLERS).chain(REWARDS) {
+        for (name, _) in MODELS.iter().chain(SAMPLERS).chain(REWARDS).chain(JUDGES) {
             assert!(text.contains(name), "{name} missing");
         }
         for kind in StrategyKind::ALL {
             let line = format!("--guidance {}: {}", kind.cli_name(), kind.def().list);
             assert!(text.contains(&line), "{} missing", kind.cli_name());
         }
-        for title in ["MODELS", "SAMPLERS", "GUIDANCE", "REWARDS"] {
+        for title in ["MODELS", "SAMPLERS", "GUIDANCE", "REWARDS", "JUDGES"] {
             assert!(text.contains(title));
         }
     }

@@ -60,7 +60,8 @@ pub struct EvalArgs {
     pub prompt: Option<String>,
     /// The judge, which measures and never steers: one of the model's classifiers (toy:
     /// toy-judge, the default, or toy-eval-classifier; mixtures: bayes), or a held-out reward
-    /// spec whose mean is reported (text-to-image models, e.g. clip).
+    /// spec whose mean is reported (text-to-image models, e.g. clip). `steerdiff list` names
+    /// them under JUDGES.
     #[arg(long, value_name = "NAME|SPEC")]
     pub judge: Option<String>,
     /// A second classifier judge: its accuracy and its agreement with --judge are reported
