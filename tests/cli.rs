@@ -1,9 +1,13 @@
 //! End-to-end tests of the `steerdiff` binary: determinism, the seeding rule, bad input,
 //! outputs (samples.json, scatter.png, trace) and `list`.
 
+mod common;
+
+use common::steerdiff;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -37,13 +41,6 @@ impl Fixture {
     fn model(&self, spec: &str) -> String {
         format!("gmm:{}", self.path(spec).display())
     }
-}
-
-fn steerdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .output()
-        .expect("run steerdiff")
 }
 
 /// Runs `generate` with `args` plus `-o out`, asserting success.

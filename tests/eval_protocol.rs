@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::steerdiff;
+
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -14,13 +15,6 @@ use serde_json::Value;
 const SPEC: &str = r#"{"dim": 1, "components": [
     {"weight": 0.5, "mean": [-0.6], "std": 1.0, "class": 0},
     {"weight": 0.5, "mean": [0.6], "std": 1.0, "class": 1}]}"#;
-
-fn steerdiff(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .output()
-        .expect("steerdiff runs")
-}
 
 fn report(args: &[&str]) -> Value {
     let o = steerdiff(args);

@@ -7,18 +7,13 @@
 
 mod common;
 
+use common::steerdiff;
+
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::png_chunk;
-
-fn steerdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .output()
-        .expect("run steerdiff")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

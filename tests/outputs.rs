@@ -2,17 +2,14 @@
 //! `steerdiff info` reads back and that reproduces the image byte for byte, and `--config`
 //! equals the flags.
 
+mod common;
+
+use common::steerdiff;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn steerdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .output()
-        .expect("run steerdiff")
-}
 
 fn ok(args: &[&str]) -> Output {
     let o = steerdiff(args);

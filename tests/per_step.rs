@@ -5,8 +5,11 @@
 //! runs, and bad input is refused in one line
 //! with exit code 2 and nothing written. Few samples and steps: plumbing, not quality.
 
+mod common;
+
+use common::steerdiff;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 use steerdiff::cli::toy::inpaint_demo::{self, InpaintArgs};
@@ -15,13 +18,6 @@ use steerdiff::run::observation::{box_mask, Observation};
 use steerdiff::run::strategy::{flowchef, PerStepArgs, PerStepFlags, TaskArg};
 use steerdiff::run::strategy::{StrategyArgs, StrategyKind};
 use steerdiff::{Job, Options};
-
-fn steerdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .output()
-        .expect("run steerdiff")
-}
 
 fn ok(args: &[&str]) {
     let o = steerdiff(args);

@@ -6,17 +6,12 @@
 
 mod common;
 
+use common::steerdiff;
+
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 
 use serde_json::Value;
-
-fn steerdiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .output()
-        .expect("run steerdiff")
-}
 
 fn plugin(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,19 +1,15 @@
 //! Steering strategies through the command line: reproducible, group-independent, matched
 //! cost in `steerdiff eval`, and clear refusals of bad settings.
 
+mod common;
+
+use common::steerdiff;
+
 use std::path::Path;
-use std::process::Command;
 
 const SPEC: &str = r#"{"dim": 1, "components": [
     {"weight": 0.8, "mean": [-2.0], "std": 0.5, "class": 0},
     {"weight": 0.2, "mean": [2.0], "std": 0.5, "class": 1}]}"#;
-
-fn steerdiff(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .output()
-        .expect("steerdiff runs")
-}
 
 fn spec(dir: &Path) -> String {
     let p = dir.join("two-modes.json");

@@ -121,3 +121,11 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Runs the steerdiff binary under test with `args` and returns what it did.
+pub fn steerdiff(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(args)
+        .output()
+        .expect("run steerdiff")
+}
