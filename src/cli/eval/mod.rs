@@ -285,6 +285,13 @@ fn judges(
     let opts = measure::options(args, 1.0, block, StrategyArgs::default())?;
     let job = Job::load(&args.model, &opts)?;
     let judges = job.model().judges();
+    let listed = || {
+        if judges.is_empty() {
+            "none".to_string()
+        } else {
+            judges.join(", ")
+        }
+    };
     let class = measure::eval_class(args, &job)?;
     let classifier = |name: &str, flag: &str| -> Result<Judge> {
         match class {
@@ -302,17 +309,13 @@ fn judges(
         Some(spec) if Some(spec) == reward_spec => input_error!(
             "--judge {spec} is the reward that steers; a judge must be held out (this model's \
              judges: {}; or another reward)",
-            judges.join(", ")
+            listed()
         ),
         Some(spec) => match job.reward(spec) {
             Ok(_) => Some(Judge::Reward(spec.to_string())),
             Err(e) => input_error!(
                 "--judge {spec} is neither a judge of this model ({}) nor a reward: {e}",
-                if judges.is_empty() {
-                    "it has none".to_string()
-                } else {
-                    judges.join(", ")
-                }
+                listed()
             ),
         },
         None => match (judges.first(), class) {
@@ -329,11 +332,7 @@ fn judges(
         }
         Some(name) => input_error!(
             "--second-judge {name} is not a judge of this model; its judges: {}",
-            if judges.is_empty() {
-                "none".to_string()
-            } else {
-                judges.join(", ")
-            }
+            listed()
         ),
         None => None,
     };
