@@ -32,7 +32,16 @@ pub(super) fn package(p: &PackageArgs) -> Result<()> {
     // Everything is read and checked first, then written through temporaries and renamed
     // into place together: a missing or bad export leaves the assets folder as it was.
     let mut staged = crate::output::Staged::new();
-    let existing = model::Manifest::of(&model::Assets::from(p.out.as_path())).ok();
+    // A folder without a manifest starts empty; a manifest that cannot be read is an error,
+    // not an empty folder.
+    let existing = if p.out.join("manifest.json").exists() {
+        Some(
+            model::Manifest::of(&model::Assets::from(p.out.as_path()))
+                .with_context(|| format!("{} (the entries to keep)", p.out.display()))?,
+        )
+    } else {
+        None
+    };
     let mut models = existing
         .as_ref()
         .map(|m| m.models.clone())
