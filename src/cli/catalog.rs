@@ -34,6 +34,13 @@ pub const MODELS: &[(&str, &str)] = &[
          diffusers repo, from the Hub (each with its authors' steps and CFG)",
     ),
     (
+        "CHECKPOINT.safetensors",
+        "a Stable Diffusion 1.x/2.x/XL checkpoint in its original single file (the A1111 / \
+         ComfyUI / civitai layout: UNet, VAE and text encoders in one file), with the configs, \
+         tokenizers and scheduler of --text-encoders ORG/NAME|FOLDER (default: the family's \
+         base repo; its weights are not fetched); SD 2.x: --prediction epsilon|v",
+    ),
+    (
         "SD3_OR_FLUX.safetensors",
         "an SD3 / SD3.5 or FLUX.1 transformer in its original single file, with --text-encoders \
          ORG/NAME|FOLDER (the diffusers repo's tokenizer*/ text_encoder*/: CLIP-L, CLIP-G, T5) \

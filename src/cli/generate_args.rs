@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use steerdiff_pipelines::sd::WeightDType;
 
 use super::invocation::Flags;
@@ -63,8 +63,9 @@ pub const DEFAULT_MODEL: &str = "toy";
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// The model: toy (default), toy-weak, gmm:SPEC.json, a Stable Diffusion / SDXL preset
-    /// (sd15, sdxl, …), a diffusers folder or ORG/NAME repo, or an SD3 / FLUX .safetensors
-    /// file (see `steerdiff list`).
+    /// (sd15, sdxl, …), a diffusers folder or ORG/NAME repo, or a single .safetensors file:
+    /// SD 1.x/2.x/XL checkpoints (A1111 / ComfyUI layout) or SD3 / FLUX transformers (see
+    /// `steerdiff list`).
     #[arg(short = 'm', long, value_name = "MODEL", help_heading = COMMON)]
     pub model: Option<String>,
     /// The Gaussian path a mixture is sampled on.
@@ -158,10 +159,16 @@ pub struct GenerateArgs {
     /// weak): a preset, folder or repo with the same latent space as --model.
     #[arg(long, value_name = "MODEL", help_heading = TEXT_TO_IMAGE)]
     pub guide_model: Option<String>,
-    /// SD3 / FLUX single-file --model: the text encoders, a diffusers-layout folder or Hub
-    /// repo (tokenizer*/ and text_encoder*/).
+    /// Single-file --model: the diffusers-layout folder or Hub repo it takes the rest from.
+    /// SD3 / FLUX: the text encoders (tokenizer*/ and text_encoder*/). SD 1.x/2.x/XL: the
+    /// configs, tokenizers and scheduler (default: the family's base repo, e.g.
+    /// stable-diffusion-v1-5/stable-diffusion-v1-5; its weights are not fetched).
     #[arg(long, value_name = "FOLDER|ORG/NAME", help_heading = TEXT_TO_IMAGE)]
     pub text_encoders: Option<String>,
+    /// Stable Diffusion: what the UNet predicts, over its scheduler config (SD 2.x single
+    /// files: `epsilon` for 2.x-base models, `v` for the 768-px ones).
+    #[arg(long, value_enum, value_name = "KIND", help_heading = TEXT_TO_IMAGE)]
+    pub prediction: Option<PredictionArg>,
     /// FLUX single-file --model: its autoencoder file (ae.safetensors).
     #[arg(long, value_name = "FILE", help_heading = TEXT_TO_IMAGE)]
     pub ae: Option<PathBuf>,
@@ -226,6 +233,7 @@ impl GenerateArgs {
             width: self.width,
             guide_model: self.guide_model.clone(),
             text_encoders: self.text_encoders.clone(),
+            prediction: self.prediction.map(PredictionArg::parameterization),
             ae: self.ae.clone(),
             clip_model: self.clip_model.clone(),
             init_latents: self.init_latents.clone(),
@@ -241,5 +249,26 @@ impl GenerateArgs {
     /// The model to load: `--model`, else [`DEFAULT_MODEL`].
     pub fn model(&self) -> &str {
         self.model.as_deref().unwrap_or(DEFAULT_MODEL)
+    }
+}
+
+/// `--prediction`: what a Stable Diffusion UNet predicts (diffusers' `prediction_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PredictionArg {
+    /// The noise ε (`epsilon`; SD 1.x, 2.x-base, SDXL).
+    #[value(alias = "eps")]
+    Epsilon,
+    /// The velocity v = α·ε − σ·x0 (`v_prediction`; SD 2.x at 768 px).
+    #[value(alias = "v_prediction", alias = "v-prediction")]
+    V,
+}
+
+impl PredictionArg {
+    /// The engine's parameterisation.
+    pub fn parameterization(self) -> steerdiff_guidance::Parameterization {
+        match self {
+            PredictionArg::Epsilon => steerdiff_guidance::Parameterization::Epsilon,
+            PredictionArg::V => steerdiff_guidance::Parameterization::VPrediction,
+        }
     }
 }

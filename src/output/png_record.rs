@@ -180,7 +180,8 @@ fn read_from(
         },
         (None, Some(summary)) => Ok((PngInfo::A1111(summary), pixels)),
         (None, None) => input_error!(
-            "`{}` has no generation record (no `{KEYWORD}` or A1111 `{A1111_KEYWORD}` text              chunk); was it written by `steerdiff generate`?",
+            "`{}` has no generation record (no `{KEYWORD}` or A1111 `{A1111_KEYWORD}` text \
+             chunk); was it written by `steerdiff generate`?",
             path.display()
         ),
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use serde::Serialize;
-use steerdiff_guidance::{NoisePath, Reward};
+use steerdiff_guidance::{NoisePath, Parameterization, Reward};
 use steerdiff_pipelines::model::LoadOptions;
 use steerdiff_pipelines::sd::WeightDType;
 use steerdiff_pipelines::GmmDenoiser;
@@ -99,8 +99,10 @@ pub struct Options {
     pub width: Option<usize>,
     /// The weaker guiding model of autoguidance for text-to-image models.
     pub guide_model: Option<String>,
-    /// SD3 / FLUX single files: their text encoders.
+    /// Single files: SD3 / FLUX's text encoders; SD 1.x/2.x/XL's configs and tokenizers.
     pub text_encoders: Option<String>,
+    /// Stable Diffusion: what the UNet predicts, over its scheduler config.
+    pub prediction: Option<Parameterization>,
     /// FLUX single files: the autoencoder file.
     pub ae: Option<PathBuf>,
     /// The CLIP model of `clip`, `aesthetic:` and zero-shot classifiers (`None`: the default).
@@ -159,6 +161,7 @@ impl Default for Options {
             width: None,
             guide_model: None,
             text_encoders: None,
+            prediction: None,
             ae: None,
             clip_model: None,
             init_latents: None,
@@ -180,6 +183,7 @@ impl Options {
             dtype: self.dtype,
             mixture_path: Some(self.path.noise_path()),
             text_encoders: self.text_encoders.clone(),
+            prediction: self.prediction,
             ae: self.ae.clone(),
             max_batch: self.max_batch,
         }

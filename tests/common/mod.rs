@@ -1,6 +1,8 @@
 //! Helpers shared by the conformance tests (each test binary uses some of them).
 #![allow(dead_code)]
 
+pub mod sd_cases;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;

@@ -30,7 +30,13 @@ fn text_family(spec: &str) -> Option<sd::Family> {
         return Some(p.family);
     }
     match sd::Source::parse(spec).ok()? {
-        sd::Source::File(_) => Some(sd::Family::Flux),
+        // A Stable Diffusion checkpoint is told by its tensor names (header only); the other
+        // single files are SD3 / FLUX transformers, whose defaults are the same.
+        sd::Source::File(path) => Some(match sd::ldm::LdmCheckpoint::open(&path) {
+            Ok(c) if c.layout == sd::ldm::Layout::Sdxl => sd::Family::StableDiffusionXl,
+            Ok(_) => sd::Family::StableDiffusion,
+            Err(_) => sd::Family::Flux,
+        }),
         sd::Source::Folder(dir) => {
             let text = std::fs::read_to_string(dir.join("model_index.json")).ok()?;
             let class = serde_json::from_str::<Value>(&text).ok()?["_class_name"]
@@ -81,8 +87,8 @@ pub fn check_spec_path(spec: &str) -> Result<()> {
         .flatten()
     {
         return Err(Error::Spec(format!(
-            "{why} (--model names a preset, a diffusers folder, an ORG/NAME Hub repo, an SD3 / \
-             FLUX .safetensors file or gmm:SPEC.json)"
+            "{why} (--model names a preset, a diffusers folder, an ORG/NAME Hub repo, a single \
+             .safetensors file (SD 1.x/2.x/XL, SD3, FLUX) or gmm:SPEC.json)"
         )));
     }
     Ok(())
@@ -101,7 +107,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     if !is_text_to_image(spec) {
         return Err(Error::Spec(format!(
             "unknown model `{spec}`; valid: {CLASS_MODELS}, a preset ({}), a diffusers folder, \
-             an ORG/NAME Hub repo or an SD3 / FLUX .safetensors file (see `steerdiff list`)",
+             an ORG/NAME Hub repo or a single .safetensors file (SD 1.x/2.x/XL, SD3, FLUX; see `steerdiff list`)",
             sd::PRESETS
                 .iter()
                 .map(|p| p.name)
@@ -115,6 +121,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     let mut sd_opts = sd::LoadOptions {
         dtype,
         device: opts.device.clone(),
+        prediction: opts.prediction,
         ..sd::LoadOptions::default()
     };
     if let Some(b) = opts.max_batch {
@@ -138,6 +145,9 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     });
     if let Some(t) = &opts.text_encoders {
         record["text_encoders"] = t.clone().into();
+    }
+    if let Some(p) = opts.prediction {
+        record["prediction"] = serde_json::to_value(p).unwrap_or_default();
     }
     if let Some(a) = &opts.ae {
         record["ae"] = a.display().to_string().into();

@@ -49,8 +49,12 @@ pub struct LoadOptions {
     /// The Gaussian path a mixture is sampled on (`None` = VP with DDPM's betas); other
     /// families have their own.
     pub mixture_path: Option<NoisePath>,
-    /// SD3 / FLUX single files: the text encoders (a diffusers folder or Hub repo).
+    /// Single files: SD3 / FLUX's text encoders, SD 1.x/2.x/XL's configs, tokenizers and
+    /// scheduler (a diffusers folder or Hub repo).
     pub text_encoders: Option<String>,
+    /// Stable Diffusion: what the UNet predicts, over its scheduler config (`None`: the
+    /// config's own).
+    pub prediction: Option<steerdiff_guidance::Parameterization>,
     /// FLUX single files: the autoencoder file.
     pub ae: Option<PathBuf>,
     /// Largest number of model rows per forward (`None` = the family's own).
@@ -64,6 +68,7 @@ impl Default for LoadOptions {
             dtype: None,
             mixture_path: None,
             text_encoders: None,
+            prediction: None,
             ae: None,
             max_batch: None,
         }

@@ -5,6 +5,9 @@
 //! * [`hub`] — presets, sources (folder, Hub repo, single file), the hub cache and
 //!   `HF_HUB_OFFLINE`, bounded network waits;
 //! * [`weights`] — safetensors only, checked (truncation, dtypes, pickles refused);
+//! * [`ldm`] — original-layout single files of SD 1.x/2.x/SDXL, read under diffusers names;
+//! * [`component_weights`] — a component's weights: its diffusers folder or its part of a
+//!   single file;
 //! * [`config`] — diffusers/transformers `config.json` read strictly into candle configs;
 //! * [`config_reader`] — [`config_reader::ConfigReader`], a config read field by field;
 //! * [`config_fields`] — its checked numeric fields, each within [`config_fields::Bounds`];
@@ -33,12 +36,14 @@ pub mod attention_memory;
 pub mod clip;
 pub mod clip_model;
 pub mod clip_rewards;
+pub mod component_weights;
 pub mod config;
 pub mod config_fields;
 pub mod config_reader;
 pub mod dit_text;
 pub mod flux;
 pub mod hub;
+pub mod ldm;
 pub mod pipeline;
 pub mod preview;
 pub mod rewards;

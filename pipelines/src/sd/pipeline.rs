@@ -28,11 +28,13 @@ use steerdiff_guidance::{
 };
 
 use super::clip::{ClipTextEncoder, ClipTokenizer, TextOutput};
+use super::component_weights::ComponentWeights;
 use super::config::{ClipTextConfig, ConfigReader, UNetConfig};
 use super::hub::{Family, ModelFiles, Source};
+use super::ldm::{LdmCheckpoint, Part, UNetShape};
 use super::unet::{AddedInputs, UNet};
 use super::vae::Vae;
-use super::weights::{component_weights, load_error, var_builder, WeightDType};
+use super::weights::{component_weights, WeightDType};
 use crate::{Error, Result};
 
 /// How to load a model.
@@ -44,6 +46,9 @@ pub struct LoadOptions {
     pub device: Device,
     /// Largest UNet batch per call (rows beyond it are split; default 16).
     pub max_batch: usize,
+    /// What the UNet predicts, over the scheduler config's `prediction_type` (`None`: the
+    /// config's own). SD 2.x single files need it when their config repo says otherwise.
+    pub prediction: Option<Parameterization>,
 }
 
 impl Default for LoadOptions {
@@ -52,6 +57,7 @@ impl Default for LoadOptions {
             dtype: WeightDType::F32,
             device: Device::Cpu,
             max_batch: 16,
+            prediction: None,
         }
     }
 }
@@ -90,13 +96,30 @@ impl TextBranch {
         dtype: DType,
         device: &Device,
     ) -> Result<TextBranch> {
+        let weights = ComponentWeights::Files(component_weights(files, enc_dir, "model")?);
+        TextBranch::load_from(files, tok_dir, enc_dir, &weights, dtype, device)
+    }
+
+    /// Loads the tokenizer `tok_dir/` and the config `enc_dir/config.json` of a diffusers
+    /// repo, with the encoder's weights from `weights`.
+    pub fn load_from(
+        files: &ModelFiles,
+        tok_dir: &str,
+        enc_dir: &str,
+        weights: &ComponentWeights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<TextBranch> {
         let config_path = format!("{enc_dir}/config.json");
         let cfg =
             ClipTextConfig::read(ConfigReader::open(&files.get(&config_path)?, &config_path)?)?;
         let tokenizer = ClipTokenizer::load(files, tok_dir, cfg.max_position_embeddings)?;
-        let weights = component_weights(files, enc_dir, "model")?;
-        let encoder = ClipTextEncoder::new(var_builder(&weights, dtype, device)?, cfg)
-            .map_err(|e| load_error(&format!("the text encoder ({enc_dir})"), &weights, e))?;
+        let encoder = weights.build(
+            &format!("the text encoder ({enc_dir})"),
+            dtype,
+            device,
+            |vb| ClipTextEncoder::new(vb, cfg),
+        )?;
         Ok(TextBranch { tokenizer, encoder })
     }
 
@@ -217,11 +240,8 @@ impl StableDiffusion {
         }
         let source = Source::parse(model)?;
         if let Source::File(path) = &source {
-            super::weights::refuse_pickle(path)?;
-            return Err(Error::Spec(format!(
-                "`{}` is a single-file checkpoint; Stable Diffusion loads from a diffusers-format                  folder or Hub repo (model_index.json + components)",
-                path.display()
-            )));
+            let checkpoint = Arc::new(LdmCheckpoint::open(path)?);
+            return StableDiffusion::from_single_file(checkpoint, None, opts);
         }
         let mut sd = StableDiffusion::from_files(&ModelFiles::new(source), opts)?;
         sd.name = model.to_string();
@@ -231,6 +251,48 @@ impl StableDiffusion {
     /// Loads from a folder or Hub repo: `model_index.json` names the components; each is read
     /// from its own folder and config.
     pub fn from_files(files: &ModelFiles, opts: &LoadOptions) -> Result<StableDiffusion> {
+        StableDiffusion::from_parts(files, None, opts)
+    }
+
+    /// Loads an original-layout single file ([`super::ldm`]) with the configs, tokenizers and
+    /// scheduler of `config` (a diffusers folder or Hub repo; `None`: the family's default
+    /// repo, [`super::ldm::Layout::default_config_repo`], of which no weights are fetched).
+    pub fn from_single_file(
+        checkpoint: Arc<LdmCheckpoint>,
+        config: Option<&str>,
+        opts: &LoadOptions,
+    ) -> Result<StableDiffusion> {
+        let layout = checkpoint.layout;
+        let hint = match config {
+            Some(_) => String::new(),
+            None => format!(
+                " (the {} default; name a diffusers folder or repo of this family with \
+                 --text-encoders FOLDER|ORG/NAME)",
+                layout.name()
+            ),
+        };
+        let config = config.unwrap_or(layout.default_config_repo());
+        let files = ModelFiles::new(Source::parse_as(config, "--text-encoders")?);
+        let mut sd = StableDiffusion::from_parts(&files, Some(&checkpoint), opts).map_err(|e| {
+            Error::Spec(format!(
+                "{} single file `{}` with the configs of {}{hint}: {e}",
+                layout.name(),
+                checkpoint.path.display(),
+                files.source().describe()
+            ))
+        })?;
+        sd.name = checkpoint.path.display().to_string();
+        sd.source = Source::File(checkpoint.path.clone());
+        Ok(sd)
+    }
+
+    /// Loads the configs, tokenizers and scheduler of `files`, with the weights of its
+    /// component folders, or of `checkpoint` when given.
+    fn from_parts(
+        files: &ModelFiles,
+        checkpoint: Option<&Arc<LdmCheckpoint>>,
+        opts: &LoadOptions,
+    ) -> Result<StableDiffusion> {
         let index = read_json(files, "model_index.json")?;
         let class = index
             .get("_class_name")
@@ -262,6 +324,19 @@ impl StableDiffusion {
                 )))
             }
         };
+        if let Some(c) = checkpoint {
+            if xl != (c.layout == super::ldm::Layout::Sdxl) {
+                return Err(Error::Spec(format!(
+                    "`{}` is an {} file but {} is {} pipeline; name a config repo of its family \
+                     with --text-encoders (e.g. {})",
+                    c.path.display(),
+                    c.layout.name(),
+                    files.source().describe(),
+                    if xl { "an SDXL" } else { "an SD 1.x/2.x" },
+                    c.layout.default_config_repo()
+                )));
+            }
+        }
         let mut components = vec!["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
         if xl {
             components.extend(["tokenizer_2", "text_encoder_2"]);
@@ -297,9 +372,17 @@ impl StableDiffusion {
         } else {
             &[("tokenizer", "text_encoder")]
         };
+        let text_parts = checkpoint.map(|c| c.layout.text_parts());
         let text = branches
             .iter()
-            .map(|(tok_dir, enc_dir)| TextBranch::load(files, tok_dir, enc_dir, dtype, device))
+            .enumerate()
+            .map(|(i, (tok_dir, enc_dir))| {
+                let weights = match (checkpoint, &text_parts) {
+                    (Some(c), Some(parts)) => ComponentWeights::Ldm(c.clone(), parts[i].clone()),
+                    _ => ComponentWeights::Files(component_weights(files, enc_dir, "model")?),
+                };
+                TextBranch::load_from(files, tok_dir, enc_dir, &weights, dtype, device)
+            })
             .collect::<Result<Vec<_>>>()?;
 
         let unet_config = UNetConfig::read(ConfigReader::open(
@@ -344,14 +427,19 @@ impl StableDiffusion {
                 ))
             }
         }
-        let unet_weights = component_weights(files, "unet", "diffusion_pytorch_model")?;
-        let unet = UNet::new(
-            var_builder(&unet_weights, dtype, device)?,
-            unet_config.clone(),
-        )
-        .map_err(|e| load_error("the UNet", &unet_weights, e))?;
+        let unet_weights = match checkpoint {
+            Some(c) => ComponentWeights::Ldm(c.clone(), Part::UNet(ldm_unet_shape(&unet_config))),
+            None => ComponentWeights::Files(component_weights(
+                files,
+                "unet",
+                "diffusion_pytorch_model",
+            )?),
+        };
+        let unet = unet_weights.build("the UNet", dtype, device, |vb| {
+            UNet::new(vb, unet_config.clone())
+        })?;
 
-        let vae = Arc::new(Vae::load(files, dtype, device)?);
+        let vae = Arc::new(Vae::load(files, checkpoint, dtype, device)?);
         if vae.config.candle.latent_channels != unet_config.in_channels {
             return Err(Error::Spec(format!(
                 "VAE latent_channels {} ≠ UNet in_channels {}",
@@ -362,7 +450,10 @@ impl StableDiffusion {
         let sched_file = "scheduler/scheduler_config.json";
         let in_file = |e| Error::Spec(format!("{sched_file}: {e}"));
         let sched_value = read_json(files, sched_file)?;
-        let scheduler = SchedulerConfig::from_value(None, &sched_value).map_err(in_file)?;
+        let mut scheduler = SchedulerConfig::from_value(None, &sched_value).map_err(in_file)?;
+        if let Some(p) = opts.prediction {
+            scheduler.prediction_type = Some(p);
+        }
         let path = NoisePath::Vp(scheduler.vp_path().map_err(in_file)?);
         let parameterization = scheduler.prediction_type();
         if parameterization == Parameterization::Velocity {
@@ -695,5 +786,19 @@ impl Denoiser for StableDiffusion {
             }
         };
         Ok(out.to_dtype(x.dtype())?.to_device(x.device())?)
+    }
+}
+
+/// What the original UNet names depend on: layers per block, and which up blocks (in
+/// diffusers' order, the down blocks reversed) have transformers.
+fn ldm_unet_shape(config: &UNetConfig) -> UNetShape {
+    let blocks = &config.candle.blocks;
+    UNetShape {
+        layers_per_block: config.candle.layers_per_block,
+        up_has_attention: blocks
+            .iter()
+            .rev()
+            .map(|b| b.use_cross_attn.is_some())
+            .collect(),
     }
 }

@@ -284,16 +284,13 @@ fn single_file_family(path: &std::path::Path) -> Result<&'static str> {
         Ok("sd3")
     } else if has("double_blocks.") || has("model.diffusion_model.double_blocks.") {
         Ok("flux")
-    } else if has("model.diffusion_model.input_blocks.") {
-        Err(Error::Spec(format!(
-            "`{}` is an original-layout Stable Diffusion checkpoint; steerdiff loads Stable \
-             Diffusion from diffusers-format folders or Hub repos (model_index.json + components)",
-            path.display()
-        )))
+    } else if super::ldm::Layout::is_ldm_unet(&names) {
+        Ok("sd")
     } else {
         Err(Error::Spec(format!(
-            "`{}` is neither an SD3 (model.diffusion_model.joint_blocks.*) nor a FLUX \
-             (double_blocks.*) single-file checkpoint",
+            "`{}` is neither a Stable Diffusion 1.x/2.x/XL \
+             (model.diffusion_model.input_blocks.*), an SD3 (model.diffusion_model.joint_blocks.*) \
+             nor a FLUX (double_blocks.*) single-file checkpoint",
             path.display()
         )))
     }
@@ -363,6 +360,20 @@ pub fn load(
         });
     }
     let family = single_file_family(path)?;
+    if family == "sd" {
+        if ae.is_some() {
+            return Err(Error::Spec(format!(
+                "`{model}` is a Stable Diffusion file with its VAE inside; drop --ae"
+            )));
+        }
+        let checkpoint = std::sync::Arc::new(super::ldm::LdmCheckpoint::open(path)?);
+        let sd = StableDiffusion::from_single_file(checkpoint, text_encoders, opts)?;
+        return Ok(Loaded {
+            root: None,
+            model: Box::new(sd),
+            weights: vec![path.to_path_buf()],
+        });
+    }
     let Some(spec) = text_encoders else {
         return Err(Error::Spec(format!(
             "`{model}` is a {} transformer without text encoders: add --text-encoders \

@@ -3,9 +3,13 @@
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
+use candle_nn::var_builder::SimpleBackend;
+
+use super::component_weights::ComponentWeights;
 use super::config::{ConfigReader, VaeConfig};
 use super::hub::ModelFiles;
-use super::weights::{component_weights, load_error, var_builder};
+use super::ldm::{LdmCheckpoint, Part};
+use super::weights::component_weights;
 use crate::{Error, Result};
 
 /// A loaded VAE with its scaling: pipeline latents are `scaling · (z − shift)`.
@@ -15,7 +19,7 @@ pub struct Vae {
     /// Its configuration.
     pub config: VaeConfig,
     dtype: DType,
-    weights: Vec<std::path::PathBuf>,
+    weights: ComponentWeights,
     device: Device,
     encoder: std::sync::OnceLock<AutoEncoderKL>,
 }
@@ -23,7 +27,7 @@ pub struct Vae {
 /// The VAE's weights with the posterior's log-variance pinned to −10⁴ (`quant_conv` rows of the
 /// second half zeroed, their bias −10⁴): candle's encoder then "samples" exactly the posterior
 /// mean (its std is `exp(−5000) = 0`), which candle does not expose otherwise.
-struct PointMass(candle_core::safetensors::MmapedSafetensors);
+struct PointMass(Box<dyn SimpleBackend>);
 
 impl PointMass {
     fn pin(&self, name: &str, t: Tensor) -> candle_core::Result<Tensor> {
@@ -38,7 +42,7 @@ impl PointMass {
     }
 }
 
-impl candle_nn::var_builder::SimpleBackend for PointMass {
+impl SimpleBackend for PointMass {
     fn get(
         &self,
         s: candle_core::Shape,
@@ -47,31 +51,45 @@ impl candle_nn::var_builder::SimpleBackend for PointMass {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = candle_nn::var_builder::SimpleBackend::get(&self.0, s, name, h, dtype, dev)?;
+        let t = self.0.get(s, name, h, dtype, dev)?;
         self.pin(name, t)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = candle_nn::var_builder::SimpleBackend::get_unchecked(&self.0, name, dtype, dev)?;
+        let t = self.0.get_unchecked(name, dtype, dev)?;
         self.pin(name, t)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        candle_nn::var_builder::SimpleBackend::contains_tensor(&self.0, name)
+        self.0.contains_tensor(name)
     }
 }
 
 impl Vae {
-    /// Loads `vae/config.json` and the weights of a diffusers folder.
-    pub fn load(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Vae> {
+    /// Loads `vae/config.json` of a diffusers folder, with the weights of its `vae/` folder or
+    /// of an original-layout `checkpoint`.
+    pub fn load(
+        files: &ModelFiles,
+        checkpoint: Option<&std::sync::Arc<LdmCheckpoint>>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Vae> {
         let config = VaeConfig::read(ConfigReader::open(
             &files.get("vae/config.json")?,
             "vae/config.json",
         )?)?;
-        let weights = component_weights(files, "vae", "diffusion_pytorch_model")?;
-        let vb = var_builder(&weights, dtype, device)?;
-        let model = AutoEncoderKL::new(vb, 3, 3, config.candle.clone())
-            .map_err(|e| load_error("the VAE", &weights, e))?;
+        let weights = match checkpoint {
+            Some(c) => {
+                let up_blocks = config.candle.block_out_channels.len();
+                ComponentWeights::Ldm(c.clone(), Part::Vae { up_blocks })
+            }
+            None => {
+                ComponentWeights::Files(component_weights(files, "vae", "diffusion_pytorch_model")?)
+            }
+        };
+        let model = weights.build("the VAE", dtype, device, |vb| {
+            AutoEncoderKL::new(vb, 3, 3, config.candle.clone())
+        })?;
         Ok(Vae {
             model,
             config,
@@ -105,14 +123,15 @@ impl Vae {
         let enc = match self.encoder.get() {
             Some(e) => e,
             None => {
-                let st = super::weights::open_checked(&self.weights)?;
                 let vb = candle_nn::VarBuilder::from_backend(
-                    Box::new(PointMass(st)),
+                    Box::new(PointMass(self.weights.backend()?)),
                     self.dtype,
                     self.device.clone(),
                 );
-                let model = AutoEncoderKL::new(vb, 3, 3, self.config.candle.clone())
-                    .map_err(|e| load_error("the VAE encoder", &self.weights, e))?;
+                let model =
+                    AutoEncoderKL::new(vb, 3, 3, self.config.candle.clone()).map_err(|e| {
+                        super::weights::load_error("the VAE encoder", &self.weights.files(), e)
+                    })?;
                 let _ = self.encoder.set(model);
                 self.encoder.get().expect("just set")
             }

@@ -77,7 +77,33 @@ pub fn refuse_pickle(path: &Path) -> Result<()> {
             path.display()
         )));
     }
+    if let Some(kind) = pickle_magic(path) {
+        return Err(Error::Spec(format!(
+            "`{}` is a PyTorch pickle checkpoint ({kind}) renamed .safetensors; steerdiff loads \
+             safetensors only (pickles can run arbitrary code when loaded). Convert the original \
+             once in Python with `safetensors.torch.save_file(torch.load(path), \"model.safetensors\")`",
+            path.display()
+        )));
+    }
     Ok(())
+}
+
+/// Whether a file starts like a pickle checkpoint, from its first 9 bytes only: a zip archive
+/// (`torch.save` since PyTorch 1.6: `PK\x03\x04`, where a safetensors file has its JSON header
+/// `{` at byte 8) or a legacy `torch.save` stream (pickle protocol 2 opening with the torch
+/// magic number, `\x80\x02\x8a\x0a`).
+fn pickle_magic(path: &Path) -> Option<&'static str> {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    let mut f = std::fs::File::open(path).ok()?;
+    let n = f.read(&mut head).ok()?;
+    if n >= 4 && head[..4] == *b"PK\x03\x04" && (n < 9 || head[8] != b'{') {
+        Some("a zip archive, as torch.save writes")
+    } else if n >= 4 && head[..4] == [0x80, 0x02, 0x8a, 0x0a] {
+        Some("a legacy torch.save stream")
+    } else {
+        None
+    }
 }
 
 /// Opens safetensors files and checks every tensor: the files must parse completely (a
