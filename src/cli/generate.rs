@@ -70,12 +70,13 @@ fn prompt_file_runs(args: &GenerateArgs, file: &std::path::Path) -> Result<()> {
 fn model_key(spec: &str, opts: &Options) -> String {
     let o = opts.load_options();
     format!(
-        "{spec}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{spec}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         o.device.location(),
         o.dtype,
         o.mixture_path,
         o.text_encoders,
         o.prediction,
+        o.loras,
         o.ae,
         o.max_batch
     )

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use steerdiff_pipelines::sd::lora::LoraSpec;
 use steerdiff_pipelines::sd::WeightDType;
 
 use super::invocation::Flags;
@@ -169,6 +170,11 @@ pub struct GenerateArgs {
     /// files: `epsilon` for 2.x-base models, `v` for the 768-px ones).
     #[arg(long, value_enum, value_name = "KIND", help_heading = TEXT_TO_IMAGE)]
     pub prediction: Option<PredictionArg>,
+    /// Stable Diffusion 1.x/2.x/XL and FLUX: merge a LoRA into the weights at load, with
+    /// strength SCALE (default 1); repeatable. kohya (lora_unet_…, lora_te_…) and
+    /// diffusers/peft (…lora_A/lora_B) files, LoCon included.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]", help_heading = TEXT_TO_IMAGE)]
+    pub loras: Vec<String>,
     /// FLUX single-file --model: its autoencoder file (ae.safetensors).
     #[arg(long, value_name = "FILE", help_heading = TEXT_TO_IMAGE)]
     pub ae: Option<PathBuf>,
@@ -234,6 +240,11 @@ impl GenerateArgs {
             guide_model: self.guide_model.clone(),
             text_encoders: self.text_encoders.clone(),
             prediction: self.prediction.map(PredictionArg::parameterization),
+            loras: self
+                .loras
+                .iter()
+                .map(|s| LoraSpec::parse(s))
+                .collect::<std::result::Result<_, _>>()?,
             ae: self.ae.clone(),
             clip_model: self.clip_model.clone(),
             init_latents: self.init_latents.clone(),

@@ -8,6 +8,7 @@ use candle_core::Device;
 use serde::Serialize;
 use steerdiff_guidance::{NoisePath, Parameterization, Reward};
 use steerdiff_pipelines::model::LoadOptions;
+use steerdiff_pipelines::sd::lora::LoraSpec;
 use steerdiff_pipelines::sd::WeightDType;
 use steerdiff_pipelines::GmmDenoiser;
 
@@ -103,6 +104,8 @@ pub struct Options {
     pub text_encoders: Option<String>,
     /// Stable Diffusion: what the UNet predicts, over its scheduler config.
     pub prediction: Option<Parameterization>,
+    /// LoRA files merged into the weights at load.
+    pub loras: Vec<LoraSpec>,
     /// FLUX single files: the autoencoder file.
     pub ae: Option<PathBuf>,
     /// The CLIP model of `clip`, `aesthetic:` and zero-shot classifiers (`None`: the default).
@@ -162,6 +165,7 @@ impl Default for Options {
             guide_model: None,
             text_encoders: None,
             prediction: None,
+            loras: Vec::new(),
             ae: None,
             clip_model: None,
             init_latents: None,
@@ -184,6 +188,7 @@ impl Options {
             mixture_path: Some(self.path.noise_path()),
             text_encoders: self.text_encoders.clone(),
             prediction: self.prediction,
+            loras: self.loras.clone(),
             ae: self.ae.clone(),
             max_batch: self.max_batch,
         }

@@ -238,46 +238,56 @@ pub fn api_cases(sd: &mut StableDiffusion, fixture: &str) {
 /// rounding) must match the case's image within 2/255.
 pub fn cli_cases(fixture: &str, model: &[std::ffi::OsString]) {
     for (name, case) in cases(fixture) {
-        let dir = tempfile::tempdir().unwrap();
         let case_path = fixture_dir_of(fixture).join(format!("{name}.json"));
-        let steps = case["num_inference_steps"].to_string();
-        let cfg = case["guidance_scale"].to_string();
-        let h = case["height"].to_string();
-        let w = case["width"].to_string();
-        let scheduler_file = dir.path().join("scheduler.json");
-        let mut sched = case["scheduler_config"].clone();
-        sched["_class_name"] = case["scheduler"].clone();
-        std::fs::write(&scheduler_file, sched.to_string()).unwrap();
-        let out = dir.path().join("out");
-        let negative: Vec<&str> = match case["negative_prompt"].as_str() {
-            Some(n) => vec!["--negative", n],
-            None => vec![],
-        };
-        let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-            .arg("generate")
-            .args(model)
-            .args(["--prompt", case["prompt"].as_str().unwrap()])
-            .args(&negative)
-            .args([
-                "--steps", &steps, "--cfg", &cfg, "--height", &h, "--width", &w,
-            ])
-            .arg("--scheduler")
-            .arg(&scheduler_file)
-            .arg("--init-latents")
-            .arg(&case_path)
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let png = image::open(out.join("sample-0000.png")).unwrap().to_rgb8();
-        let got: Vec<f32> = png.as_raw().iter().map(|&b| b as f32 / 255.0).collect();
-        let (d, _) = diff(&got, &floats(&case["image_hwc_0_1"]));
-        eprintln!("{name} (CLI): image {:.3}/255", d * 255.0);
-        assert!(d <= 2.0 / 255.0, "{name}: CLI image differs by {d}");
+        cli_case(&name, &case_path, &case, model);
     }
+}
+
+/// One case (read from `case_path`) through the binary, with the model flags `model`.
+pub fn cli_case(
+    name: &str,
+    case_path: &std::path::Path,
+    case: &Value,
+    model: &[std::ffi::OsString],
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = case["num_inference_steps"].to_string();
+    let cfg = case["guidance_scale"].to_string();
+    let h = case["height"].to_string();
+    let w = case["width"].to_string();
+    let scheduler_file = dir.path().join("scheduler.json");
+    let mut sched = case["scheduler_config"].clone();
+    sched["_class_name"] = case["scheduler"].clone();
+    std::fs::write(&scheduler_file, sched.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let negative: Vec<&str> = match case["negative_prompt"].as_str() {
+        Some(n) => vec!["--negative", n],
+        None => vec![],
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .arg("generate")
+        .args(model)
+        .args(["--prompt", case["prompt"].as_str().unwrap()])
+        .args(&negative)
+        .args([
+            "--steps", &steps, "--cfg", &cfg, "--height", &h, "--width", &w,
+        ])
+        .arg("--scheduler")
+        .arg(&scheduler_file)
+        .arg("--init-latents")
+        .arg(case_path)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let png = image::open(out.join("sample-0000.png")).unwrap().to_rgb8();
+    let got: Vec<f32> = png.as_raw().iter().map(|&b| b as f32 / 255.0).collect();
+    let (d, _) = diff(&got, &floats(&case["image_hwc_0_1"]));
+    eprintln!("{name} (CLI): image {:.3}/255", d * 255.0);
+    assert!(d <= 2.0 / 255.0, "{name}: CLI image differs by {d}");
 }

@@ -98,6 +98,11 @@ pub fn check_spec_path(spec: &str) -> Result<()> {
 /// (see [`crate::sd::text_to_image::load`]).
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     check_spec_path(spec)?;
+    if !opts.loras.is_empty() && !is_text_to_image(spec) {
+        return Err(Error::Spec(format!(
+            "--lora goes with Stable Diffusion 1.x/2.x/XL and FLUX models, not `{spec}`"
+        )));
+    }
     if spec == "toy" || spec == "toy-weak" {
         return load_toy(spec == "toy-weak", opts);
     }
@@ -122,6 +127,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
         dtype,
         device: opts.device.clone(),
         prediction: opts.prediction,
+        loras: opts.loras.clone(),
         ..sd::LoadOptions::default()
     };
     if let Some(b) = opts.max_batch {
@@ -146,6 +152,9 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     if let Some(t) = &opts.text_encoders {
         record["text_encoders"] = t.clone().into();
     }
+    if !opts.loras.is_empty() {
+        record["loras"] = lora_record(&opts.loras)?;
+    }
     if let Some(p) = opts.prediction {
         record["prediction"] = serde_json::to_value(p).unwrap_or_default();
     }
@@ -160,6 +169,25 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
         dtype,
         recommended_cfg: None,
     })
+}
+
+/// `[{file, scale, bytes, sha256}]` of the LoRA files merged.
+fn lora_record(loras: &[sd::lora::LoraSpec]) -> Result<Value> {
+    let paths: Vec<std::path::PathBuf> = loras.iter().map(|l| l.path.clone()).collect();
+    let hashes = super::weight_hashes::hash_files(
+        &paths,
+        None,
+        super::weight_hashes::cache_dir().as_deref(),
+    )?;
+    Ok(loras
+        .iter()
+        .zip(hashes)
+        .map(|(l, h)| {
+            serde_json::json!({
+                "file": h.file, "scale": l.scale, "bytes": h.bytes, "sha256": h.sha256,
+            })
+        })
+        .collect())
 }
 
 pub(super) fn only_f32(opts: &LoadOptions, what: &str) -> Result<WeightDType> {

@@ -55,6 +55,8 @@ pub struct LoadOptions {
     /// Stable Diffusion: what the UNet predicts, over its scheduler config (`None`: the
     /// config's own).
     pub prediction: Option<steerdiff_guidance::Parameterization>,
+    /// LoRA files merged into the weights at load (Stable Diffusion 1.x/2.x/XL, FLUX).
+    pub loras: Vec<crate::sd::lora::LoraSpec>,
     /// FLUX single files: the autoencoder file.
     pub ae: Option<PathBuf>,
     /// Largest number of model rows per forward (`None` = the family's own).
@@ -69,6 +71,7 @@ impl Default for LoadOptions {
             mixture_path: None,
             text_encoders: None,
             prediction: None,
+            loras: Vec::new(),
             ae: None,
             max_batch: None,
         }

@@ -11,6 +11,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use super::ldm::{LdmCheckpoint, Part};
+use super::lora::LoraHook;
 use super::weights::{load_error, open_checked};
 use crate::Result;
 
@@ -40,22 +41,30 @@ impl ComponentWeights {
         })
     }
 
-    /// A [`VarBuilder`] converting to `dtype` on `device`.
-    pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-        Ok(VarBuilder::from_backend(
-            self.backend()?,
-            dtype,
-            device.clone(),
-        ))
+    /// A [`VarBuilder`] converting to `dtype` on `device`, with `lora`'s modules merged.
+    pub fn var_builder(
+        &self,
+        dtype: DType,
+        device: &Device,
+        lora: Option<&LoraHook>,
+    ) -> Result<VarBuilder<'static>> {
+        let backend = self.backend()?;
+        let backend = match lora {
+            Some(hook) => hook.wrap(backend),
+            None => backend,
+        };
+        Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
     }
 
-    /// Builds `what` with `build` from these weights, turning a candle error into a load
-    /// error that names the files (and, for a single file, which network of it).
+    /// Builds `what` with `build` from these weights (and `lora`'s modules), turning a candle
+    /// error into a load error that names the files (and, for a single file, which network of
+    /// it).
     pub fn build<T>(
         &self,
         what: &str,
         dtype: DType,
         device: &Device,
+        lora: Option<&LoraHook>,
         build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
     ) -> Result<T> {
         let what = match self {
@@ -68,6 +77,7 @@ impl ComponentWeights {
                 )
             }
         };
-        build(self.var_builder(dtype, device)?).map_err(|e| load_error(&what, &self.files(), e))
+        build(self.var_builder(dtype, device, lora)?)
+            .map_err(|e| load_error(&what, &self.files(), e))
     }
 }

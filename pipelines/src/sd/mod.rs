@@ -6,6 +6,7 @@
 //!   `HF_HUB_OFFLINE`, bounded network waits;
 //! * [`weights`] — safetensors only, checked (truncation, dtypes, pickles refused);
 //! * [`ldm`] — original-layout single files of SD 1.x/2.x/SDXL, read under diffusers names;
+//! * [`lora`] — LoRA files (kohya and diffusers/peft layouts) merged into the weights at load;
 //! * [`component_weights`] — a component's weights: its diffusers folder or its part of a
 //!   single file;
 //! * [`config`] — diffusers/transformers `config.json` read strictly into candle configs;
@@ -44,6 +45,7 @@ pub mod dit_text;
 pub mod flux;
 pub mod hub;
 pub mod ldm;
+pub mod lora;
 pub mod pipeline;
 pub mod preview;
 pub mod rewards;

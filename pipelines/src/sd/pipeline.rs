@@ -32,6 +32,7 @@ use super::component_weights::ComponentWeights;
 use super::config::{ClipTextConfig, ConfigReader, UNetConfig};
 use super::hub::{Family, ModelFiles, Source};
 use super::ldm::{LdmCheckpoint, Part, UNetShape};
+use super::lora::{LoraHook, LoraSpec, Loras, Naming, Target};
 use super::unet::{AddedInputs, UNet};
 use super::vae::Vae;
 use super::weights::{component_weights, WeightDType};
@@ -49,6 +50,8 @@ pub struct LoadOptions {
     /// What the UNet predicts, over the scheduler config's `prediction_type` (`None`: the
     /// config's own). SD 2.x single files need it when their config repo says otherwise.
     pub prediction: Option<Parameterization>,
+    /// LoRA files merged into the weights at load ([`super::lora`]).
+    pub loras: Vec<LoraSpec>,
 }
 
 impl Default for LoadOptions {
@@ -58,6 +61,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             max_batch: 16,
             prediction: None,
+            loras: Vec::new(),
         }
     }
 }
@@ -97,16 +101,17 @@ impl TextBranch {
         device: &Device,
     ) -> Result<TextBranch> {
         let weights = ComponentWeights::Files(component_weights(files, enc_dir, "model")?);
-        TextBranch::load_from(files, tok_dir, enc_dir, &weights, dtype, device)
+        TextBranch::load_from(files, tok_dir, enc_dir, &weights, None, dtype, device)
     }
 
     /// Loads the tokenizer `tok_dir/` and the config `enc_dir/config.json` of a diffusers
-    /// repo, with the encoder's weights from `weights`.
+    /// repo, with the encoder's weights from `weights` (and `lora`'s modules merged).
     pub fn load_from(
         files: &ModelFiles,
         tok_dir: &str,
         enc_dir: &str,
         weights: &ComponentWeights,
+        lora: Option<&LoraHook>,
         dtype: DType,
         device: &Device,
     ) -> Result<TextBranch> {
@@ -118,6 +123,7 @@ impl TextBranch {
             &format!("the text encoder ({enc_dir})"),
             dtype,
             device,
+            lora,
             |vb| ClipTextEncoder::new(vb, cfg),
         )?;
         Ok(TextBranch { tokenizer, encoder })
@@ -372,6 +378,16 @@ impl StableDiffusion {
         } else {
             &[("tokenizer", "text_encoder")]
         };
+        let loras = (!opts.loras.is_empty())
+            .then(|| Loras::open(&opts.loras))
+            .transpose()?;
+        let hook = |target: Target, naming: Naming| {
+            loras.as_ref().map(|l| LoraHook {
+                loras: l.clone(),
+                target,
+                naming,
+            })
+        };
         let text_parts = checkpoint.map(|c| c.layout.text_parts());
         let text = branches
             .iter()
@@ -381,7 +397,16 @@ impl StableDiffusion {
                     (Some(c), Some(parts)) => ComponentWeights::Ldm(c.clone(), parts[i].clone()),
                     _ => ComponentWeights::Files(component_weights(files, enc_dir, "model")?),
                 };
-                TextBranch::load_from(files, tok_dir, enc_dir, &weights, dtype, device)
+                let lora = hook(Target::TextEncoder(i), Naming::Diffusers(None));
+                TextBranch::load_from(
+                    files,
+                    tok_dir,
+                    enc_dir,
+                    &weights,
+                    lora.as_ref(),
+                    dtype,
+                    device,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
 
@@ -427,17 +452,24 @@ impl StableDiffusion {
                 ))
             }
         }
+        let unet_shape = ldm_unet_shape(&unet_config);
         let unet_weights = match checkpoint {
-            Some(c) => ComponentWeights::Ldm(c.clone(), Part::UNet(ldm_unet_shape(&unet_config))),
+            Some(c) => ComponentWeights::Ldm(c.clone(), Part::UNet(unet_shape.clone())),
             None => ComponentWeights::Files(component_weights(
                 files,
                 "unet",
                 "diffusion_pytorch_model",
             )?),
         };
-        let unet = unet_weights.build("the UNet", dtype, device, |vb| {
+        let unet_lora = hook(Target::Denoiser, Naming::Diffusers(Some(unet_shape)));
+        let unet = unet_weights.build("the UNet", dtype, device, unet_lora.as_ref(), |vb| {
             UNet::new(vb, unet_config.clone())
         })?;
+        if let Some(l) = &loras {
+            let mut targets = vec![Target::Denoiser];
+            targets.extend((0..text.len()).map(Target::TextEncoder));
+            l.check_all_used(&targets)?;
+        }
 
         let vae = Arc::new(Vae::load(files, checkpoint, dtype, device)?);
         if vae.config.candle.latent_channels != unet_config.in_channels {

@@ -421,6 +421,13 @@ fn load_single(
                 "--ae is for FLUX; an SD3 single file holds its autoencoder".into(),
             ));
         }
+        if !opts.loras.is_empty() {
+            return Err(Error::Spec(
+                "--lora is not supported on SD3 / SD3.5 yet (Stable Diffusion 1.x/2.x/XL and \
+                 FLUX are)"
+                    .into(),
+            ));
+        }
         let model = Sd3::load(path, opts)?;
         let text = Sd3Text::from_files(
             &files,

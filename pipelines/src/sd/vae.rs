@@ -87,7 +87,7 @@ impl Vae {
                 ComponentWeights::Files(component_weights(files, "vae", "diffusion_pytorch_model")?)
             }
         };
-        let model = weights.build("the VAE", dtype, device, |vb| {
+        let model = weights.build("the VAE", dtype, device, None, |vb| {
             AutoEncoderKL::new(vb, 3, 3, config.candle.clone())
         })?;
         Ok(Vae {
