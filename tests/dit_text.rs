@@ -382,10 +382,10 @@ fn output_error(case: &Value, out: &Tensor, family: &str) -> (f32, f32) {
 }
 
 /// The tiny SD3 single file (`tests/fixtures/tiny-dit`, written by steerdiff's
-/// `sd3::write_random_checkpoint`) through steerdiff's loader and candle's MMDiT, against
+/// `sd3::write_random_checkpoint`) through steerdiff's loader and MMDiT (candle's parts), against
 /// diffusers' own `SD3Transformer2DModel.from_single_file` of the same file on the same inputs
-/// (its `make_fixture.py`). candle's MMDiT computes in f16 (a hard cast in its timestep
-/// embedding), diffusers here in f32, so the bound is f16's.
+/// (its `make_fixture.py`). `Sd3` runs the MMDiT in f16, diffusers here in f32, so the bound is
+/// f16's (`tests/sd35_mmdit.rs` checks it in f32 too).
 #[test]
 fn sd3_transformer_matches_diffusers_from_single_file() {
     use steerdiff::guidance::{Condition, Denoiser, StepPoint};

@@ -156,7 +156,7 @@ pub const PRESETS: &[Preset] = &[
         steps: 28,
         cfg: 4.5,
         size: 1024,
-        about: "Stable Diffusion 3.5 medium (MMDiT-X; unverified: candle's MMDiT-X support)",
+        about: "Stable Diffusion 3.5 medium (MMDiT-X with QK-norm)",
         single_file: Some(SingleFile {
             repo: "stabilityai/stable-diffusion-3.5-medium",
             transformer: "sd3.5_medium.safetensors",
@@ -170,7 +170,7 @@ pub const PRESETS: &[Preset] = &[
         steps: 28,
         cfg: 3.5,
         size: 1024,
-        about: "Stable Diffusion 3.5 large (MMDiT with QK-norm; unverified)",
+        about: "Stable Diffusion 3.5 large (MMDiT with QK-norm)",
         single_file: Some(SingleFile {
             repo: "stabilityai/stable-diffusion-3.5-large",
             transformer: "sd3.5_large.safetensors",
@@ -184,7 +184,7 @@ pub const PRESETS: &[Preset] = &[
         steps: 4,
         cfg: 1.0,
         size: 1024,
-        about: "Stable Diffusion 3.5 large turbo (4 steps, no CFG; unverified)",
+        about: "Stable Diffusion 3.5 large turbo (MMDiT with QK-norm; 4 steps, no CFG)",
         single_file: Some(SingleFile {
             repo: "stabilityai/stable-diffusion-3.5-large-turbo",
             transformer: "sd3.5_large_turbo.safetensors",

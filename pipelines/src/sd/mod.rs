@@ -23,7 +23,10 @@
 //! * [`dit_text`] — SD3's and FLUX's text conditioning, as diffusers builds it;
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
 //! * [`ae_encoder`] — the SD3 / FLUX autoencoder's encoder (posterior mean), for img2img;
-//! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file;
+//! * [`mmdit`] — SD3 / SD3.5's MMDiT (MMDiT-X, QK-norm) from candle's parts, with a last
+//!   block of ours that applies SD3.5's QK-norm to the context keys;
+//! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file (tiny random
+//!   checkpoints from `sd3_tiny`, re-exported there);
 //! * [`text_to_image`] — [`text_to_image::TextToImage`], one interface over SD, SD3 and FLUX
 //!   with their text encoders;
 //! * [`pipeline`] — [`StableDiffusion`], a [`steerdiff_guidance::Denoiser`] over encoded
@@ -46,10 +49,12 @@ pub mod flux;
 pub mod hub;
 pub mod ldm;
 pub mod lora;
+pub mod mmdit;
 pub mod pipeline;
 pub mod preview;
 pub mod rewards;
 pub mod sd3;
+mod sd3_tiny;
 pub mod t5;
 pub mod text_to_image;
 pub mod unet;

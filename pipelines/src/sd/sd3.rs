@@ -4,32 +4,41 @@
 //! FLUX's autoencoder with SD3's latent scale and shift).
 //!
 //! The config is read off the tensor shapes (patch size, channels, depth, pooled and context
-//! widths, position-embedding grid, MMDiT-X blocks detected per block by candle). A
-//! rectified-flow [`Denoiser`] predicting velocity, fed `t = σ·1000`; candle's MMDiT runs in
-//! f16 only (a hard cast in its timestep embedding), so the transformer always runs in f16 and
-//! the engine's state stays f32. Text conditioning is given as embeddings
-//! ([`Sd3::set_text_embeddings`]: the joint CLIP-L/CLIP-G/T5 context and the pooled CLIP
-//! vector per prompt); the three text encoders are not loaded here yet.
+//! widths, position-embedding grid), the variant off the tensor names (SD3.5 medium's MMDiT-X
+//! blocks, SD3.5's QK-norm; [`MmditVariant`]). The transformer is [`Mmdit`]: candle's MMDiT
+//! parts with a last block of ours, which applies SD3.5's QK-norm to the context keys where
+//! candle's skips it. A rectified-flow [`Denoiser`] predicting velocity, fed `t = σ·1000`; the
+//! transformer runs in f16 (as candle's MMDiT did) and the engine's state stays f32. Text
+//! conditioning is given as embeddings ([`Sd3::set_text_embeddings`]: the joint
+//! CLIP-L/CLIP-G/T5 context and the pooled CLIP vector per prompt); `dit_text` builds them from
+//! prompts.
 //!
-//! Unverified against diffusers: only shapes, loading and a full steered run are tested (on
-//! tiny random checkpoints made by `tests/sd_loading.rs`).
+//! Verified against diffusers' `SD3Transformer2DModel.from_single_file` on tiny original-layout
+//! files (`tests/fixtures/tiny-dit`): SD3 (`tests/dit_text.rs`), SD3.5 medium's MMDiT-X and
+//! SD3.5 large's QK-norm (`tests/sd35_mmdit.rs`), within f16's precision, and within 1e-5 of
+//! diffusers' f32 when the SD3.5 transformers compute in f32.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::flux::autoencoder::{AutoEncoder, Config as AeConfig};
-use candle_transformers::models::mmdit::model::{Config as MmditConfig, MMDiT};
+use candle_transformers::models::mmdit::model::Config as MmditConfig;
 use steerdiff_guidance::sampler::Sampler;
 use steerdiff_guidance::{
     Condition, Denoiser, NoisePath, Parameterization, SchedulerConfig, SetTimesteps, StepPoint,
 };
 
-use super::flux::{count, dims, fill};
+use super::flux::{count, dims};
+use super::mmdit::{Mmdit, MmditVariant};
 use super::pipeline::LoadOptions;
 use super::weights::{candle_message, open_checked};
 use crate::{Error, Result};
+
+pub use super::sd3_tiny::{
+    tiny_config, write_random_checkpoint, write_random_transformer, write_random_variant_checkpoint,
+};
 
 /// SD3's autoencoder latent scaling.
 pub const AE_SCALE: f64 = 1.5305;
@@ -71,6 +80,26 @@ pub fn infer_config(st: &MmapedSafetensors) -> Result<MmditConfig> {
     })
 }
 
+/// Loads the MMDiT alone, computing in `dtype`, from a single file's `model.diffusion_model.*`,
+/// with its config and variant read off the tensors; the file need not hold an autoencoder.
+pub fn load_transformer(
+    file: &Path,
+    device: &Device,
+    dtype: DType,
+) -> Result<(MmditConfig, Mmdit)> {
+    let st = open_checked(&[file.to_path_buf()])?;
+    let config = infer_config(&st)?;
+    let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
+    let model = Mmdit::new(&config, vb.pp("model").pp("diffusion_model")).map_err(|e| {
+        Error::Spec(format!(
+            "loading the SD3 MMDiT from `{}`: {}",
+            file.display(),
+            candle_message(&e)
+        ))
+    })?;
+    Ok((config, model))
+}
+
 /// The autoencoder config under `first_stage_model.`.
 pub fn infer_ae_config(st: &MmapedSafetensors) -> Result<AeConfig> {
     let p = |n: &str| format!("{VAE}{n}");
@@ -99,24 +128,10 @@ pub fn infer_ae_config(st: &MmapedSafetensors) -> Result<AeConfig> {
     })
 }
 
-/// candle's MMDiT keeps its blocks as `Box<dyn JointBlock>` / `Box<dyn Module>` without
-/// `Send + Sync` bounds; rewards that decode through the model (`Reward: Send + Sync`) need
-/// them.
-struct SharedMmdit(MMDiT);
-
-// SAFETY: the boxed trait objects candle stores in an `MMDiT` are its own `MMDiTJointBlock`,
-// `MMDiTXJointBlock`, `ContextQkvOnlyJointBlock` and `candle_nn::Sequential`s of `Linear` and
-// activation closures over tensors: plain data and `Tensor`s (themselves `Send + Sync`), with
-// no interior mutability; `forward` takes `&self`. Sharing or moving it across threads is as
-// safe as for any other candle model.
-unsafe impl Send for SharedMmdit {}
-// SAFETY: see the `Send` impl above.
-unsafe impl Sync for SharedMmdit {}
-
 /// A loaded SD3 / SD3.5 model.
 pub struct Sd3 {
     name: String,
-    model: SharedMmdit,
+    model: Mmdit,
     /// The MMDiT config (inferred).
     pub config: MmditConfig,
     ae: AutoEncoder,
@@ -138,6 +153,7 @@ impl std::fmt::Debug for Sd3 {
         f.debug_struct("Sd3")
             .field("name", &self.name)
             .field("config", &self.config)
+            .field("variant", &self.model.variant)
             .field("latent_hw", &self.latent_hw)
             .finish_non_exhaustive()
     }
@@ -148,15 +164,18 @@ impl Sd3 {
     pub fn load(file: &Path, opts: &LoadOptions) -> Result<Sd3> {
         let device = &opts.device;
         let files = [file.to_path_buf()];
+        // Both configs first: a file that is no SD3 single file (no MMDiT, or no autoencoder)
+        // is refused by name before the MMDiT's gigabytes are read.
         let st = open_checked(&files)?;
-        let config = infer_config(&st)?;
+        let in_channels = infer_config(&st)?.in_channels;
         let ae_config = infer_ae_config(&st)?;
-        if ae_config.z_channels != config.in_channels {
+        if ae_config.z_channels != in_channels {
             return Err(Error::Spec(format!(
-                "SD3 autoencoder has {} latent channels; the MMDiT takes {}",
-                ae_config.z_channels, config.in_channels
+                "SD3 autoencoder has {} latent channels; the MMDiT takes {in_channels}",
+                ae_config.z_channels
             )));
         }
+        let (config, model) = load_transformer(file, device, DType::F16)?;
         let fail = |what: &str, e: candle_core::Error| {
             Error::Spec(format!(
                 "loading the SD3 {what} from `{}`: {}",
@@ -164,11 +183,6 @@ impl Sd3 {
                 candle_message(&e)
             ))
         };
-        let vb = VarBuilder::from_backend(Box::new(st), DType::F16, device.clone());
-        let model = SharedMmdit(
-            MMDiT::new(&config, false, vb.pp("model").pp("diffusion_model"))
-                .map_err(|e| fail("MMDiT", e))?,
-        );
         let ae_dtype = opts.dtype.dtype();
         let ae_vb =
             VarBuilder::from_backend(Box::new(open_checked(&files)?), ae_dtype, device.clone());
@@ -199,6 +213,11 @@ impl Sd3 {
             path: NoisePath::flow(),
             encoder,
         })
+    }
+
+    /// The MMDiT's variant (SD3, SD3.5 medium's MMDiT-X, SD3.5 large's QK-norm).
+    pub fn variant(&self) -> &MmditVariant {
+        &self.model.variant
     }
 
     /// Clean latents of images `[B, 3, H, W]` in `[0, 1]` (the posterior mean; img2img).
@@ -324,57 +343,9 @@ impl Denoiser for Sd3 {
         let ctx = ctx_all.index_select(&idx, 0)?;
         let pooled = pooled_all.index_select(&idx, 0)?;
         let input = x.to_device(&self.device)?.to_dtype(DType::F16)?;
-        // candle wants the timesteps in f32 (it casts the embedding to f16 itself).
+        // The timesteps in f32 (their sinusoids are computed in f32).
         let t = Tensor::full(at.timestep as f32, b, &self.device)?;
-        let out = self.model.0.forward(&input, &t, &pooled, &ctx, None)?;
+        let out = self.model.forward(&input, &t, &pooled, &ctx)?;
         Ok(out.to_dtype(x.dtype())?.to_device(x.device())?)
     }
-}
-
-/// A tiny SD3 configuration (MMDiT, autoencoder) for tests and smoke runs.
-pub fn tiny_config() -> (MmditConfig, AeConfig) {
-    (
-        MmditConfig {
-            patch_size: 2,
-            in_channels: 4,
-            out_channels: 4,
-            depth: 2,
-            head_size: 16,
-            adm_in_channels: 8,
-            pos_embed_max_size: 16,
-            context_embed_size: 12,
-            frequency_embedding_size: 32,
-        },
-        AeConfig {
-            resolution: 32,
-            in_channels: 3,
-            ch: 32,
-            out_ch: 3,
-            ch_mult: vec![1, 1],
-            num_res_blocks: 1,
-            z_channels: 4,
-            scale_factor: AE_SCALE,
-            shift_factor: AE_SHIFT,
-        },
-    )
-}
-
-/// Writes a random (deterministic in `seed`) SD3 checkpoint in the original single-file
-/// layout (`model.diffusion_model.*` + `first_stage_model.*`) to `dir/sd3.safetensors`.
-/// For tests.
-pub fn write_random_checkpoint(
-    dir: &Path,
-    config: &MmditConfig,
-    ae: &AeConfig,
-    seed: u64,
-) -> Result<PathBuf> {
-    let dev = Device::Cpu;
-    let vm = candle_nn::VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    MMDiT::new(config, false, vb.pp("model").pp("diffusion_model"))?;
-    AutoEncoder::new(ae, vb.pp("first_stage_model"))?;
-    fill(&vm, seed)?;
-    let path = dir.join("sd3.safetensors");
-    vm.save(&path)?;
-    Ok(path)
 }
