@@ -63,8 +63,8 @@ pub const DEFAULT_MODEL: &str = "toy";
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// The model: toy (default), toy-weak, gmm:SPEC.json, a Stable Diffusion / SDXL preset
-    /// (sd15, sdxl, …), a diffusers folder or ORG/NAME repo, or an SD3 / FLUX .safetensors
-    /// file (see `steerdiff list`).
+    /// (sd15, sdxl, …), a diffusers folder or ORG/NAME repo, an SD3 / FLUX .safetensors
+    /// file, or a FLUX .gguf file (see `steerdiff list`).
     #[arg(short = 'm', long, value_name = "MODEL", help_heading = COMMON)]
     pub model: Option<String>,
     /// The Gaussian path a mixture is sampled on.

@@ -21,6 +21,7 @@
 //! * [`flux_transformer`] — FLUX's transformer with float or quantized weights;
 //! * [`flux_gguf`] — FLUX transformers from GGUF (city96's layout), kept quantized;
 //! * [`gguf`], [`gguf_header`] — GGUF files checked before candle reads them;
+//! * [`quantize`] — a FLUX transformer's safetensors quantized into GGUF;
 //! * [`tensor_shapes`] — tensor names and shapes over safetensors and GGUF, for configs read
 //!   off the shapes;
 //! * [`ae_encoder`] — the SD3 / FLUX autoencoder's encoder (posterior mean), for img2img;
@@ -50,6 +51,7 @@ pub mod gguf_header;
 pub mod hub;
 pub mod pipeline;
 pub mod preview;
+pub mod quantize;
 pub mod rewards;
 pub mod sd3;
 pub mod t5;
