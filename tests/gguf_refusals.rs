@@ -143,6 +143,21 @@ fn bad_gguf_files_are_refused_by_name() {
     let path = save("align0.gguf", &all, &[("general.alignment", &zero)]);
     refused(&path, &["alignment of 0"]);
 
+    // Long metadata (a licence text, a tokenizer's arrays) is skipped, not refused.
+    let long = Value::String("x".repeat(100_000));
+    let words = Value::Array((0..300).map(|i| Value::String(format!("w{i}"))).collect());
+    let ids = Value::Array((0..300).map(Value::U32).collect());
+    let meta = [
+        ("general.license", &long),
+        ("tokenizer.words", &words),
+        ("general.architecture", &flux_arch),
+        ("tokenizer.ids", &ids),
+    ];
+    let path = save("long-metadata.gguf", &all, &meta);
+    let (header, prefix) = steerdiff::pipelines::sd::flux_gguf::check(&path).unwrap();
+    assert_eq!((header.architecture.as_deref(), prefix), (Some("flux"), ""));
+    assert_eq!(header.tensors.len(), all.len());
+
     // Not GGUF at all.
     let path = d.join("text.gguf");
     std::fs::write(&path, b"hello, this is not a model file at all").unwrap();

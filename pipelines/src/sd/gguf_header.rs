@@ -89,9 +89,18 @@ impl<R: Read + Seek> Reader<R> {
         Ok(())
     }
 
+    /// A string of at most `max` bytes (a name).
     fn string(&mut self, max: u64) -> Result<String> {
         let n = self.len()?;
-        if n > max.min(self.remaining()?) {
+        if n > max {
+            return Err(bad(format!("has a name of {n} bytes")));
+        }
+        self.text(n)
+    }
+
+    /// The `n` bytes that follow, as text.
+    fn text(&mut self, n: u64) -> Result<String> {
+        if n > self.remaining()? {
             return Err(bad(format!(
                 "has a header string of {n} bytes past its end"
             )));
@@ -106,8 +115,8 @@ impl<R: Read + Seek> Reader<R> {
         Ok(String::from_utf8_lossy(&v).into_owned())
     }
 
-    /// Reads a metadata value of type `t`: integers as `Some`, strings as text, the rest
-    /// skipped.
+    /// Reads a metadata value of type `t`: integers as `Int`, short strings as `Text`, the
+    /// rest skipped.
     fn value(&mut self, t: u32, depth: usize) -> Result<Value> {
         let fixed = |t: u32| match t {
             0 | 1 | 7 => Some(1u64),
@@ -125,7 +134,16 @@ impl<R: Read + Seek> Reader<R> {
                 self.skip(fixed(t).unwrap_or(0))?;
                 Value::Other
             }
-            8 => Value::Text(self.string(u64::MAX)?),
+            8 => {
+                // Long strings (tokenizer data, licences) are skipped, not read into memory.
+                let n = self.len()?;
+                if n <= 1 << 16 {
+                    Value::Text(self.text(n)?)
+                } else {
+                    self.skip(n)?;
+                    Value::Other
+                }
+            }
             9 if depth < 8 => {
                 let inner = self.u32()?;
                 let n = self.len()?;
@@ -143,6 +161,7 @@ impl<R: Read + Seek> Reader<R> {
                 }
                 Value::Other
             }
+            9 => return Err(bad("has header arrays nested more than 8 deep".into())),
             _ => return Err(bad(format!("has a header value of unknown type {t}"))),
         })
     }
@@ -239,7 +258,7 @@ fn parse<R: Read + Seek>(r: &mut Reader<R>) -> Result<Header> {
     if alignment == 0 || alignment > 1 << 20 {
         return Err(bad(format!("has an alignment of {alignment}")));
     }
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
     for _ in 0..n_tensors {
         let name = r.string(1 << 16)?;
         let rank = r.u32()?;
