@@ -47,6 +47,12 @@ pub const MODELS: &[(&str, &str)] = &[
          and, for FLUX, --ae ae.safetensors; flow-match Euler (--eta > 0 stochastic)",
     ),
     (
+        "FLUX.gguf",
+        "a FLUX.1 transformer quantized to GGUF (city96's Q8_0 / k-quant files, or `steerdiff \
+         quantize IN.safetensors OUT.gguf --type q8_0|q4_k|…`), kept quantized in memory; \
+         --text-encoders and --ae as for the .safetensors file",
+    ),
+    (
         "ORG/NAME[@REV] | FOLDER",
         "any diffusers-format Stable Diffusion 1.x/2.x/XL repo or local folder (model_index.json), \
          safetensors only; --dtype f32|f16|bf16, --height/--width, --init-latents FILE.json",

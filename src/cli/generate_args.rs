@@ -64,9 +64,9 @@ pub const DEFAULT_MODEL: &str = "toy";
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// The model: toy (default), toy-weak, gmm:SPEC.json, a Stable Diffusion / SDXL preset
-    /// (sd15, sdxl, …), a diffusers folder or ORG/NAME repo, or a single .safetensors file:
-    /// SD 1.x/2.x/XL checkpoints (A1111 / ComfyUI layout) or SD3 / FLUX transformers (see
-    /// `steerdiff list`).
+    /// (sd15, sdxl, …), a diffusers folder or ORG/NAME repo, a single .safetensors file
+    /// (SD 1.x/2.x/XL checkpoints in the A1111 / ComfyUI layout, SD3 / FLUX transformers), or a
+    /// FLUX .gguf file (see `steerdiff list`).
     #[arg(short = 'm', long, value_name = "MODEL", help_heading = COMMON)]
     pub model: Option<String>,
     /// The Gaussian path a mixture is sampled on.

@@ -17,6 +17,7 @@ pub mod invocation;
 pub mod merge;
 pub mod progress;
 pub mod prompt_file;
+pub mod quantize;
 pub mod toy;
 
 pub use generate::{generate, GenerateArgs, DEFAULT_MODEL};
@@ -85,6 +86,9 @@ pub enum Command {
     /// sizes, text encoding, decoding, one whole run split into model / reward / engine
     /// time, and the peak memory (`steerdiff bench -- --model sd15 -p "a cat"`).
     Bench(bench::BenchArgs),
+    /// Quantize a FLUX transformer (.safetensors) into a GGUF file (Q8_0, Q4_K, …) that
+    /// `generate --model FILE.gguf` loads and keeps quantized in memory.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Runs a parsed command line.
@@ -100,6 +104,7 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Info { image, json } => info::info(&image, json),
         Command::Merge(args) => merge::merge(&args),
         Command::Bench(args) => bench::execute(&args),
+        Command::Quantize(args) => quantize::execute(&args),
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! The files carry no config: it is read off the tensor shapes (width, depth, heads from the
 //! QK-norm scale, MLP ratio, guidance embedding present or not, AE channels and levels).
+//! A `.gguf` transformer is read quantized by [`super::flux_gguf`] into the same model.
 //!
 //! A rectified-flow [`Denoiser`] predicting velocity `ε − x0` on `x = (1 − σ)·x0 + σ·ε`, fed
 //! `t = σ`; latents `[16, H/8, W/8]` are packed into 2×2 patches inside `forward`. Text
@@ -26,6 +27,7 @@ use steerdiff_guidance::{
     Condition, Denoiser, NoisePath, Parameterization, SchedulerConfig, SetTimesteps, StepPoint,
 };
 
+use super::flux_transformer::FluxTransformer;
 use super::pipeline::LoadOptions;
 use super::weights::{candle_message, open_checked};
 use crate::{Error, Result};
@@ -35,34 +37,16 @@ pub const AE_SCALE: f64 = 0.3611;
 /// FLUX's autoencoder latent shift.
 pub const AE_SHIFT: f64 = 0.1159;
 
-pub(crate) fn dims(st: &MmapedSafetensors, name: &str) -> Result<Vec<usize>> {
-    let v = st
-        .get(name)
-        .map_err(|_| Error::Spec(format!("the checkpoint has no tensor `{name}`")))?;
-    Ok(v.shape().to_vec())
-}
-
-pub(crate) fn count(st: &MmapedSafetensors, prefix: &str) -> usize {
-    let mut n = 0;
-    while has_prefix(st, &format!("{prefix}.{n}.")) {
-        n += 1;
-    }
-    n
-}
-
-fn has_prefix(st: &MmapedSafetensors, prefix: &str) -> bool {
-    st.tensors().iter().any(|(n, _)| n.starts_with(prefix))
-}
+pub(crate) use super::tensor_shapes::{count, dims};
+use super::tensor_shapes::{matrix, vector, TensorShapes};
 
 /// The transformer config, read off a checkpoint's tensor shapes (`prefix` = `""` or
 /// `"model.diffusion_model."`).
-pub fn infer_config(st: &MmapedSafetensors, prefix: &str) -> Result<FluxConfig> {
+pub fn infer_config(st: &impl TensorShapes, prefix: &str) -> Result<FluxConfig> {
     let p = |n: &str| format!("{prefix}{n}");
-    let img_in = dims(st, &p("img_in.weight"))?;
-    let hidden = img_in[0];
-    let in_channels = img_in[1];
-    let context_in_dim = dims(st, &p("txt_in.weight"))?[1];
-    let vec_in_dim = dims(st, &p("vector_in.in_layer.weight"))?[1];
+    let (hidden, in_channels) = matrix(st, &p("img_in.weight"))?;
+    let context_in_dim = matrix(st, &p("txt_in.weight"))?.1;
+    let vec_in_dim = matrix(st, &p("vector_in.in_layer.weight"))?.1;
     let depth = count(st, &p("double_blocks"));
     let depth_single_blocks = count(st, &p("single_blocks"));
     if depth == 0 {
@@ -70,9 +54,9 @@ pub fn infer_config(st: &MmapedSafetensors, prefix: &str) -> Result<FluxConfig> 
             "not a FLUX transformer checkpoint (no double_blocks)".into(),
         ));
     }
-    let head_dim = dims(st, &p("double_blocks.0.img_attn.norm.query_norm.scale"))?[0];
-    let mlp = dims(st, &p("double_blocks.0.img_mlp.0.weight"))?[0];
-    if head_dim == 0 || hidden % head_dim != 0 || head_dim % 2 != 0 {
+    let head_dim = vector(st, &p("double_blocks.0.img_attn.norm.query_norm.scale"))?;
+    let mlp = matrix(st, &p("double_blocks.0.img_mlp.0.weight"))?.0;
+    if hidden == 0 || head_dim == 0 || hidden % head_dim != 0 || head_dim % 2 != 0 {
         return Err(Error::Spec(format!(
             "FLUX checkpoint: width {hidden} and head size {head_dim} do not fit"
         )));
@@ -97,8 +81,10 @@ pub fn infer_config(st: &MmapedSafetensors, prefix: &str) -> Result<FluxConfig> 
         depth_single_blocks,
         axes_dim: vec![d0, d1, d1],
         theta: 10_000,
-        qkv_bias: st.get(&p("double_blocks.0.img_attn.qkv.bias")).is_ok(),
-        guidance_embed: st.get(&p("guidance_in.in_layer.weight")).is_ok(),
+        qkv_bias: st
+            .shape_of(&p("double_blocks.0.img_attn.qkv.bias"))
+            .is_some(),
+        guidance_embed: st.shape_of(&p("guidance_in.in_layer.weight")).is_some(),
     })
 }
 
@@ -132,13 +118,16 @@ pub fn infer_ae_config(st: &MmapedSafetensors) -> Result<AeConfig> {
 /// A loaded FLUX model.
 pub struct Flux {
     name: String,
-    model: FluxModel,
+    model: FluxTransformer,
     /// The transformer config (inferred).
     pub config: FluxConfig,
     ae: AutoEncoder,
     /// The autoencoder config (inferred).
     pub ae_config: AeConfig,
+    /// The autoencoder's dtype (the weight dtype asked for).
     dtype: DType,
+    /// The dtype the transformer computes in (f32 for quantized weights).
+    compute_dtype: DType,
     device: Device,
     max_batch: usize,
     latent_hw: (usize, usize),
@@ -162,8 +151,12 @@ impl std::fmt::Debug for Flux {
 }
 
 impl Flux {
-    /// Loads the transformer and the autoencoder from their single files.
+    /// Loads the transformer and the autoencoder from their single files: a `.gguf`
+    /// transformer is read quantized ([`super::flux_gguf`]), any other as safetensors.
     pub fn load(transformer: &Path, ae: &Path, opts: &LoadOptions) -> Result<Flux> {
+        if super::flux_gguf::is_gguf(transformer) {
+            return Flux::load_gguf(transformer, ae, opts);
+        }
         let dtype = opts.dtype.dtype();
         let device = &opts.device;
         let files = [transformer.to_path_buf()];
@@ -187,6 +180,26 @@ impl Flux {
                 candle_message(&e)
             ))
         })?;
+        Flux::assemble(
+            transformer,
+            FluxTransformer::Float(Box::new(model)),
+            config,
+            ae,
+            opts,
+        )
+    }
+
+    /// The model around a loaded transformer (read from `transformer`, for its name), with
+    /// the autoencoder read from `ae`.
+    pub(crate) fn assemble(
+        transformer: &Path,
+        model: FluxTransformer,
+        config: FluxConfig,
+        ae: &Path,
+        opts: &LoadOptions,
+    ) -> Result<Flux> {
+        let dtype = opts.dtype.dtype();
+        let device = &opts.device;
         let ae_files = [ae.to_path_buf()];
         let ae_st = open_checked(&ae_files)?;
         let ae_config = infer_ae_config(&ae_st)?;
@@ -212,6 +225,7 @@ impl Flux {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "flux".into()),
+            compute_dtype: model.compute_dtype(dtype),
             model,
             config,
             ae: ae_model,
@@ -225,6 +239,11 @@ impl Flux {
             path: NoisePath::flow(),
             encoder,
         })
+    }
+
+    /// Whether the transformer's weights are quantized (loaded from GGUF).
+    pub fn is_quantized(&self) -> bool {
+        self.model.is_quantized()
     }
 
     /// Clean latents `[B, 16, h, w]` of images `[B, 3, H, W]` in `[0, 1]` (the posterior
@@ -269,7 +288,10 @@ impl Flux {
                 self.config.vec_in_dim
             )));
         }
-        self.text = Some((txt.to_dtype(self.dtype)?, vec.to_dtype(self.dtype)?));
+        self.text = Some((
+            txt.to_dtype(self.compute_dtype)?,
+            vec.to_dtype(self.compute_dtype)?,
+        ));
         Ok(())
     }
 
@@ -366,7 +388,7 @@ impl Denoiser for Flux {
         let txt = txt_all.index_select(&idx, 0)?;
         let vec_ = vec_all.index_select(&idx, 0)?;
         let (_, c, h, w) = x.dims4()?;
-        let img = x.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let img = x.to_device(&self.device)?.to_dtype(self.compute_dtype)?;
         // Pack 2×2 patches: (b, c, h, w) → (b, h/2·w/2, 4c).
         let packed = img
             .reshape((b, c, h / 2, 2, w / 2, 2))?
@@ -386,12 +408,13 @@ impl Denoiser for Flux {
             ],
             2,
         )?
-        .to_dtype(self.dtype)?
+        .to_dtype(self.compute_dtype)?
         .reshape((1, (h / 2) * (w / 2), 3))?
         .repeat((b, 1, 1))?;
-        let txt_ids = Tensor::zeros((b, txt.dim(1)?, 3), self.dtype, &self.device)?;
-        let t = Tensor::full(at.sigma as f32, b, &self.device)?.to_dtype(self.dtype)?;
-        let guidance = Tensor::full(self.guidance as f32, b, &self.device)?.to_dtype(self.dtype)?;
+        let txt_ids = Tensor::zeros((b, txt.dim(1)?, 3), self.compute_dtype, &self.device)?;
+        let t = Tensor::full(at.sigma as f32, b, &self.device)?.to_dtype(self.compute_dtype)?;
+        let guidance =
+            Tensor::full(self.guidance as f32, b, &self.device)?.to_dtype(self.compute_dtype)?;
         let out = self.model.forward(
             &packed,
             &img_ids,

@@ -22,6 +22,12 @@
 //! * [`t5`] — the T5 tokenizer and encoder of SD3 and FLUX;
 //! * [`dit_text`] — SD3's and FLUX's text conditioning, as diffusers builds it;
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
+//! * [`flux_transformer`] — FLUX's transformer with float or quantized weights;
+//! * [`flux_gguf`] — FLUX transformers from GGUF (city96's layout), kept quantized;
+//! * [`gguf`], [`gguf_header`] — GGUF files checked before candle reads them;
+//! * [`quantize`] — a FLUX transformer's safetensors quantized into GGUF;
+//! * [`tensor_shapes`] — tensor names and shapes over safetensors and GGUF, for configs read
+//!   off the shapes;
 //! * [`ae_encoder`] — the SD3 / FLUX autoencoder's encoder (posterior mean), for img2img;
 //! * [`mmdit`] — SD3 / SD3.5's MMDiT (MMDiT-X, QK-norm) from candle's parts, with a last
 //!   block of ours that applies SD3.5's QK-norm to the context keys;
@@ -46,16 +52,22 @@ pub mod config_fields;
 pub mod config_reader;
 pub mod dit_text;
 pub mod flux;
+pub mod flux_gguf;
+pub mod flux_transformer;
+pub mod gguf;
+pub mod gguf_header;
 pub mod hub;
 pub mod ldm;
 pub mod lora;
 pub mod mmdit;
 pub mod pipeline;
 pub mod preview;
+pub mod quantize;
 pub mod rewards;
 pub mod sd3;
 mod sd3_tiny;
 pub mod t5;
+pub mod tensor_shapes;
 pub mod text_to_image;
 pub mod unet;
 pub mod vae;

@@ -333,7 +333,8 @@ pub fn load(
         }
     }
     let path = std::path::Path::new(model);
-    let single = path.is_file() && path.extension().is_some_and(|e| e == "safetensors");
+    let gguf = super::flux_gguf::is_gguf(path);
+    let single = path.is_file() && (gguf || path.extension().is_some_and(|e| e == "safetensors"));
     if !single {
         if text_encoders.is_some() || ae.is_some() {
             return Err(Error::Spec(
@@ -359,7 +360,11 @@ pub fn load(
             weights,
         });
     }
-    let family = single_file_family(path)?;
+    let family = if gguf {
+        super::flux_gguf::family(path)?
+    } else {
+        single_file_family(path)?
+    };
     if family == "sd" {
         if ae.is_some() {
             return Err(Error::Spec(format!(
