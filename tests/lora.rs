@@ -253,3 +253,148 @@ fn loras_stack_and_are_recorded() {
         assert!(text.contains(needle), "record lacks {needle}: {text}");
     }
 }
+
+/// The kohya-layout LoRA on the tiny FLUX transformer (BFL names: fused q/k/v, MLPs,
+/// modulations) merged by steerdiff, against diffusers converting it
+/// (`FluxPipeline.lora_state_dict`), loading it into `FluxTransformer2DModel` and fusing it at
+/// each strength, on the inputs of the tiny-dit FLUX case; the bound is that case's.
+#[test]
+fn a_flux_lora_matches_diffusers() {
+    use candle_core::{Device, Tensor};
+    use steerdiff::guidance::{Condition, Denoiser, StepPoint};
+    use steerdiff::pipelines::sd::flux::Flux;
+    let dit = fixture("tiny-dit");
+    let plain: Value =
+        serde_json::from_str(&std::fs::read_to_string(dit.join("cases.json")).unwrap()).unwrap();
+    for s in ["0.5", "1"] {
+        let path = lora_dir().join(format!("flux-cases/flux-kohya-s{s}.json"));
+        let case: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let tensor = |key: &str| {
+            let shape: Vec<usize> =
+                serde_json::from_value(case[format!("{key}_shape")].clone()).unwrap();
+            Tensor::from_vec(common::floats(&case[key]), shape, &Device::Cpu).unwrap()
+        };
+        let opts = LoadOptions {
+            loras: vec![spec(&case)],
+            ..LoadOptions::default()
+        };
+        let mut flux = Flux::load(
+            &dit.join("flux.safetensors"),
+            &dit.join("ae.safetensors"),
+            &opts,
+        )
+        .unwrap();
+        flux.guidance = case["guidance"].as_f64().unwrap();
+        flux.set_text_embeddings(&tensor("txt"), &tensor("vec"))
+            .unwrap();
+        let sigma = case["sigma"].as_f64().unwrap();
+        let at = StepPoint {
+            timestep: sigma * 1000.0,
+            alpha: 1.0 - sigma,
+            sigma,
+        };
+        let out = common::flat(
+            &flux
+                .forward(&tensor("x"), &at, &[Condition::Null, Condition::Prompt(0)])
+                .unwrap(),
+        );
+        let max_diff = |want: &[f32]| {
+            out.iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
+        let want = common::floats(&case["output"]);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = max_diff(&want);
+        let off = max_diff(&common::floats(&plain["flux"]["output"]));
+        eprintln!(
+            "FLUX LoRA at {s}: max |Δ| {err:.2e} (max |out| {scale:.2}); base model {off:.2}"
+        );
+        assert!(err <= 1e-4 * scale.max(1.0), "{err}");
+        assert!(
+            off > 100.0 * 1e-4 * scale.max(1.0),
+            "the LoRA moved nothing: {off}"
+        );
+    }
+}
+
+/// A LoRA (kohya layout, written here for a random FLUX whose widths fit the tiny text
+/// encoders) through the CLI: an FK-steered run completes and records the file; on a
+/// quantized GGUF transformer `--lora` is refused.
+#[test]
+fn a_flux_lora_runs_through_the_cli() {
+    use steerdiff::pipelines::sd::flux;
+    let dir = tempfile::tempdir().unwrap();
+    let encoders = fixture("tiny-text-encoders");
+    let enc = dir.path().join("flux-encoders");
+    for (from, to) in [
+        ("tokenizer", "tokenizer"),
+        ("text_encoder", "text_encoder"),
+        ("tokenizer_3", "tokenizer_2"),
+        ("text_encoder_3", "text_encoder_2"),
+    ] {
+        common::copy_dir(&encoders.join(from), &enc.join(to));
+    }
+    let (mut cfg, ae_cfg) = flux::tiny_config(false);
+    cfg.context_in_dim = 96;
+    cfg.vec_in_dim = 32;
+    let (model, ae) = flux::write_random_checkpoints(dir.path(), &cfg, &ae_cfg, 4).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let weights = candle_core::safetensors::load(&model, &dev).unwrap();
+    let mut lora = std::collections::HashMap::new();
+    for m in [
+        "double_blocks.0.img_attn.qkv",
+        "single_blocks.0.linear1",
+        "final_layer.linear",
+    ] {
+        let (o, i) = weights[&format!("{m}.weight")].dims2().unwrap();
+        let key = format!("lora_unet_{}", m.replace('.', "_"));
+        let t = |shape: (usize, usize)| candle_core::Tensor::full(0.05f32, shape, &dev).unwrap();
+        lora.insert(format!("{key}.lora_down.weight"), t((2, i)));
+        lora.insert(format!("{key}.lora_up.weight"), t((o, 2)));
+    }
+    let lora_file = dir.path().join("flux-lora.safetensors");
+    candle_core::safetensors::save(&lora, &lora_file).unwrap();
+    let args = |model: &Path, out: &Path| -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec!["generate".into(), "--model".into(), model.into()];
+        a.extend(["--ae".into(), ae.clone().into()]);
+        a.extend([
+            "--text-encoders".into(),
+            enc.clone().into(),
+            "--lora".into(),
+        ]);
+        a.push(format!("{}:0.5", lora_file.display()).into());
+        a.extend(
+            [
+                "--prompt",
+                "a red cat",
+                "--steps",
+                "2",
+                "-H",
+                "32",
+                "-W",
+                "32",
+                "--guidance",
+                "fk",
+                "--particles",
+                "2",
+                "--reward",
+                "jpeg",
+            ]
+            .map(OsString::from),
+        );
+        a.extend(["-o".into(), out.into()]);
+        a
+    };
+    let out = dir.path().join("out");
+    let o = steerdiff(&args(&model, &out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let record = std::fs::read_to_string(out.join("samples.json")).unwrap();
+    assert!(record.contains("flux-lora.safetensors"), "{record}");
+    let gguf = fixture("tiny-dit").join("flux-q8_0.gguf");
+    refused(
+        &steerdiff(&args(&gguf, &dir.path().join("q"))),
+        &["GGUF", "--lora"],
+    );
+}

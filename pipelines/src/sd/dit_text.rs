@@ -13,9 +13,12 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::component_weights::ComponentWeights;
 use super::hub::ModelFiles;
+use super::lora::LoraHook;
 use super::pipeline::TextBranch;
 use super::t5::T5Text;
+use super::weights::component_weights;
 use crate::{Error, Result};
 
 /// SD3's three text encoders.
@@ -111,11 +114,30 @@ impl FluxText {
     /// Loads the encoders of a FLUX diffusers repo (`tokenizer/` + `text_encoder/` CLIP-L,
     /// `tokenizer_2/` + `text_encoder_2/` T5).
     pub fn from_files(files: &ModelFiles, dtype: DType, device: &Device) -> Result<FluxText> {
-        let folders = [
-            ("tokenizer", "text_encoder"),
-            ("tokenizer_2", "text_encoder_2"),
-        ];
-        FluxText::from_folders(files, folders, dtype, device)
+        FluxText::from_files_with_lora(files, dtype, device, None)
+    }
+
+    /// [`FluxText::from_files`] with `lora`'s layers merged into CLIP-L (kohya's `lora_te1_`).
+    pub fn from_files_with_lora(
+        files: &ModelFiles,
+        dtype: DType,
+        device: &Device,
+        lora: Option<&LoraHook>,
+    ) -> Result<FluxText> {
+        let weights = ComponentWeights::Files(component_weights(files, "text_encoder", "model")?);
+        Ok(FluxText {
+            clip: TextBranch::load_from(
+                files,
+                "tokenizer",
+                "text_encoder",
+                &weights,
+                lora,
+                dtype,
+                device,
+            )?,
+            t5: T5Text::load(files, "tokenizer_2", "text_encoder_2", dtype, device)?,
+            device: device.clone(),
+        })
     }
 
     /// Loads CLIP-L from `folders[0]` and T5 from `folders[1]` (each `(tokenizer, encoder)`),

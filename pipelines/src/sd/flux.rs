@@ -15,9 +15,11 @@
 //! (on tiny random checkpoints made by `tests/sd_loading.rs`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use candle_transformers::models::flux::autoencoder::{AutoEncoder, Config as AeConfig};
 use candle_transformers::models::flux::model::{Config as FluxConfig, Flux as FluxModel};
@@ -28,6 +30,7 @@ use steerdiff_guidance::{
 };
 
 use super::flux_transformer::FluxTransformer;
+use super::lora::{Loras, Naming, Target};
 use super::pipeline::LoadOptions;
 use super::weights::{candle_message, open_checked};
 use crate::{Error, Result};
@@ -152,9 +155,36 @@ impl std::fmt::Debug for Flux {
 
 impl Flux {
     /// Loads the transformer and the autoencoder from their single files: a `.gguf`
-    /// transformer is read quantized ([`super::flux_gguf`]), any other as safetensors.
+    /// transformer is read quantized ([`super::flux_gguf`]), any other as safetensors, with
+    /// `opts.loras` merged into the transformer (every layer of them must land on it).
     pub fn load(transformer: &Path, ae: &Path, opts: &LoadOptions) -> Result<Flux> {
+        let loras = (!opts.loras.is_empty())
+            .then(|| Loras::open(&opts.loras))
+            .transpose()?;
+        let flux = Flux::load_with_loras(transformer, ae, opts, loras.as_ref())?;
+        if let Some(l) = &loras {
+            l.check_all_used(&[Target::Denoiser])?;
+        }
+        Ok(flux)
+    }
+
+    /// [`Flux::load`] with the transformer's layers of `loras` merged (`opts.loras` is not
+    /// read: the caller opened them, and checks that every layer landed once the text encoders
+    /// have taken theirs).
+    pub fn load_with_loras(
+        transformer: &Path,
+        ae: &Path,
+        opts: &LoadOptions,
+        loras: Option<&Arc<Loras>>,
+    ) -> Result<Flux> {
         if super::flux_gguf::is_gguf(transformer) {
+            if loras.is_some() {
+                return Err(Error::Spec(format!(
+                    "--lora on a quantized GGUF transformer (`{}`) is not supported yet; use the \
+                     safetensors transformer with --lora",
+                    transformer.display()
+                )));
+            }
             return Flux::load_gguf(transformer, ae, opts);
         }
         let dtype = opts.dtype.dtype();
@@ -167,7 +197,12 @@ impl Flux {
             "model.diffusion_model."
         };
         let config = infer_config(&st, prefix)?;
-        let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
+        let backend: Box<dyn SimpleBackend> = Box::new(st);
+        let backend = match loras {
+            Some(l) => l.wrap(backend, Target::Denoiser, Naming::Flux),
+            None => backend,
+        };
+        let vb = VarBuilder::from_backend(backend, dtype, device.clone());
         let vb = if prefix.is_empty() {
             vb
         } else {

@@ -455,7 +455,10 @@ fn load_single(
             path.display()
         )));
     };
-    let model = Flux::load(path, ae, opts)?;
+    let loras = (!opts.loras.is_empty())
+        .then(|| super::lora::Loras::open(&opts.loras))
+        .transpose()?;
+    let model = Flux::load_with_loras(path, ae, opts, loras.as_ref())?;
     let max_sequence_length = if model.config.guidance_embed {
         512
     } else {
@@ -463,9 +466,27 @@ fn load_single(
     };
     let pipeline = FluxPipeline {
         model,
-        text: FluxText::from_files(&files, text_dtype, &opts.device)?,
+        text: FluxText::from_files_with_lora(
+            &files,
+            text_dtype,
+            &opts.device,
+            loras
+                .as_ref()
+                .map(|l| super::lora::LoraHook {
+                    loras: l.clone(),
+                    target: super::lora::Target::TextEncoder(0),
+                    naming: super::lora::Naming::Diffusers(None),
+                })
+                .as_ref(),
+        )?,
         max_sequence_length,
     };
+    if let Some(l) = &loras {
+        l.check_all_used(&[
+            super::lora::Target::Denoiser,
+            super::lora::Target::TextEncoder(0),
+        ])?;
+    }
     loaded(Box::new(pipeline), &["text_encoder", "text_encoder_2"])
 }
 
