@@ -254,10 +254,12 @@ fn loras_stack_and_are_recorded() {
     }
 }
 
-/// The kohya-layout LoRA on the tiny FLUX transformer (BFL names: fused q/k/v, MLPs,
-/// modulations) merged by steerdiff, against diffusers converting it
-/// (`FluxPipeline.lora_state_dict`), loading it into `FluxTransformer2DModel` and fusing it at
-/// each strength, on the inputs of the tiny-dit FLUX case; the bound is that case's.
+/// LoRAs on the tiny FLUX transformer merged by steerdiff — kohya's layout (BFL names: fused
+/// q/k/v, MLPs, modulations) and diffusers' (separate q/k/v, `proj_mlp`, the final
+/// modulation's swapped halves, merged into BFL's fused rows) — against diffusers loading each
+/// (`FluxPipeline.lora_state_dict`, `load_lora_adapter`) into `FluxTransformer2DModel` and
+/// fusing it at each strength, on the inputs of the tiny-dit FLUX case; the bound is that
+/// case's.
 #[test]
 fn a_flux_lora_matches_diffusers() {
     use candle_core::{Device, Tensor};
@@ -266,8 +268,13 @@ fn a_flux_lora_matches_diffusers() {
     let dit = fixture("tiny-dit");
     let plain: Value =
         serde_json::from_str(&std::fs::read_to_string(dit.join("cases.json")).unwrap()).unwrap();
-    for s in ["0.5", "1"] {
-        let path = lora_dir().join(format!("flux-cases/flux-kohya-s{s}.json"));
+    for (layout, s) in [
+        ("kohya", "0.5"),
+        ("kohya", "1"),
+        ("peft", "0.5"),
+        ("peft", "1"),
+    ] {
+        let path = lora_dir().join(format!("flux-cases/flux-{layout}-s{s}.json"));
         let case: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let tensor = |key: &str| {
             let shape: Vec<usize> =

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 
+use super::flux_names::RowPart;
 use super::{Loras, Module, Naming, Target};
 
 /// A backend whose weights carry the merged LoRA modules of one network.
@@ -35,17 +36,59 @@ impl WithLora {
 
     /// `weight` (of the model's shape) plus every module's delta, in f32 then `dtype`.
     fn merged(&self, name: &str, weight: Tensor, dtype: DType) -> candle_core::Result<Tensor> {
-        let modules = self.loras.modules_for(self.target, &self.naming, name);
-        if modules.is_empty() {
+        let dims = weight.dims();
+        let (out, inp) = (
+            dims.first().copied().unwrap_or(0),
+            dims.get(1).copied().unwrap_or(0),
+        );
+        let hits = self
+            .loras
+            .modules_for(self.target, &self.naming, name, (out, inp));
+        if hits.is_empty() {
             return Ok(weight);
         }
         let mut w = weight.to_dtype(DType::F32)?;
-        for (file, key, module) in modules {
-            let d = self.delta(file, &key, module, w.shape(), w.device())?;
+        for hit in hits {
+            let d = match &hit.rows {
+                None => self.delta(hit.file, &hit.key, hit.module, w.shape(), w.device())?,
+                Some(part) => {
+                    self.row_delta(hit.file, &hit.key, hit.module, part, w.shape(), w.device())?
+                }
+            };
             w = (w + d)?;
-            self.loras.mark_used(file, self.target, key);
+            self.loras.mark_used(hit.file, self.target, hit.key);
         }
         w.to_dtype(dtype)
+    }
+
+    /// The delta of a module covering rows `part.dst ..` of a 2-D weight of `shape`: its
+    /// product's rows `part.src ..`, zero elsewhere.
+    fn row_delta(
+        &self,
+        file: usize,
+        key: &str,
+        m: &Module,
+        part: &RowPart,
+        shape: &Shape,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let (out, inp) = shape.dims2()?;
+        let (tensors, spec) = self.loras.tensors(file);
+        let up_rows = tensors.load(&m.up, dev)?.dim(0)?;
+        if part.src + part.len > up_rows || part.dst + part.len > out {
+            candle_core::bail!(
+                "LoRA `{}`, layer `{key}`: {up_rows} rows, but rows {}..{} of a {out}-row fused \
+                 weight are asked for (a LoRA for another model family?)",
+                spec.path.display(),
+                part.src,
+                part.src + part.len
+            )
+        }
+        let full = self.delta(file, key, m, &Shape::from((up_rows, inp)), dev)?;
+        let rows = full.narrow(0, part.src, part.len)?;
+        let zeros = |n: usize| Tensor::zeros((n, inp), DType::F32, dev);
+        let below = out - part.dst - part.len;
+        Tensor::cat(&[&zeros(part.dst)?, &rows, &zeros(below)?], 0)
     }
 
     /// `scale · alpha / r · B·A`, shaped as the weight.

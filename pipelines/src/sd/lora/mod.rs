@@ -17,6 +17,7 @@
 //! naming it, as is a shape that disagrees with the weight.
 
 pub mod file;
+pub mod flux_names;
 pub mod merge;
 
 use std::collections::BTreeSet;
@@ -87,6 +88,14 @@ impl std::fmt::Debug for Loras {
     }
 }
 
+/// One module that adapts a weight: all of it (`rows: None`), or some of its rows.
+struct Hit<'a> {
+    file: usize,
+    key: String,
+    module: &'a Module,
+    rows: Option<flux_names::RowPart>,
+}
+
 /// Which LoRA modules one network of a model takes: its [`Target`] in `loras`, its naming.
 #[derive(Debug, Clone)]
 pub struct LoraHook {
@@ -152,24 +161,48 @@ impl Loras {
         Box::new(WithLora::new(inner, self.clone(), target, naming))
     }
 
-    /// Every module that adapts the weight `name` of `target`: `(file index, key, module)`.
+    /// Every module that adapts the weight `name` (`[out, inp, …]`) of `target`: a module
+    /// named as the weight is (all its rows), or for FLUX the diffusers modules that make up a
+    /// fused BFL weight (some of its rows each).
     fn modules_for(
         &self,
         target: Target,
         naming: &Naming,
         name: &str,
-    ) -> Vec<(usize, String, &Module)> {
+        (out, inp): (usize, usize),
+    ) -> Vec<Hit<'_>> {
         let keys = candidate_keys(target, naming, name);
-        let mut out = Vec::new();
-        for (i, f) in self.files.iter().enumerate() {
-            if let Some((key, m)) = keys
-                .iter()
-                .find_map(|k| f.index.modules.get(&(target, k.clone())).map(|m| (k, m)))
-            {
-                out.push((i, key.clone(), m));
+        let row_parts = match (target, naming, name.strip_suffix(".weight")) {
+            (Target::Denoiser, Naming::Flux, Some(m)) => {
+                let m = m.strip_prefix("model.diffusion_model.").unwrap_or(m);
+                flux_names::parts(m, out, inp)
+            }
+            _ => Vec::new(),
+        };
+        let mut hits = Vec::new();
+        for (file, f) in self.files.iter().enumerate() {
+            let module = |k: &String| f.index.modules.get(&(target, k.clone()));
+            if let Some((key, m)) = keys.iter().find_map(|k| module(k).map(|m| (k, m))) {
+                hits.push(Hit {
+                    file,
+                    key: key.clone(),
+                    module: m,
+                    rows: None,
+                });
+                continue;
+            }
+            for part in &row_parts {
+                if let Some(m) = module(&part.key) {
+                    hits.push(Hit {
+                        file,
+                        key: part.key.clone(),
+                        module: m,
+                        rows: Some(part.clone()),
+                    });
+                }
             }
         }
-        out
+        hits
     }
 
     fn mark_used(&self, file: usize, target: Target, key: String) {
