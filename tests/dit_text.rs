@@ -159,12 +159,12 @@ fn generate(args: &[&str]) -> (bool, String, Value) {
 /// an image reward on their own decoders; the prompt reaches the model.
 #[test]
 fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
-    use steerdiff::pipelines::sd::{flux, sd3};
+    use steerdiff::pipelines::sd::{flux, flux_tiny, sd3_tiny};
     let dir = tempfile::tempdir().unwrap();
-    let (mut cfg, ae) = sd3::tiny_config();
+    let (mut cfg, ae) = sd3_tiny::tiny_config();
     cfg.context_embed_size = 96; // T5's width
     cfg.adm_in_channels = 32 + 48; // CLIP-L ‖ CLIP-G pooled
-    let sd3_file = sd3::write_random_checkpoint(dir.path(), &cfg, &ae, 3).unwrap();
+    let sd3_file = sd3_tiny::write_random_checkpoint(dir.path(), &cfg, &ae, 3).unwrap();
     let encoders = fixture().display().to_string();
     let sd3_file = sd3_file.display().to_string();
     let common = [
@@ -223,12 +223,12 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
         &fixture().join("text_encoder_3"),
         &flux_repo.join("text_encoder_2"),
     );
-    let (mut fcfg, fae) = flux::tiny_config(false);
+    let (mut fcfg, fae) = flux_tiny::tiny_config(false);
     fcfg.context_in_dim = 96;
     fcfg.vec_in_dim = 32;
     let fdir = dir.path().join("flux");
     std::fs::create_dir_all(&fdir).unwrap();
-    let (model, ae_file) = flux::write_random_checkpoints(&fdir, &fcfg, &fae, 4).unwrap();
+    let (model, ae_file) = flux_tiny::write_random_checkpoints(&fdir, &fcfg, &fae, 4).unwrap();
     let (model, ae_file) = (model.display().to_string(), ae_file.display().to_string());
     let flux_enc = flux_repo.display().to_string();
     let run_flux = |prompt: &str| {
@@ -382,7 +382,7 @@ fn output_error(case: &Value, out: &Tensor, family: &str) -> (f32, f32) {
 }
 
 /// The tiny SD3 single file (`tests/fixtures/tiny-dit`, written by steerdiff's
-/// `sd3::write_random_checkpoint`) through steerdiff's loader and MMDiT (candle's parts), against
+/// `sd3_tiny::write_random_checkpoint`) through steerdiff's loader and MMDiT (candle's parts), against
 /// diffusers' own `SD3Transformer2DModel.from_single_file` of the same file on the same inputs
 /// (its `make_fixture.py`). `Sd3` runs the MMDiT in f16, diffusers here in f32, so the bound is
 /// f16's (`tests/sd35_mmdit.rs` checks it in f32 too).

@@ -35,14 +35,14 @@ fn json(path: &Path) -> Value {
 /// The model flags of every family (what the family itself requires: its spec, and a class
 /// or a prompt).
 fn families(dir: &Path) -> Vec<(&'static str, Vec<String>, bool)> {
-    use steerdiff::pipelines::sd::{flux, sd3};
+    use steerdiff::pipelines::sd::{flux_tiny, sd3_tiny};
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let path = |p: PathBuf| p.display().to_string();
     let encoders = common::fixture("tiny-text-encoders");
-    let (mut cfg, ae) = sd3::tiny_config();
+    let (mut cfg, ae) = sd3_tiny::tiny_config();
     cfg.context_embed_size = 96;
     cfg.adm_in_channels = 32 + 48;
-    let sd3_file = path(sd3::write_random_checkpoint(dir, &cfg, &ae, 3).unwrap());
+    let sd3_file = path(sd3_tiny::write_random_checkpoint(dir, &cfg, &ae, 3).unwrap());
     // FLUX reads CLIP-L and T5 from tokenizer[_2]/ and text_encoder[_2]/.
     let flux_enc = dir.join("flux-encoders");
     for (from, to) in [
@@ -53,12 +53,12 @@ fn families(dir: &Path) -> Vec<(&'static str, Vec<String>, bool)> {
     ] {
         common::copy_dir(&encoders.join(from), &flux_enc.join(to));
     }
-    let (mut fcfg, fae) = flux::tiny_config(false);
+    let (mut fcfg, fae) = flux_tiny::tiny_config(false);
     fcfg.context_in_dim = 96;
     fcfg.vec_in_dim = 32;
     let fdir = dir.join("flux");
     std::fs::create_dir_all(&fdir).unwrap();
-    let (flux_file, ae_file) = flux::write_random_checkpoints(&fdir, &fcfg, &fae, 4).unwrap();
+    let (flux_file, ae_file) = flux_tiny::write_random_checkpoints(&fdir, &fcfg, &fae, 4).unwrap();
     let gmm = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gmm/three-classes-1d.json");
     let prompt = ["--prompt", "a red cat"];
     vec![

@@ -9,7 +9,8 @@ use std::process::Output;
 
 use candle_core::{Device, Tensor};
 use steerdiff::guidance::{Condition, Denoiser, StepPoint};
-use steerdiff::pipelines::sd::flux::{self, Flux};
+use steerdiff::pipelines::sd::flux::Flux;
+use steerdiff::pipelines::sd::flux_tiny;
 use steerdiff::pipelines::sd::{gguf_header, LoadOptions};
 
 use common::{flat, steerdiff};
@@ -78,7 +79,7 @@ fn count_type(file: &Path, id: u32) -> usize {
 /// A tiny FLUX whose widths take Q4_K's 256-element blocks: width 256 (2 heads of 128), and
 /// the tiny text encoders' widths (T5 96, CLIP-L 32).
 fn wide_flux(dir: &Path) -> (PathBuf, PathBuf) {
-    let (mut cfg, ae) = flux::tiny_config(false);
+    let (mut cfg, ae) = flux_tiny::tiny_config(false);
     cfg.hidden_size = 256;
     cfg.num_heads = 2;
     cfg.axes_dim = vec![16, 56, 56];
@@ -86,7 +87,7 @@ fn wide_flux(dir: &Path) -> (PathBuf, PathBuf) {
     cfg.vec_in_dim = 32;
     let d = dir.join("wide");
     std::fs::create_dir_all(&d).unwrap();
-    flux::write_random_checkpoints(&d, &cfg, &ae, 11).unwrap()
+    flux_tiny::write_random_checkpoints(&d, &cfg, &ae, 11).unwrap()
 }
 
 /// Quantization error of the transformer's velocity, relative RMS against the f32 model, on

@@ -331,7 +331,7 @@ fn a_flux_lora_matches_diffusers() {
 /// quantized GGUF transformer `--lora` is refused.
 #[test]
 fn a_flux_lora_runs_through_the_cli() {
-    use steerdiff::pipelines::sd::flux;
+    use steerdiff::pipelines::sd::flux_tiny;
     let dir = tempfile::tempdir().unwrap();
     let encoders = fixture("tiny-text-encoders");
     let enc = dir.path().join("flux-encoders");
@@ -343,10 +343,10 @@ fn a_flux_lora_runs_through_the_cli() {
     ] {
         common::copy_dir(&encoders.join(from), &enc.join(to));
     }
-    let (mut cfg, ae_cfg) = flux::tiny_config(false);
+    let (mut cfg, ae_cfg) = flux_tiny::tiny_config(false);
     cfg.context_in_dim = 96;
     cfg.vec_in_dim = 32;
-    let (model, ae) = flux::write_random_checkpoints(dir.path(), &cfg, &ae_cfg, 4).unwrap();
+    let (model, ae) = flux_tiny::write_random_checkpoints(dir.path(), &cfg, &ae_cfg, 4).unwrap();
     let dev = candle_core::Device::Cpu;
     let weights = candle_core::safetensors::load(&model, &dev).unwrap();
     let mut lora = std::collections::HashMap::new();

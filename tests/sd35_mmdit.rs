@@ -1,5 +1,5 @@
 //! SD3.5's transformers against diffusers: tiny original-layout single files in
-//! `tests/fixtures/tiny-dit` (written by steerdiff's `sd3::write_random_transformer`, the
+//! `tests/fixtures/tiny-dit` (written by steerdiff's `sd3_tiny::write_random_transformer`, the
 //! recipe below) for SD3.5 medium's MMDiT-X (dual attention in the first block, QK-norm) and
 //! SD3.5 large's MMDiT with QK-norm, run through steerdiff's loader and MMDiT and compared with
 //! diffusers' own `SD3Transformer2DModel.from_single_file` of the same files on the same inputs
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use steerdiff::pipelines::sd::mmdit::{Config as MmditConfig, Mmdit, MmditVariant};
-use steerdiff::pipelines::sd::sd3;
 use steerdiff::pipelines::sd::LoadOptions;
+use steerdiff::pipelines::sd::{sd3, sd3_tiny};
 
 use common::{flat, floats, max_diff};
 
@@ -67,7 +67,7 @@ fn file(name: &str) -> PathBuf {
 #[ignore = "writes tests/fixtures/tiny-dit/sd3.5-*.safetensors; run by hand to regenerate"]
 fn write_sd35_fixture_files() {
     for (name, config, variant, seed) in recipes() {
-        sd3::write_random_transformer(&file(name), &config, &variant, seed).unwrap();
+        sd3_tiny::write_random_transformer(&file(name), &config, &variant, seed).unwrap();
     }
 }
 
@@ -78,7 +78,7 @@ fn sd35_fixture_files_are_the_writers() {
     let tmp = tempfile::tempdir().unwrap();
     for (name, config, variant, seed) in recipes() {
         let fresh = tmp.path().join("fresh.safetensors");
-        sd3::write_random_transformer(&fresh, &config, &variant, seed).unwrap();
+        sd3_tiny::write_random_transformer(&fresh, &config, &variant, seed).unwrap();
         let want = candle_core::safetensors::load(&fresh, &Device::Cpu).unwrap();
         let have = candle_core::safetensors::load(file(name), &Device::Cpu).unwrap();
         let mut names: Vec<_> = want.keys().collect();
@@ -201,14 +201,15 @@ fn sd35_transformers_match_diffusers_from_single_file() {
 fn sd35_medium_single_file_loads_through_sd3() {
     use steerdiff::guidance::{Condition, Denoiser, StepPoint};
     let tmp = tempfile::tempdir().unwrap();
-    let (mut cfg, ae) = sd3::tiny_config();
+    let (mut cfg, ae) = sd3_tiny::tiny_config();
     cfg.depth = 3;
     cfg.head_size = 8;
     let variant = MmditVariant {
         dual_attention_layers: vec![0, 1],
         qk_norm: true,
     };
-    let path = sd3::write_random_variant_checkpoint(tmp.path(), &cfg, &variant, &ae, 5).unwrap();
+    let path =
+        sd3_tiny::write_random_variant_checkpoint(tmp.path(), &cfg, &variant, &ae, 5).unwrap();
     let mut model = sd3::Sd3::load(&path, &LoadOptions::default()).unwrap();
     assert_eq!(model.variant(), &variant);
     assert!(model.variant().describe().contains("SD3.5 medium"));
@@ -229,7 +230,7 @@ fn sd35_medium_single_file_loads_through_sd3() {
         dual_attention_layers: vec![2],
         qk_norm: false,
     };
-    let e = sd3::write_random_variant_checkpoint(tmp.path(), &cfg, &last_dual, &ae, 5)
+    let e = sd3_tiny::write_random_variant_checkpoint(tmp.path(), &cfg, &last_dual, &ae, 5)
         .unwrap_err()
         .to_string();
     assert!(e.contains("last") && e.contains("attn2"), "{e}");

@@ -434,7 +434,8 @@ fn tiny_flux_single_file_checkpoints_load_and_steer() {
     use std::sync::Arc;
     use steerdiff::guidance::strategy::{FkSteering, ResampleSchedule};
     use steerdiff::guidance::{Condition, Engine, GroupSpec, Population};
-    use steerdiff::pipelines::sd::flux::{tiny_config, write_random_checkpoints, Flux};
+    use steerdiff::pipelines::sd::flux::Flux;
+    use steerdiff::pipelines::sd::flux_tiny::{tiny_config, write_random_checkpoints};
     use steerdiff::pipelines::sd::rewards::{JpegCompressibility, Pixels};
 
     for dev_style in [false, true] {
@@ -518,7 +519,8 @@ fn tiny_sd3_single_file_checkpoint_loads_and_steers() {
     use steerdiff::guidance::strategy::{ClassifierFree, FkSteering, ResampleSchedule};
     use steerdiff::guidance::{Condition, Denoiser, Engine, GroupSpec, Population};
     use steerdiff::pipelines::sd::rewards::{JpegCompressibility, Pixels};
-    use steerdiff::pipelines::sd::sd3::{tiny_config, write_random_checkpoint, Sd3};
+    use steerdiff::pipelines::sd::sd3::Sd3;
+    use steerdiff::pipelines::sd::sd3_tiny::{tiny_config, write_random_checkpoint};
 
     let dir = tempfile::tempdir().unwrap();
     let (cfg, ae_cfg) = tiny_config();
@@ -576,10 +578,10 @@ fn tiny_sd3_single_file_checkpoint_loads_and_steers() {
     assert_eq!(out.ledger.total_rows(), (2 * 2 * steps) as u64);
     // A checkpoint without the VAE is refused by name.
     let e = Sd3::load(
-        &steerdiff::pipelines::sd::flux::write_random_checkpoints(
+        &steerdiff::pipelines::sd::flux_tiny::write_random_checkpoints(
             dir.path(),
-            &steerdiff::pipelines::sd::flux::tiny_config(false).0,
-            &steerdiff::pipelines::sd::flux::tiny_config(false).1,
+            &steerdiff::pipelines::sd::flux_tiny::tiny_config(false).0,
+            &steerdiff::pipelines::sd::flux_tiny::tiny_config(false).1,
             1,
         )
         .unwrap()

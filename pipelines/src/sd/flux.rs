@@ -4,15 +4,17 @@
 //!
 //! The files carry no config: it is read off the tensor shapes (width, depth, heads from the
 //! QK-norm scale, MLP ratio, guidance embedding present or not, AE channels and levels).
-//! A `.gguf` transformer is read quantized by [`super::flux_gguf`] into the same model.
+//! A `.gguf` transformer is read quantized into the same model (`flux_gguf`); `flux_load`
+//! picks the reader.
 //!
 //! A rectified-flow [`Denoiser`] predicting velocity `ε − x0` on `x = (1 − σ)·x0 + σ·ε`, fed
 //! `t = σ`; latents `[16, H/8, W/8]` are packed into 2×2 patches inside `forward`. Text
 //! conditioning is given as embeddings ([`Flux::set_text_embeddings`]: the T5 sequence and the
 //! pooled CLIP vector per prompt); the T5/CLIP text encoders themselves are not loaded here yet.
 //!
-//! Unverified against diffusers/BFL: only shapes, loading and a full steered run are tested
-//! (on tiny random checkpoints made by `tests/sd_loading.rs`).
+//! The transformer is checked against diffusers' `FluxTransformer2DModel` on a tiny file
+//! (`tests/dit_text.rs`); loading and full steered runs on tiny random checkpoints
+//! (`tests/sd_loading.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -154,39 +156,14 @@ impl std::fmt::Debug for Flux {
 }
 
 impl Flux {
-    /// Loads the transformer and the autoencoder from their single files: a `.gguf`
-    /// transformer is read quantized ([`super::flux_gguf`]), any other as safetensors, with
-    /// `opts.loras` merged into the transformer (every layer of them must land on it).
-    pub fn load(transformer: &Path, ae: &Path, opts: &LoadOptions) -> Result<Flux> {
-        let loras = (!opts.loras.is_empty())
-            .then(|| Loras::open(&opts.loras))
-            .transpose()?;
-        let flux = Flux::load_with_loras(transformer, ae, opts, loras.as_ref())?;
-        if let Some(l) = &loras {
-            l.check_all_used(&[Target::Denoiser])?;
-        }
-        Ok(flux)
-    }
-
-    /// [`Flux::load`] with the transformer's layers of `loras` merged (`opts.loras` is not
-    /// read: the caller opened them, and checks that every layer landed once the text encoders
-    /// have taken theirs).
-    pub fn load_with_loras(
+    /// Loads a safetensors transformer (with the layers of `loras` merged) and the
+    /// autoencoder `ae`; [`Flux::load`] is the entry point for any transformer file.
+    pub(crate) fn load_safetensors(
         transformer: &Path,
         ae: &Path,
         opts: &LoadOptions,
         loras: Option<&Arc<Loras>>,
     ) -> Result<Flux> {
-        if super::flux_gguf::is_gguf(transformer) {
-            if loras.is_some() {
-                return Err(Error::Spec(format!(
-                    "--lora on a quantized GGUF transformer (`{}`) is not supported yet; use the \
-                     safetensors transformer with --lora",
-                    transformer.display()
-                )));
-            }
-            return Flux::load_gguf(transformer, ae, opts);
-        }
         let dtype = opts.dtype.dtype();
         let device = &opts.device;
         let files = [transformer.to_path_buf()];
@@ -465,94 +442,4 @@ impl Denoiser for Flux {
             .reshape((b, c, h, w))?;
         Ok(out.to_dtype(x.dtype())?.to_device(x.device())?)
     }
-}
-
-/// A tiny FLUX configuration (transformer, autoencoder) for tests and smoke runs: width 32,
-/// 2 heads, one double and one single block, 4 latent channels, a 2-level autoencoder.
-pub fn tiny_config(guidance_embed: bool) -> (FluxConfig, AeConfig) {
-    (
-        FluxConfig {
-            in_channels: 16,
-            vec_in_dim: 8,
-            context_in_dim: 12,
-            hidden_size: 32,
-            mlp_ratio: 2.0,
-            num_heads: 2,
-            depth: 1,
-            depth_single_blocks: 1,
-            axes_dim: vec![4, 6, 6],
-            theta: 10_000,
-            qkv_bias: true,
-            guidance_embed,
-        },
-        AeConfig {
-            resolution: 32,
-            in_channels: 3,
-            ch: 32,
-            out_ch: 3,
-            ch_mult: vec![1, 1],
-            num_res_blocks: 1,
-            z_channels: 4,
-            scale_factor: AE_SCALE,
-            shift_factor: AE_SHIFT,
-        },
-    )
-}
-
-/// Fills every tensor of `vm` deterministically from `seed`: norm weights/scales 1, other
-/// weights uniform in ±1/√fan-in, biases ±0.01.
-pub(crate) fn fill(vm: &candle_nn::VarMap, seed: u64) -> Result<()> {
-    let data = vm.data().lock().expect("varmap lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
-    for name in names {
-        let var = &data[name];
-        let shape = var.dims().to_vec();
-        let numel: usize = shape.iter().product();
-        let fan_in = (numel / shape.first().copied().unwrap_or(1).max(1)).max(1);
-        let is_norm = name.contains("norm");
-        let values: Vec<f32> = (0..numel)
-            .map(|_| {
-                let u = next();
-                if is_norm && (name.ends_with("weight") || name.ends_with("scale")) {
-                    1.0
-                } else if name.ends_with("bias") {
-                    (0.01 * u) as f32
-                } else {
-                    (u / (fan_in as f64).sqrt()) as f32
-                }
-            })
-            .collect();
-        var.set(&Tensor::from_vec(values, shape, var.device())?)?;
-    }
-    Ok(())
-}
-
-/// Writes random (deterministic in `seed`) FLUX checkpoints in the original single-file
-/// layout: `dir/flux.safetensors` (top-level names) and `dir/ae.safetensors`. For tests.
-pub fn write_random_checkpoints(
-    dir: &Path,
-    config: &FluxConfig,
-    ae: &AeConfig,
-    seed: u64,
-) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let dev = Device::Cpu;
-    let vm = candle_nn::VarMap::new();
-    FluxModel::new(config, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    fill(&vm, seed)?;
-    let model = dir.join("flux.safetensors");
-    vm.save(&model)?;
-    let vm = candle_nn::VarMap::new();
-    AutoEncoder::new(ae, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    fill(&vm, seed.wrapping_add(1))?;
-    let ae_path = dir.join("ae.safetensors");
-    vm.save(&ae_path)?;
-    Ok((model, ae_path))
 }

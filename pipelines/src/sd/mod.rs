@@ -24,6 +24,8 @@
 //! * [`flux`] — FLUX.1 transformer + autoencoder from the original single files;
 //! * [`flux_transformer`] — FLUX's transformer with float or quantized weights;
 //! * [`flux_gguf`] — FLUX transformers from GGUF (city96's layout), kept quantized;
+//! * [`flux_tiny`] — tiny random FLUX checkpoints for tests and smoke runs;
+//! * [`flux_load`] — which reader a FLUX transformer file takes (GGUF or safetensors + LoRA);
 //! * [`gguf`], [`gguf_header`] — GGUF files checked before candle reads them;
 //! * [`quantize`] — a FLUX transformer's safetensors quantized into GGUF;
 //! * [`tensor_shapes`] — tensor names and shapes over safetensors and GGUF, for configs read
@@ -32,7 +34,7 @@
 //! * [`mmdit`] — SD3 / SD3.5's MMDiT (MMDiT-X, QK-norm) from candle's parts, with a last
 //!   block of ours that applies SD3.5's QK-norm to the context keys;
 //! * [`sd3`] — SD3 / SD3.5 MMDiT + autoencoder from the original single file (tiny random
-//!   checkpoints from `sd3_tiny`, re-exported there);
+//!   checkpoints from [`sd3_tiny`]);
 //! * [`text_to_image`] — [`text_to_image::TextToImage`], one interface over SD, SD3 and FLUX
 //!   with their text encoders;
 //! * [`pipeline`] — [`StableDiffusion`], a [`steerdiff_guidance::Denoiser`] over encoded
@@ -53,6 +55,8 @@ pub mod config_reader;
 pub mod dit_text;
 pub mod flux;
 pub mod flux_gguf;
+pub mod flux_load;
+pub mod flux_tiny;
 pub mod flux_transformer;
 pub mod gguf;
 pub mod gguf_header;
@@ -65,7 +69,7 @@ pub mod preview;
 pub mod quantize;
 pub mod rewards;
 pub mod sd3;
-mod sd3_tiny;
+pub mod sd3_tiny;
 pub mod t5;
 pub mod tensor_shapes;
 pub mod text_to_image;

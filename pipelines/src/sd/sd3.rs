@@ -36,10 +36,6 @@ use super::pipeline::LoadOptions;
 use super::weights::{candle_message, open_checked};
 use crate::{Error, Result};
 
-pub use super::sd3_tiny::{
-    tiny_config, write_random_checkpoint, write_random_transformer, write_random_variant_checkpoint,
-};
-
 /// SD3's autoencoder latent scaling.
 pub const AE_SCALE: f64 = 1.5305;
 /// SD3's autoencoder latent shift.

@@ -1,5 +1,5 @@
 //! Tiny random SD3 / SD3.5 checkpoints in Stability's original single-file layout, for tests
-//! and smoke runs (re-exported from [`super::sd3`]).
+//! and smoke runs.
 //!
 //! Weights come from steerdiff's seeded generator (`fill`: biases ±0.01, other tensors uniform
 //! in ±1/√fan-in, tensors named `*norm*` one), so a file is a function of its config, variant
@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::flux::autoencoder::{AutoEncoder, Config as AeConfig};
 use candle_transformers::models::mmdit::model::Config as MmditConfig;
 
-use super::flux::fill;
+use super::flux_tiny::fill;
 use super::mmdit::{Mmdit, MmditVariant};
 use super::sd3::{AE_SCALE, AE_SHIFT};
 use crate::{Error, Result};
