@@ -117,14 +117,6 @@ fn sd3_without_t5_uses_zero_rows_and_bad_t5_configs_are_refused() {
     assert!(t5_rows.iter().all(|&v| v == 0.0));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for f in std::fs::read_dir(from).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
-    }
-}
-
 /// A second run `other`, with another prompt, succeeded and gave other latents than `first`.
 fn assert_prompt_conditions(first: &Value, other: (bool, String, Value), family: &str) {
     let (ok, err, b) = other;
@@ -208,21 +200,7 @@ fn sd3_and_flux_run_from_a_prompt_through_the_cli() {
     assert_eq!(rows, 3 * 2 * 2, "steps × particles × (cond + negative)");
     assert_prompt_conditions(&a, run_sd3("a quick fox"), "SD3");
 
-    // FLUX reads CLIP-L and T5 from tokenizer[_2]/ and text_encoder[_2]/.
-    let flux_repo = dir.path().join("flux-encoders");
-    copy_dir(&fixture().join("tokenizer"), &flux_repo.join("tokenizer"));
-    copy_dir(
-        &fixture().join("text_encoder"),
-        &flux_repo.join("text_encoder"),
-    );
-    copy_dir(
-        &fixture().join("tokenizer_3"),
-        &flux_repo.join("tokenizer_2"),
-    );
-    copy_dir(
-        &fixture().join("text_encoder_3"),
-        &flux_repo.join("text_encoder_2"),
-    );
+    let flux_repo = common::flux_encoders(dir.path());
     let (mut fcfg, fae) = flux_tiny::tiny_config(false);
     fcfg.context_in_dim = 96;
     fcfg.vec_in_dim = 32;

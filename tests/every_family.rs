@@ -43,16 +43,7 @@ fn families(dir: &Path) -> Vec<(&'static str, Vec<String>, bool)> {
     cfg.context_embed_size = 96;
     cfg.adm_in_channels = 32 + 48;
     let sd3_file = path(sd3_tiny::write_random_checkpoint(dir, &cfg, &ae, 3).unwrap());
-    // FLUX reads CLIP-L and T5 from tokenizer[_2]/ and text_encoder[_2]/.
-    let flux_enc = dir.join("flux-encoders");
-    for (from, to) in [
-        ("tokenizer", "tokenizer"),
-        ("text_encoder", "text_encoder"),
-        ("tokenizer_3", "tokenizer_2"),
-        ("text_encoder_3", "text_encoder_2"),
-    ] {
-        common::copy_dir(&encoders.join(from), &flux_enc.join(to));
-    }
+    let flux_enc = common::flux_encoders(dir);
     let (mut fcfg, fae) = flux_tiny::tiny_config(false);
     fcfg.context_in_dim = 96;
     fcfg.vec_in_dim = 32;

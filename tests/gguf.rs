@@ -139,21 +139,6 @@ fn quantized_tiny_flux_matches_f32_within_the_quantization_error() {
     assert_eq!(count_type(&q8, 8), 14);
 }
 
-/// The FLUX text encoders laid out as a FLUX repo (tokenizer[_2]/, text_encoder[_2]/).
-fn flux_encoders(dir: &Path) -> PathBuf {
-    let src = common::fixture("tiny-text-encoders");
-    let repo = dir.join("flux-encoders");
-    for (from, to) in [
-        ("tokenizer", "tokenizer"),
-        ("text_encoder", "text_encoder"),
-        ("tokenizer_3", "tokenizer_2"),
-        ("text_encoder_3", "text_encoder_2"),
-    ] {
-        common::copy_dir(&src.join(from), &repo.join(to));
-    }
-    repo
-}
-
 /// A Q4_K tiny FLUX from `steerdiff quantize`, FK-steered through `generate`, writes its
 /// images and records the GGUF among its weights.
 #[test]
@@ -163,7 +148,7 @@ fn fk_steered_run_on_a_q4_k_flux_through_the_cli() {
     let gguf = dir.path().join("flux-q4_k.gguf");
     let o = quantize(&model, &gguf, "q4_k", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let enc = flux_encoders(dir.path());
+    let enc = common::flux_encoders(dir.path());
     let out = dir.path().join("out");
     let p = |p: &Path| p.display().to_string();
     let o = steerdiff(&[

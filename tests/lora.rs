@@ -333,16 +333,7 @@ fn a_flux_lora_matches_diffusers() {
 fn a_flux_lora_runs_through_the_cli() {
     use steerdiff::pipelines::sd::flux_tiny;
     let dir = tempfile::tempdir().unwrap();
-    let encoders = fixture("tiny-text-encoders");
-    let enc = dir.path().join("flux-encoders");
-    for (from, to) in [
-        ("tokenizer", "tokenizer"),
-        ("text_encoder", "text_encoder"),
-        ("tokenizer_3", "tokenizer_2"),
-        ("text_encoder_3", "text_encoder_2"),
-    ] {
-        common::copy_dir(&encoders.join(from), &enc.join(to));
-    }
+    let enc = common::flux_encoders(dir.path());
     let (mut cfg, ae_cfg) = flux_tiny::tiny_config(false);
     cfg.context_in_dim = 96;
     cfg.vec_in_dim = 32;

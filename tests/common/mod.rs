@@ -131,3 +131,19 @@ pub fn steerdiff(args: &[&str]) -> std::process::Output {
         .output()
         .expect("run steerdiff")
 }
+
+/// The tiny text encoders laid out as a FLUX repo (`tokenizer[_2]/`, `text_encoder[_2]/`: CLIP-L
+/// and T5) in `dir/flux-encoders`.
+pub fn flux_encoders(dir: &Path) -> PathBuf {
+    let src = fixture("tiny-text-encoders");
+    let repo = dir.join("flux-encoders");
+    for (from, to) in [
+        ("tokenizer", "tokenizer"),
+        ("text_encoder", "text_encoder"),
+        ("tokenizer_3", "tokenizer_2"),
+        ("text_encoder_3", "text_encoder_2"),
+    ] {
+        copy_dir(&src.join(from), &repo.join(to));
+    }
+    repo
+}
