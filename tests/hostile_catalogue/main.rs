@@ -24,6 +24,7 @@ mod common;
 mod files;
 mod flags;
 mod init;
+mod loras;
 mod models;
 mod plugins;
 mod setup;
@@ -88,6 +89,7 @@ fn cases() -> Vec<Case> {
     all.extend(plugins::cases());
     all.extend(files::cases());
     all.extend(init::cases());
+    all.extend(loras::cases());
     all
 }
 
