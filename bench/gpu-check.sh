@@ -4,18 +4,20 @@
 # then `CUDA_COMPUTE_CAP=80 cargo build --release --features cuda`) and runs, on the GPU:
 #   1. the tiny-sd and tiny-sdxl conformance cases through the CLI (f32, the CPU tolerance:
 #      the PNG within 2/255 of diffusers' image);
-#   2. the toy model on cuda against the cpu, and a Gaussian mixture with FK on cuda;
-#   3. the SD-1.5-size bench: one CFG UNet step in bf16, steerdiff against diffusers on the same
+#   2. the same cases from original-layout single files, and the LoRA cases (diffusers' fused
+#      LoRAs at two strengths), with the same tolerance;
+#   3. the toy model on cuda against the cpu, and a Gaussian mixture with FK on cuda;
+#   4. the SD-1.5-size bench: one CFG UNet step in bf16, steerdiff against diffusers on the same
 #      random weights (diffusers from .whl/ when the machine lacks it).
 # Results: one JSON line each on stdout and in $OUT/results.jsonl.
 #
-#   STEERDIFF_BIN=path/to/steerdiff OUT=out bash bench/gpu-check.sh [conformance toy sd15-bench]
+#   STEERDIFF_BIN=path/to/steerdiff OUT=out bash bench/gpu-check.sh [conformance models toy sd15-bench]
 set -u
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${STEERDIFF_BIN:-.gpu/steerdiff}")
 OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
-sections=${*:-conformance toy sd15-bench}
+sections=${*:-conformance models toy sd15-bench}
 
 # CUDA's libraries: PyTorch's pip packages hold them (cuBLAS, cuRAND, NVRTC, the runtime).
 site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
@@ -31,8 +33,8 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$BIN" --version
 "$BIN" generate --device cuda --steps 2 -o "$OUT/smoke" 2>&1 | tail -2
-# Seconds each section may take (the whole check stays under about 9 minutes).
-declare -A limit=([conformance]=150 [toy]=120 [sd15-bench]=240)
+# Seconds each section may take (the whole check stays under about 9.5 minutes).
+declare -A limit=([conformance]=120 [models]=120 [toy]=90 [sd15-bench]=210)
 for s in $sections; do
     echo "== $s ($(date +%T))"
     timeout "${limit[$s]:-200}" python3 bench/gpu_check.py "$s" "$BIN" "$OUT" ||

@@ -2,6 +2,7 @@
 PyTorch, no Rust): steerdiff's CUDA binary against its own CPU run and against diffusers.
 
   python3 bench/gpu_check.py conformance BIN OUT      tiny-sd / tiny-sdxl CLI cases on --device cuda
+  python3 bench/gpu_check.py models BIN OUT           the same from single files, and the LoRA cases
   python3 bench/gpu_check.py toy BIN OUT              the toy on cuda vs cpu
   python3 bench/gpu_check.py sd15-bench BIN OUT       SD-1.5-size random weights: steerdiff vs diffusers
 
@@ -40,38 +41,64 @@ def png_floats(path):
     return [v / 255.0 for v in img.tobytes()]
 
 
+def cli_case(bin_, out, check, label, case_path, model_args):
+    """One recorded diffusers case through the CLI (as tests/common/sd_cases.rs runs it)."""
+    case = json.load(open(case_path))
+    tmp = tempfile.mkdtemp()
+    sched = dict(case["scheduler_config"])
+    sched["_class_name"] = case["scheduler"]
+    sched_file = os.path.join(tmp, "scheduler.json")
+    json.dump(sched, open(sched_file, "w"))
+    argv = [bin_, "generate", "--device", DEVICE, "--dtype", "f32", *model_args,
+            "--prompt", case["prompt"]]
+    if case.get("negative_prompt") is not None:
+        argv += ["--negative", case["negative_prompt"]]
+    argv += ["--steps", str(case["num_inference_steps"]), "--cfg", str(case["guidance_scale"]),
+             "--height", str(case["height"]), "--width", str(case["width"]),
+             "--scheduler", sched_file, "--init-latents", case_path,
+             "-o", os.path.join(tmp, "out")]
+    p, secs = run(argv)
+    if p.returncode != 0:
+        record(out, check=check, case=label, ok=False, error=p.stderr.strip()[-600:])
+        return
+    got = png_floats(os.path.join(tmp, "out", "sample-0000.png"))
+    want = case["image_hwc_0_1"]
+    d255 = max(abs(a - b) for a, b in zip(got, want)) * 255
+    rec = json.load(open(os.path.join(tmp, "out", "samples.json")))["parameters"]
+    record(out, check=check, case=label, device=rec["device"], max_diff_255=round(d255, 3),
+           ok=d255 <= 2.0, seconds=round(secs, 2))
+
+
+def case_files(d):
+    return [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith(".json")]
+
+
 def conformance(bin_, out):
     """Every tiny-sd and tiny-sdxl case through the CLI, as tests/tiny_sd.rs runs them."""
     for fixture in ["tiny-sd", "tiny-sdxl"]:
         d = os.path.join(FIXTURES, fixture)
-        for name in sorted(os.listdir(d)):
-            if not name.endswith(".json"):
-                continue
-            case = json.load(open(os.path.join(d, name)))
-            tmp = tempfile.mkdtemp()
-            sched = dict(case["scheduler_config"])
-            sched["_class_name"] = case["scheduler"]
-            sched_file = os.path.join(tmp, "scheduler.json")
-            json.dump(sched, open(sched_file, "w"))
-            argv = [bin_, "generate", "--device", DEVICE, "--dtype", "f32", "--model",
-                    os.path.join(d, "pipeline"), "--prompt", case["prompt"]]
-            if case.get("negative_prompt") is not None:
-                argv += ["--negative", case["negative_prompt"]]
-            argv += ["--steps", str(case["num_inference_steps"]), "--cfg", str(case["guidance_scale"]),
-                     "--height", str(case["height"]), "--width", str(case["width"]),
-                     "--scheduler", sched_file, "--init-latents", os.path.join(d, name),
-                     "-o", os.path.join(tmp, "out")]
-            p, secs = run(argv)
-            if p.returncode != 0:
-                record(out, check="conformance", case=f"{fixture}/{name}", ok=False,
-                       error=p.stderr.strip()[-600:])
-                continue
-            got = png_floats(os.path.join(tmp, "out", "sample-0000.png"))
-            want = case["image_hwc_0_1"]
-            d255 = max(abs(a - b) for a, b in zip(got, want)) * 255
-            rec = json.load(open(os.path.join(tmp, "out", "samples.json")))["parameters"]
-            record(out, check="conformance", case=f"{fixture}/{name}", device=rec["device"],
-                   max_diff_255=round(d255, 3), ok=d255 <= 2.0, seconds=round(secs, 2))
+        for path in case_files(d):
+            cli_case(bin_, out, "conformance", f"{fixture}/{os.path.basename(path)}", path,
+                     ["--model", os.path.join(d, "pipeline")])
+
+
+def models(bin_, out):
+    """The same cases from original-layout single files (tests/single_file.rs), and the LoRA
+    cases (tests/lora.rs): diffusers' fused LoRAs at two strengths."""
+    single = os.path.join(FIXTURES, "single-file")
+    for file, fixture in [("tiny-sd", "tiny-sd"), ("tiny-sd2", "tiny-sd"),
+                          ("tiny-sdxl", "tiny-sdxl")]:
+        config = os.path.join(FIXTURES, fixture, "pipeline")
+        for path in case_files(os.path.join(FIXTURES, fixture)):
+            cli_case(bin_, out, "single-file", f"{file}/{os.path.basename(path)}", path,
+                     ["--model", os.path.join(single, f"{file}.safetensors"),
+                      "--text-encoders", config])
+    lora = os.path.join(FIXTURES, "tiny-lora")
+    for path in case_files(os.path.join(lora, "cases")):
+        case = json.load(open(path))
+        cli_case(bin_, out, "lora", os.path.basename(path), path,
+                 ["--model", os.path.join(FIXTURES, case["pipeline_fixture"], "pipeline"),
+                  "--lora", f"{os.path.join(lora, case['lora_file'])}:{case['lora_scale']}"])
 
 
 def toy(bin_, out):
@@ -199,6 +226,7 @@ if __name__ == "__main__":
     what, bin_, out = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(out, exist_ok=True)
     try:
-        {"conformance": conformance, "toy": toy, "sd15-bench": sd15_bench}[what](bin_, out)
+        {"conformance": conformance, "models": models, "toy": toy,
+         "sd15-bench": sd15_bench}[what](bin_, out)
     except Exception as e:  # one section's failure must not hide the others
         record(out, check=what, ok=False, error=f"{type(e).__name__}: {e}"[-800:])
