@@ -12,7 +12,8 @@ use candle_nn::VarBuilder;
 
 use super::ldm::{LdmCheckpoint, Part};
 use super::lora::LoraHook;
-use super::weights::{load_error, open_checked};
+use super::read_tensors::ReadTensors;
+use super::weights::load_error;
 use crate::Result;
 
 /// The weights of one pipeline component.
@@ -36,7 +37,7 @@ impl ComponentWeights {
     /// A fresh backend over the weights, diffusers-named.
     pub fn backend(&self) -> Result<Box<dyn SimpleBackend>> {
         Ok(match self {
-            ComponentWeights::Files(f) => Box::new(open_checked(f)?),
+            ComponentWeights::Files(f) => Box::new(ReadTensors::open(f)?),
             ComponentWeights::Ldm(c, part) => Box::new(c.part(part.clone())),
         })
     }

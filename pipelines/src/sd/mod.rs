@@ -5,6 +5,7 @@
 //! * [`hub`] — presets, sources (folder, Hub repo, single file), the hub cache and
 //!   `HF_HUB_OFFLINE`, bounded network waits;
 //! * [`weights`] — safetensors only, checked (truncation, dtypes, pickles refused);
+//! * [`read_tensors`] — safetensors read tensor by tensor (no map held while a model is built);
 //! * [`ldm`] — original-layout single files of SD 1.x/2.x/SDXL, read under diffusers names;
 //! * [`lora`] — LoRA files (kohya and diffusers/peft layouts) merged into the weights at load;
 //! * [`component_weights`] — a component's weights: its diffusers folder or its part of a
@@ -67,6 +68,7 @@ pub mod mmdit;
 pub mod pipeline;
 pub mod preview;
 pub mod quantize;
+pub mod read_tensors;
 pub mod rewards;
 pub mod sd3;
 pub mod sd3_tiny;

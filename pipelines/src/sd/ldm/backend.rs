@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 
 use super::names::{self, Recipe, UNetShape};
+use crate::sd::read_tensors::ReadTensors;
 
 /// One network inside a single file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +70,13 @@ impl Part {
 
 /// The diffusers-named view of one [`Part`] of a single file.
 pub struct Renamed {
-    file: Arc<MmapedSafetensors>,
+    file: Arc<ReadTensors>,
     part: Part,
 }
 
 impl Renamed {
     /// A view of `part` in `file`.
-    pub fn new(file: Arc<MmapedSafetensors>, part: Part) -> Renamed {
+    pub fn new(file: Arc<ReadTensors>, part: Part) -> Renamed {
         Renamed { file, part }
     }
 
@@ -147,6 +147,6 @@ impl SimpleBackend for Renamed {
     fn contains_tensor(&self, name: &str) -> bool {
         self.part
             .recipe(name)
-            .is_some_and(|r| self.file.get(r.source()).is_ok())
+            .is_some_and(|r| self.file.shape(r.source()).is_some())
     }
 }

@@ -22,11 +22,10 @@ pub mod names;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
-
 pub use backend::{Part, Renamed};
 pub use names::{Recipe, UNetShape};
 
+use super::read_tensors::ReadTensors;
 use crate::{Error, Result};
 
 /// The family of an original-layout Stable Diffusion file.
@@ -135,7 +134,7 @@ pub struct LdmCheckpoint {
     pub path: PathBuf,
     /// Its family.
     pub layout: Layout,
-    file: Arc<MmapedSafetensors>,
+    file: Arc<ReadTensors>,
 }
 
 impl std::fmt::Debug for LdmCheckpoint {
@@ -150,8 +149,8 @@ impl std::fmt::Debug for LdmCheckpoint {
 impl LdmCheckpoint {
     /// Opens `path` (a `.safetensors` file; pickles are refused by name) and detects its family.
     pub fn open(path: &Path) -> Result<LdmCheckpoint> {
-        let file = super::weights::open_checked(&[path.to_path_buf()])?;
-        let names: Vec<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
+        let file = ReadTensors::open(&[path.to_path_buf()])?;
+        let names = file.names();
         let layout = Layout::detect(&names, path)?;
         Ok(LdmCheckpoint {
             path: path.to_path_buf(),
