@@ -119,6 +119,19 @@ impl ReadTensors {
     }
 }
 
+/// `t` if it has the shape `s` a layer asked for `name` with, else candle's shape error.
+pub(crate) fn expect_shape(name: &str, t: Tensor, s: Shape) -> candle_core::Result<Tensor> {
+    if t.shape() == &s {
+        return Ok(t);
+    }
+    Err(candle_core::Error::UnexpectedShape {
+        msg: format!("shape mismatch for {name}"),
+        expected: s,
+        got: t.shape().clone(),
+    }
+    .bt())
+}
+
 impl SimpleBackend for ReadTensors {
     fn get(
         &self,
@@ -128,16 +141,7 @@ impl SimpleBackend for ReadTensors {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self.load(name, dev)?;
-        if t.shape() != &s {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: t.shape().clone(),
-            }
-            .bt());
-        }
-        t.to_dtype(dtype)
+        expect_shape(name, self.load(name, dev)?, s)?.to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

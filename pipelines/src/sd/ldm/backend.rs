@@ -10,7 +10,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 
 use super::names::{self, Recipe, UNetShape};
-use crate::sd::read_tensors::ReadTensors;
+use crate::sd::read_tensors::{expect_shape, ReadTensors};
 
 /// One network inside a single file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,15 +129,7 @@ impl SimpleBackend for Renamed {
         } else {
             t
         };
-        if t.dims() != s.dims() {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: t.shape().clone(),
-            }
-            .bt());
-        }
-        t.to_dtype(dtype)
+        expect_shape(name, t, s)?.to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
