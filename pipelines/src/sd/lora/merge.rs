@@ -34,7 +34,7 @@ impl WithLora {
         }
     }
 
-    /// `weight` (of the model's shape) plus every module's delta, in f32 then `dtype`.
+    /// `weight` (f32, of the model's shape) plus every module's delta, cast to `dtype`.
     fn merged(&self, name: &str, weight: Tensor, dtype: DType) -> candle_core::Result<Tensor> {
         let dims = weight.dims();
         let (out, inp) = (
@@ -45,9 +45,9 @@ impl WithLora {
             .loras
             .modules_for(self.target, &self.naming, name, (out, inp));
         if hits.is_empty() {
-            return Ok(weight);
+            return weight.to_dtype(dtype);
         }
-        let mut w = weight.to_dtype(DType::F32)?;
+        let mut w = weight;
         for hit in hits {
             let d = match &hit.rows {
                 None => self.delta(hit.file, &hit.key, hit.module, w.shape(), w.device())?,
@@ -142,12 +142,13 @@ impl SimpleBackend for WithLora {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let w = self.inner.get(s, name, h, dtype, dev)?;
+        // Read in f32 (exact for every stored float type), merged, then cast once.
+        let w = self.inner.get(s, name, h, DType::F32, dev)?;
         self.merged(name, w, dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let w = self.inner.get_unchecked(name, dtype, dev)?;
+        let w = self.inner.get_unchecked(name, DType::F32, dev)?;
         self.merged(name, w, dtype)
     }
 

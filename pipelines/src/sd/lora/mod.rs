@@ -1,6 +1,6 @@
 //! LoRA (Hu et al. 2021, *LoRA: Low-Rank Adaptation of Large Language Models*, eq. 3) merged
 //! into the weights at load time, for Stable Diffusion 1.x/2.x/XL (UNet and text encoders) and
-//! FLUX (transformer):
+//! FLUX (transformer and CLIP-L):
 //!
 //! ```text
 //! W ← W + Σ_files  scale · (alpha / r) · B · A        B = up [out, r], A = down [r, in]
@@ -8,9 +8,9 @@
 //!
 //! For a convolution (LoCon) `A` is `[r, in, kh, kw]` and `B` `[out, r, 1, 1]`; the product is
 //! taken over the flattened kernel and reshaped to `[out, in, kh, kw]`. The merge happens as
-//! each layer is built ([`merge::WithLora`] wraps the weights' backend), in f32, before the
-//! weights are cast to the run's dtype; nothing stays behind at sampling time, so a LoRA run
-//! costs what a plain one costs.
+//! each layer is built ([`merge::WithLora`] wraps the weights' backend): the stored weight is
+//! read in f32, the deltas are added in f32 and the sum is cast once to the run's dtype;
+//! nothing stays behind at sampling time, so a LoRA run costs what a plain one costs.
 //!
 //! Every module of every file must land on a weight of the model: a module that matches
 //! nothing (a LoRA for another family, a misspelt key, a network the model lacks) is an error
