@@ -34,6 +34,7 @@ use steerdiff_guidance::{
 use super::flux_transformer::FluxTransformer;
 use super::lora::{Loras, Naming, Target};
 use super::pipeline::LoadOptions;
+use super::read_tensors::ReadTensors;
 use super::weights::{candle_message, open_checked};
 use crate::{Error, Result};
 
@@ -167,8 +168,8 @@ impl Flux {
         let dtype = opts.dtype.dtype();
         let device = &opts.device;
         let files = [transformer.to_path_buf()];
-        let st = open_checked(&files)?;
-        let prefix = if st.get("img_in.weight").is_ok() {
+        let st = ReadTensors::open(&files)?;
+        let prefix = if st.shape("img_in.weight").is_some() {
             ""
         } else {
             "model.diffusion_model."

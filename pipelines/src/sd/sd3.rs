@@ -33,6 +33,7 @@ use steerdiff_guidance::{
 use super::flux::{count, dims};
 use super::mmdit::{Mmdit, MmditVariant};
 use super::pipeline::LoadOptions;
+use super::read_tensors::ReadTensors;
 use super::weights::{candle_message, open_checked};
 use crate::{Error, Result};
 
@@ -83,9 +84,9 @@ pub fn load_transformer(
     device: &Device,
     dtype: DType,
 ) -> Result<(MmditConfig, Mmdit)> {
-    let st = open_checked(&[file.to_path_buf()])?;
-    let config = infer_config(&st)?;
-    let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
+    let files = [file.to_path_buf()];
+    let config = infer_config(&open_checked(&files)?)?;
+    let vb = VarBuilder::from_backend(Box::new(ReadTensors::open(&files)?), dtype, device.clone());
     let model = Mmdit::new(&config, vb.pp("model").pp("diffusion_model")).map_err(|e| {
         Error::Spec(format!(
             "loading the SD3 MMDiT from `{}`: {}",
@@ -180,8 +181,11 @@ impl Sd3 {
             ))
         };
         let ae_dtype = opts.dtype.dtype();
-        let ae_vb =
-            VarBuilder::from_backend(Box::new(open_checked(&files)?), ae_dtype, device.clone());
+        let ae_vb = VarBuilder::from_backend(
+            Box::new(ReadTensors::open(&files)?),
+            ae_dtype,
+            device.clone(),
+        );
         let ae = AutoEncoder::new(&ae_config, ae_vb.pp("first_stage_model"))
             .map_err(|e| fail("autoencoder", e))?;
         let scale = 1 << (ae_config.ch_mult.len() - 1);

@@ -26,6 +26,16 @@ impl TensorShapes for MmapedSafetensors {
     }
 }
 
+impl TensorShapes for super::read_tensors::ReadTensors {
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.shape(name).map(<[usize]>::to_vec)
+    }
+
+    fn has_prefix(&self, prefix: &str) -> bool {
+        self.names().iter().any(|n| n.starts_with(prefix))
+    }
+}
+
 impl TensorShapes for Header {
     fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
         let t = self.tensors.iter().find(|t| t.name == name)?;
