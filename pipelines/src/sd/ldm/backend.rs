@@ -1,7 +1,7 @@
 //! A candle weight backend that serves diffusers-named tensors out of an original-layout
 //! single file, following [`super::names`]: the UNet, VAE and text encoders are built by the
 //! same code as from a diffusers folder, and nothing is copied or converted ahead of time
-//! (the file stays memory-mapped; each tensor is read when a layer asks for it).
+//! (each tensor is read from the file when a layer asks for it).
 
 use std::sync::Arc;
 

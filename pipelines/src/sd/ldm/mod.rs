@@ -128,7 +128,7 @@ impl Layout {
     }
 }
 
-/// An original-layout Stable Diffusion file, opened (memory-mapped and checked) once.
+/// An original-layout Stable Diffusion file, opened (checked and indexed) once.
 pub struct LdmCheckpoint {
     /// Where it is.
     pub path: PathBuf,
