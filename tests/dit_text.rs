@@ -344,12 +344,6 @@ fn dit_case(family: &str) -> (PathBuf, Value) {
     (dir, case)
 }
 
-/// `case[key]` shaped as `case[key_shape]`.
-fn case_tensor(case: &Value, key: &str) -> Tensor {
-    let shape: Vec<usize> = serde_json::from_value(case[format!("{key}_shape")].clone()).unwrap();
-    Tensor::from_vec(floats(&case[key]), shape, &Device::Cpu).unwrap()
-}
-
 /// Max |out − diffusers' output| and max |diffusers' output|, printed.
 fn output_error(case: &Value, out: &Tensor, family: &str) -> (f32, f32) {
     let want = floats(&case["output"]);
@@ -369,7 +363,7 @@ fn sd3_transformer_matches_diffusers_from_single_file() {
     use steerdiff::guidance::{Condition, Denoiser, StepPoint};
     use steerdiff::pipelines::sd::sd3::Sd3;
     let (dir, case) = dit_case("sd3");
-    let tensor = |key: &str| case_tensor(&case, key);
+    let tensor = |key: &str| common::case_tensor(&case, key);
     let mut sd3 = Sd3::load(
         &dir.join("sd3.safetensors"),
         &steerdiff::pipelines::sd::LoadOptions::default(),
@@ -396,10 +390,8 @@ fn sd3_transformer_matches_diffusers_from_single_file() {
 /// `make_fixture.py`), on the same inputs, with FluxPipeline's packing and position ids.
 #[test]
 fn flux_transformer_matches_diffusers() {
-    use steerdiff::guidance::{Condition, Denoiser, StepPoint};
     use steerdiff::pipelines::sd::flux::Flux;
     let (dir, case) = dit_case("flux");
-    let tensor = |key: &str| case_tensor(&case, key);
     let mut flux = Flux::load(
         &dir.join("flux.safetensors"),
         &dir.join("ae.safetensors"),
@@ -407,18 +399,7 @@ fn flux_transformer_matches_diffusers() {
     )
     .unwrap();
     assert!(flux.config.guidance_embed);
-    flux.guidance = case["guidance"].as_f64().unwrap();
-    flux.set_text_embeddings(&tensor("txt"), &tensor("vec"))
-        .unwrap();
-    let sigma = case["sigma"].as_f64().unwrap();
-    let at = StepPoint {
-        timestep: sigma * 1000.0,
-        alpha: 1.0 - sigma,
-        sigma,
-    };
-    let out = flux
-        .forward(&tensor("x"), &at, &[Condition::Null, Condition::Prompt(0)])
-        .unwrap();
+    let out = common::flux_case_output(&mut flux, &case);
     let (err, scale) = output_error(&case, &out, "FLUX");
     assert!(err <= 1e-4 * scale.max(1.0), "{err} (max |out| {scale})");
 }

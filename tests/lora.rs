@@ -10,14 +10,14 @@ mod common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use steerdiff::pipelines::sd::lora::LoraSpec;
 use steerdiff::pipelines::sd::{LoadOptions, ModelFiles, Source, StableDiffusion};
 
-use common::fixture;
 use common::sd_cases::{cli_case, run_case};
+use common::{fixture, steerdiff_offline};
 
 fn lora_dir() -> PathBuf {
     fixture("tiny-lora")
@@ -102,14 +102,6 @@ fn lora_cases_match_diffusers_through_the_cli() {
     }
 }
 
-fn steerdiff(args: &[OsString]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
-
 fn generate(model: &Path, loras: &[String], out: &Path) -> Output {
     let mut args: Vec<OsString> = vec!["generate".into(), "--model".into(), model.into()];
     for l in loras {
@@ -118,7 +110,7 @@ fn generate(model: &Path, loras: &[String], out: &Path) -> Output {
     }
     args.extend(["--prompt", "a red cat", "--steps", "2", "-o"].map(OsString::from));
     args.push(out.into());
-    steerdiff(&args)
+    steerdiff_offline(&args)
 }
 
 fn refused(o: &Output, needles: &[&str]) {
@@ -195,7 +187,7 @@ fn loras_that_do_not_fit_are_refused_by_name() {
         &generate(&sd, &[format!("{}:1e9", sd_kohya.display())], &out),
         &["scale"],
     );
-    let toy = steerdiff(&[
+    let toy = steerdiff_offline(&[
         "generate".into(),
         "--lora".into(),
         sd_kohya.clone().into(),
@@ -262,8 +254,6 @@ fn loras_stack_and_are_recorded() {
 /// case's.
 #[test]
 fn a_flux_lora_matches_diffusers() {
-    use candle_core::{Device, Tensor};
-    use steerdiff::guidance::{Condition, Denoiser, StepPoint};
     use steerdiff::pipelines::sd::flux::Flux;
     let dit = fixture("tiny-dit");
     let plain: Value =
@@ -276,11 +266,6 @@ fn a_flux_lora_matches_diffusers() {
     ] {
         let path = lora_dir().join(format!("flux-cases/flux-{layout}-s{s}.json"));
         let case: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let tensor = |key: &str| {
-            let shape: Vec<usize> =
-                serde_json::from_value(case[format!("{key}_shape")].clone()).unwrap();
-            Tensor::from_vec(common::floats(&case[key]), shape, &Device::Cpu).unwrap()
-        };
         let opts = LoadOptions {
             loras: vec![spec(&case)],
             ..LoadOptions::default()
@@ -291,20 +276,7 @@ fn a_flux_lora_matches_diffusers() {
             &opts,
         )
         .unwrap();
-        flux.guidance = case["guidance"].as_f64().unwrap();
-        flux.set_text_embeddings(&tensor("txt"), &tensor("vec"))
-            .unwrap();
-        let sigma = case["sigma"].as_f64().unwrap();
-        let at = StepPoint {
-            timestep: sigma * 1000.0,
-            alpha: 1.0 - sigma,
-            sigma,
-        };
-        let out = common::flat(
-            &flux
-                .forward(&tensor("x"), &at, &[Condition::Null, Condition::Prompt(0)])
-                .unwrap(),
-        );
+        let out = common::flat(&common::flux_case_output(&mut flux, &case));
         let max_diff = |want: &[f32]| {
             out.iter()
                 .zip(want)
@@ -386,13 +358,13 @@ fn a_flux_lora_runs_through_the_cli() {
         a
     };
     let out = dir.path().join("out");
-    let o = steerdiff(&args(&model, &out));
+    let o = steerdiff_offline(&args(&model, &out));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let record = std::fs::read_to_string(out.join("samples.json")).unwrap();
     assert!(record.contains("flux-lora.safetensors"), "{record}");
     let gguf = fixture("tiny-dit").join("flux-q8_0.gguf");
     refused(
-        &steerdiff(&args(&gguf, &dir.path().join("q"))),
+        &steerdiff_offline(&args(&gguf, &dir.path().join("q"))),
         &["GGUF", "--lora"],
     );
 }

@@ -10,15 +10,15 @@ mod common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 
 use candle_core::Device;
 use steerdiff::pipelines::sd::ldm::{Layout, LdmCheckpoint};
 use steerdiff::pipelines::sd::{LoadOptions, StableDiffusion};
 
-use common::fixture;
 use common::sd_cases::{api_cases, cli_cases};
+use common::{fixture, steerdiff_offline};
 
 /// The single file of `name` and the diffusers folder whose configs it uses.
 fn single(name: &str, config_fixture: &str) -> (PathBuf, PathBuf) {
@@ -43,14 +43,6 @@ fn model_args(name: &str, config_fixture: &str) -> Vec<OsString> {
         "--text-encoders".into(),
         config.into(),
     ]
-}
-
-fn steerdiff(args: &[OsString]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_steerdiff"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -119,7 +111,7 @@ fn prediction_overrides_the_config_scheduler() {
         }
         args.push(out.clone().into());
         args.extend(extra.iter().map(OsString::from));
-        let o = steerdiff(&args);
+        let o = steerdiff_offline(&args);
         assert!(
             o.status.success(),
             "{tag}: {}",
@@ -136,7 +128,7 @@ fn prediction_overrides_the_config_scheduler() {
 }
 
 fn refused(args: &[OsString], needles: &[&str]) {
-    let o = steerdiff(args);
+    let o = steerdiff_offline(args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -147,3 +147,39 @@ pub fn flux_encoders(dir: &Path) -> PathBuf {
     }
     repo
 }
+
+/// `steerdiff ARGS` with the Hub offline (tests never reach it), its output collected.
+pub fn steerdiff_offline(args: &[std::ffi::OsString]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_steerdiff"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("run steerdiff")
+}
+
+/// `case[key]` shaped as `case[key_shape]`.
+pub fn case_tensor(case: &Value, key: &str) -> Tensor {
+    let shape: Vec<usize> = serde_json::from_value(case[format!("{key}_shape")].clone()).unwrap();
+    Tensor::from_vec(floats(&case[key]), shape, &candle_core::Device::Cpu).unwrap()
+}
+
+/// A FLUX case of `tests/fixtures/tiny-dit/make_fixture.py` through `flux`: its guidance, text
+/// embeddings and `x` at its σ, rows answering `Null` and `Prompt(0)` as the reference batch.
+pub fn flux_case_output(flux: &mut steerdiff::pipelines::sd::flux::Flux, case: &Value) -> Tensor {
+    use steerdiff::guidance::{Condition, Denoiser, StepPoint};
+    flux.guidance = case["guidance"].as_f64().unwrap();
+    flux.set_text_embeddings(&case_tensor(case, "txt"), &case_tensor(case, "vec"))
+        .unwrap();
+    let sigma = case["sigma"].as_f64().unwrap();
+    let at = StepPoint {
+        timestep: sigma * 1000.0,
+        alpha: 1.0 - sigma,
+        sigma,
+    };
+    flux.forward(
+        &case_tensor(case, "x"),
+        &at,
+        &[Condition::Null, Condition::Prompt(0)],
+    )
+    .unwrap()
+}
