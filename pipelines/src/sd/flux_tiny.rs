@@ -30,18 +30,24 @@ pub fn tiny_config(guidance_embed: bool) -> (FluxConfig, AeConfig) {
             qkv_bias: true,
             guidance_embed,
         },
-        AeConfig {
-            resolution: 32,
-            in_channels: 3,
-            ch: 32,
-            out_ch: 3,
-            ch_mult: vec![1, 1],
-            num_res_blocks: 1,
-            z_channels: 4,
-            scale_factor: AE_SCALE,
-            shift_factor: AE_SHIFT,
-        },
+        tiny_ae_config(AE_SCALE, AE_SHIFT),
     )
+}
+
+/// The tiny autoencoder of the FLUX and SD3 test checkpoints (32 channels, 2 levels, one
+/// block each, 4 latent channels) with a family's latent scale and shift.
+pub fn tiny_ae_config(scale_factor: f64, shift_factor: f64) -> AeConfig {
+    AeConfig {
+        resolution: 32,
+        in_channels: 3,
+        ch: 32,
+        out_ch: 3,
+        ch_mult: vec![1, 1],
+        num_res_blocks: 1,
+        z_channels: 4,
+        scale_factor,
+        shift_factor,
+    }
 }
 
 /// Fills every tensor of `vm` deterministically from `seed`: norm weights/scales 1, other

@@ -46,6 +46,8 @@ struct HeaderEntry {
 #[derive(Debug)]
 pub struct ReadTensors {
     files: Vec<PathBuf>,
+    /// The files, open for positioned reads (`pread` needs no seek, so `&File` is enough).
+    handles: Vec<File>,
     index: HashMap<String, Entry>,
 }
 
@@ -54,6 +56,7 @@ impl ReadTensors {
     pub fn open(files: &[PathBuf]) -> Result<ReadTensors> {
         drop(super::weights::open_checked(files)?);
         let mut index = HashMap::new();
+        let mut handles = Vec::with_capacity(files.len());
         for (i, path) in files.iter().enumerate() {
             let bad = |e: String| Error::Spec(format!("`{}`: {e}", path.display()));
             let mut f = File::open(path).map_err(|e| bad(e.to_string()))?;
@@ -65,6 +68,7 @@ impl ReadTensors {
             f.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
             let map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+            handles.push(f);
             for (name, v) in map {
                 if name == "__metadata__" {
                     continue;
@@ -85,6 +89,7 @@ impl ReadTensors {
         }
         Ok(ReadTensors {
             files: files.to_vec(),
+            handles,
             index,
         })
     }
@@ -95,8 +100,8 @@ impl ReadTensors {
             candle_core::bail!("cannot find tensor {name}")
         };
         let mut bytes = vec![0u8; e.len];
-        File::open(&self.files[e.file])
-            .and_then(|f| f.read_exact_at(&mut bytes, e.start))
+        self.handles[e.file]
+            .read_exact_at(&mut bytes, e.start)
             .map_err(|err| {
                 candle_core::Error::Msg(format!(
                     "reading `{name}` from `{}`: {err}",
@@ -114,8 +119,8 @@ impl ReadTensors {
     }
 
     /// Every tensor name.
-    pub fn names(&self) -> Vec<String> {
-        self.index.keys().cloned().collect()
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
     }
 }
 

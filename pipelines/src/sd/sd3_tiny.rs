@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::flux::autoencoder::{AutoEncoder, Config as AeConfig};
 use candle_transformers::models::mmdit::model::Config as MmditConfig;
 
-use super::flux_tiny::fill;
+use super::flux_tiny::{fill, tiny_ae_config};
 use super::mmdit::{Mmdit, MmditVariant};
 use super::sd3::{AE_SCALE, AE_SHIFT};
 use crate::{Error, Result};
@@ -35,17 +35,7 @@ pub fn tiny_config() -> (MmditConfig, AeConfig) {
             context_embed_size: 12,
             frequency_embedding_size: 32,
         },
-        AeConfig {
-            resolution: 32,
-            in_channels: 3,
-            ch: 32,
-            out_ch: 3,
-            ch_mult: vec![1, 1],
-            num_res_blocks: 1,
-            z_channels: 4,
-            scale_factor: AE_SCALE,
-            shift_factor: AE_SHIFT,
-        },
+        tiny_ae_config(AE_SCALE, AE_SHIFT),
     )
 }
 

@@ -32,7 +32,7 @@ impl TensorShapes for super::read_tensors::ReadTensors {
     }
 
     fn has_prefix(&self, prefix: &str) -> bool {
-        self.names().iter().any(|n| n.starts_with(prefix))
+        self.names().any(|n| n.starts_with(prefix))
     }
 }
 

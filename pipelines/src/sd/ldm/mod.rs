@@ -150,7 +150,7 @@ impl LdmCheckpoint {
     /// Opens `path` (a `.safetensors` file; pickles are refused by name) and detects its family.
     pub fn open(path: &Path) -> Result<LdmCheckpoint> {
         let file = ReadTensors::open(&[path.to_path_buf()])?;
-        let names = file.names();
+        let names: Vec<String> = file.names().map(str::to_string).collect();
         let layout = Layout::detect(&names, path)?;
         Ok(LdmCheckpoint {
             path: path.to_path_buf(),
