@@ -122,7 +122,12 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Model> {
     }
     let dtype = opts
         .dtype
-        .unwrap_or_else(|| default_dtype(text_family(spec), &opts.device));
+        // On the CPU every family runs in f32, so the family (a header read for single files)
+        // is looked up only for a GPU.
+        .unwrap_or_else(|| {
+            let family = (!opts.device.is_cpu()).then(|| text_family(spec)).flatten();
+            default_dtype(family, &opts.device)
+        });
     let mut sd_opts = sd::LoadOptions {
         dtype,
         device: opts.device.clone(),
