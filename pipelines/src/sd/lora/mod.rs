@@ -146,11 +146,6 @@ impl Loras {
         }))
     }
 
-    /// The files and their scales.
-    pub fn specs(&self) -> Vec<LoraSpec> {
-        self.files.iter().map(|o| o.spec.clone()).collect()
-    }
-
     /// `inner` with the modules of `target` merged into its weights.
     pub fn wrap(
         self: &Arc<Self>,
