@@ -25,6 +25,7 @@ pub mod error;
 pub mod fs;
 pub mod gaussian;
 pub mod gmm;
+pub mod kernels;
 pub mod model;
 pub mod reward;
 pub mod sd;

@@ -76,6 +76,7 @@ pub mod t5;
 pub mod tensor_shapes;
 pub mod text_to_image;
 pub mod unet;
+mod unet_blocks;
 pub mod vae;
 pub mod weights;
 

@@ -19,28 +19,15 @@
 //! does the same; candle's UNet computes them in the weights' dtype).
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 use candle_transformers::models::stable_diffusion::unet_2d::BlockConfig;
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
-    DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
-    UpBlock2D, UpBlock2DConfig,
-};
 
 use super::config::{AddedConditioning, UNetConfig};
-
-#[derive(Debug)]
-enum Down {
-    Plain(DownBlock2D),
-    CrossAttn(CrossAttnDownBlock2D),
-}
-
-#[derive(Debug)]
-enum Up {
-    Plain(UpBlock2D),
-    CrossAttn(CrossAttnUpBlock2D),
-}
+use super::unet_blocks::{
+    BlockSpec, Conv2d, DownBlock, MidBlock, NormSpec, TransformerSpec, UpBlock,
+};
+use crate::kernels::GroupNorm;
 
 /// SDXL's added embedding: `add_time_proj` (per-id sinusoids) and `add_embedding` (MLP).
 #[derive(Debug)]
@@ -66,9 +53,9 @@ pub struct UNet {
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     added: Option<Added>,
-    down: Vec<Down>,
-    mid: UNetMidBlock2DCrossAttn,
-    up: Vec<Up>,
+    down: Vec<DownBlock>,
+    mid: MidBlock,
+    up: Vec<UpBlock>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
     config: UNetConfig,
@@ -83,11 +70,7 @@ impl UNet {
         let base = blocks[0].out_channels;
         let last = blocks[n - 1];
         let temb = base * 4;
-        let conv = candle_nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let conv_in = candle_nn::conv2d(config.in_channels, base, 3, conv, vb.pp("conv_in"))?;
+        let conv_in = Conv2d::same3(vb.pp("conv_in"), config.in_channels, base)?;
         let time_proj = Timesteps::new(base, c.flip_sin_to_cos, c.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), base, temb)?;
         let added = match config.added {
@@ -98,7 +81,21 @@ impl UNet {
             }),
             None => None,
         };
-        let flash = false;
+        let norm = NormSpec {
+            groups: c.norm_num_groups,
+            eps: c.norm_eps,
+        };
+        let spec = |b: &BlockConfig| BlockSpec {
+            layers: c.layers_per_block,
+            norm,
+            temb,
+            transformer: b.use_cross_attn.map(|depth| TransformerSpec {
+                heads: b.attention_head_dim,
+                depth,
+                context_dim: c.cross_attention_dim,
+                linear_projection: c.use_linear_projection,
+            }),
+        };
         let mut down = Vec::with_capacity(n);
         for (i, b) in blocks.iter().enumerate() {
             let in_ch = if i == 0 {
@@ -106,55 +103,31 @@ impl UNet {
             } else {
                 blocks[i - 1].out_channels
             };
-            let cfg = DownBlock2DConfig {
-                num_layers: c.layers_per_block,
-                resnet_eps: c.norm_eps,
-                resnet_groups: c.norm_num_groups,
-                add_downsample: i + 1 < n,
-                downsample_padding: c.downsample_padding,
-                ..Default::default()
-            };
+            let downsample = (i + 1 < n).then_some(c.downsample_padding);
             let vb = vb.pp("down_blocks").pp(i);
-            down.push(match b.use_cross_attn {
-                Some(layers) => Down::CrossAttn(CrossAttnDownBlock2D::new(
-                    vb,
-                    in_ch,
-                    b.out_channels,
-                    Some(temb),
-                    flash,
-                    CrossAttnDownBlock2DConfig {
-                        downblock: cfg,
-                        attn_num_head_channels: b.attention_head_dim,
-                        cross_attention_dim: c.cross_attention_dim,
-                        sliced_attention_size: None,
-                        use_linear_projection: c.use_linear_projection,
-                        transformer_layers_per_block: layers,
-                    },
-                )?),
-                None => Down::Plain(DownBlock2D::new(
-                    vb,
-                    in_ch,
-                    b.out_channels,
-                    Some(temb),
-                    cfg,
-                )?),
-            });
+            down.push(DownBlock::load(
+                vb,
+                in_ch,
+                b.out_channels,
+                spec(b),
+                downsample,
+            )?);
         }
-        let mid = UNetMidBlock2DCrossAttn::new(
+        // The mid block always cross-attends, with the last block's heads and depth.
+        let mid_spec = BlockSpec {
+            transformer: Some(TransformerSpec {
+                heads: last.attention_head_dim,
+                depth: last.use_cross_attn.unwrap_or(1),
+                context_dim: c.cross_attention_dim,
+                linear_projection: c.use_linear_projection,
+            }),
+            ..spec(&last)
+        };
+        let mid = MidBlock::load(
             vb.pp("mid_block"),
             last.out_channels,
-            Some(temb),
-            flash,
-            UNetMidBlock2DCrossAttnConfig {
-                resnet_eps: c.norm_eps,
-                output_scale_factor: c.mid_block_scale_factor,
-                cross_attn_dim: c.cross_attention_dim,
-                attn_num_head_channels: last.attention_head_dim,
-                resnet_groups: Some(c.norm_num_groups),
-                use_linear_projection: c.use_linear_projection,
-                transformer_layers_per_block: last.use_cross_attn.unwrap_or(1),
-                ..Default::default()
-            },
+            mid_spec,
+            c.mid_block_scale_factor,
         )?;
         let mut up = Vec::with_capacity(n);
         for i in 0..n {
@@ -165,44 +138,19 @@ impl UNet {
                 blocks[n - i].out_channels
             };
             let skip = blocks[if i + 1 == n { 0 } else { n - i - 2 }].out_channels;
-            let cfg = UpBlock2DConfig {
-                num_layers: c.layers_per_block + 1,
-                resnet_eps: c.norm_eps,
-                resnet_groups: c.norm_num_groups,
-                add_upsample: i + 1 < n,
-                ..Default::default()
-            };
             let vb = vb.pp("up_blocks").pp(i);
-            up.push(match b.use_cross_attn {
-                Some(layers) => Up::CrossAttn(CrossAttnUpBlock2D::new(
-                    vb,
-                    skip,
-                    prev,
-                    b.out_channels,
-                    Some(temb),
-                    flash,
-                    CrossAttnUpBlock2DConfig {
-                        upblock: cfg,
-                        attn_num_head_channels: b.attention_head_dim,
-                        cross_attention_dim: c.cross_attention_dim,
-                        sliced_attention_size: None,
-                        use_linear_projection: c.use_linear_projection,
-                        transformer_layers_per_block: layers,
-                    },
-                )?),
-                None => Up::Plain(UpBlock2D::new(
-                    vb,
-                    skip,
-                    prev,
-                    b.out_channels,
-                    Some(temb),
-                    cfg,
-                )?),
-            });
+            up.push(UpBlock::load(
+                vb,
+                skip,
+                prev,
+                b.out_channels,
+                spec(&b),
+                i + 1 < n,
+            )?);
         }
         let norm_out =
-            candle_nn::group_norm(c.norm_num_groups, base, c.norm_eps, vb.pp("conv_norm_out"))?;
-        let conv_out = candle_nn::conv2d(base, config.out_channels, 3, conv, vb.pp("conv_out"))?;
+            GroupNorm::load(vb.pp("conv_norm_out"), c.norm_num_groups, base, c.norm_eps)?;
+        let conv_out = Conv2d::same3(vb.pp("conv_out"), base, config.out_channels)?;
         Ok(UNet {
             conv_in,
             time_proj,
@@ -287,14 +235,11 @@ impl UNet {
         let mut x = self.conv_in.forward(&x)?;
         let mut skips = vec![x.clone()];
         for block in &self.down {
-            let (y, res) = match block {
-                Down::Plain(b) => b.forward(&x, Some(&emb))?,
-                Down::CrossAttn(b) => b.forward(&x, Some(&emb), Some(context))?,
-            };
+            let (y, res) = block.forward(&x, &emb, context)?;
             skips.extend(res);
             x = y;
         }
-        let mut x = self.mid.forward(&x, Some(&emb), Some(context))?;
+        let mut x = self.mid.forward(&x, &emb, context)?;
         let n = self.up.len();
         for (i, block) in self.up.iter().enumerate() {
             let res = skips.split_off(skips.len() - (c.layers_per_block + 1));
@@ -305,14 +250,8 @@ impl UNet {
                 }
                 _ => None,
             };
-            x = match block {
-                Up::Plain(b) => b.forward(&x, &res, Some(&emb), upsample_size)?,
-                Up::CrossAttn(b) => {
-                    b.forward(&x, &res, Some(&emb), upsample_size, Some(context))?
-                }
-            };
+            x = block.forward(&x, &res, &emb, upsample_size, context)?;
         }
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
-        self.conv_out.forward(&x)
+        self.conv_out.forward(&self.norm_out.forward(&x, true)?)
     }
 }

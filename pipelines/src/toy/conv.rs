@@ -17,6 +17,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use candle_nn::Linear;
 
+use crate::kernels::contiguous_f32;
+
 /// Gathers the 3×3 neighbourhood of every pixel: `[B, H, W, C] → [B, H, W, 9·C]`, tap-major
 /// (`(dy + 1)·3 + (dx + 1)` selects the block of `C`), zero outside the image.
 #[derive(Debug, Clone, Copy)]
@@ -25,21 +27,6 @@ pub struct Im2Col;
 /// The adjoint of [`Im2Col`]: scatter-adds `[B, H, W, 9·C]` back to `[B, H, W, C]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Col2Im;
-
-/// The f32 data of a contiguous CPU tensor, or an error naming `op`.
-pub(crate) fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = storage else {
-        candle_core::bail!("{op}: f32 tensors only")
-    };
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
-    }
-}
 
 /// The in-image neighbours of pixel `(i, j)`: `(tap, source pixel index)`.
 fn neighbours(i: usize, j: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize)> {

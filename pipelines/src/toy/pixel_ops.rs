@@ -19,7 +19,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::conv::contiguous_f32;
+use crate::kernels::contiguous_f32;
 
 /// The LayerNorm ε.
 const EPS: f32 = 1e-6;

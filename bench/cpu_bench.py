@@ -1,0 +1,145 @@
+"""CPU speed, side by side: steerdiff and diffusers on the same weights, same threads, one run.
+
+  python3 bench/cpu_bench.py BIN [unet] [tiny-sd] [--sizes 256,512] [--threads N] [--sd15 DIR]
+
+  unet      one CFG step of an SD-1.5-size UNet (batch 2: conditional + unconditional rows), at
+            each size: diffusers' `unet(...)` call against `steerdiff bench`'s forward at batch 2
+            (both a median after one warm-up). The random-weight pipeline is made with
+            diffusers (bench/gpu_check.py's make_sd15, about 4 GB, once; --sd15 reuses one).
+  tiny-sd   the tiny-sd fixture pipeline, 25 DDIM steps, CFG 7.5, 16×16, 7 images of one prompt:
+            diffusers' pipeline call (num_images_per_prompt=7) against `steerdiff bench`'s whole
+            run with the 7 images in one batch (`--batch-groups 7`) and one at a time (the
+            default), each the median of 5 (loading excluded from both).
+
+Prints one JSON line per figure and a table of ratios (steerdiff time / diffusers time: below 1
+is faster). Needs torch and diffusers (bench/requirements.txt) and a release build of steerdiff.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def steerdiff_bench(bin_, threads, bench_args, generate_args):
+    argv = [bin_, "--threads", str(threads), "bench", "--json", *bench_args, "--", *generate_args]
+    p = subprocess.run(argv, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"steerdiff bench failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
+    return json.loads(p.stdout)
+
+
+def median_time(f, repeats, warmup=1):
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times), max(times)
+
+
+def unet_step(bin_, threads, sizes, sd15, rows):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from gpu_check import make_sd15
+
+    if not os.path.exists(os.path.join(sd15, "model_index.json")):
+        make_sd15(sd15)
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(sd15, "unet")).eval()
+    length = json.load(open(os.path.join(sd15, "tokenizer", "tokenizer_config.json")))["model_max_length"]
+    for size in sizes:
+        torch.manual_seed(0)
+        lat = torch.randn(2, 4, size // 8, size // 8)
+        ctx = torch.randn(2, length, 768)
+        with torch.no_grad():
+            med, lo, hi = median_time(lambda: unet(lat, 500, encoder_hidden_states=ctx), 3)
+        # FLOPs of the step, by torch's counter (multiply-adds count 2).
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            unet(lat, 500, encoder_hidden_states=ctx)
+        flops = fc.get_total_flops()
+        rows.append(dict(work=f"SD-1.5-size UNet, one CFG step (batch 2), {size} px", impl="diffusers",
+                         seconds=med, min=lo, max=hi, gflops_per_s=flops / med / 1e9, tflop=flops / 1e12))
+        print(json.dumps(rows[-1]), flush=True)
+        report = steerdiff_bench(bin_, threads, ["--batches", "2", "--warmup", "1", "--repeats", "3", "--runs", "0"],
+                                 ["-m", sd15, "-p", "a cat", "-H", str(size), "-W", str(size), "--cfg", "7.5"])
+        s = report["forward"][0]["seconds"]
+        rows.append(dict(work=rows[-1]["work"], impl="steerdiff", seconds=s["median"], min=s["min"],
+                         max=s["max"], gflops_per_s=flops / s["median"] / 1e9, tflop=flops / 1e12))
+        print(json.dumps(rows[-1]), flush=True)
+    del unet
+
+
+def tiny_sd(bin_, threads, rows):
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    folder = os.path.join(ROOT, "tests", "fixtures", "tiny-sd", "pipeline")
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    work = "tiny-sd pipeline, 25 DDIM steps, CFG 7.5, 16×16, 7 images (per image)"
+
+    def call():
+        pipe("a cat", num_images_per_prompt=7, num_inference_steps=25, guidance_scale=7.5,
+             height=16, width=16, generator=torch.Generator().manual_seed(0), output_type="np")
+
+    with torch.no_grad():
+        med, lo, hi = median_time(call, 5)
+    rows.append(dict(work=work, impl="diffusers (batch 7)", seconds=med / 7, min=lo / 7, max=hi / 7))
+    print(json.dumps(rows[-1]), flush=True)
+    for groups, label in [(7, "steerdiff (batch 7)"), (1, "steerdiff (one image at a time)")]:
+        runs = []
+        for _ in range(5):
+            report = steerdiff_bench(bin_, threads, ["--batches", "1", "--warmup", "0", "--repeats", "1", "--runs", "1"],
+                                     ["-m", folder, "-p", "a cat", "-H", "16", "-W", "16", "--cfg", "7.5",
+                                      "--steps", "25", "--scheduler", "ddim", "-n", "7", "--batch-groups", str(groups)])
+            runs.append(report["run"]["wall_s"] / 7)
+        rows.append(dict(work=work, impl=label, seconds=statistics.median(runs), min=min(runs), max=max(runs)))
+        print(json.dumps(rows[-1]), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bin")
+    ap.add_argument("sections", nargs="*", default=["unet", "tiny-sd"])
+    ap.add_argument("--sizes", default="256,512")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--sd15", default=os.path.join(tempfile.gettempdir(), "steerdiff-sd15-random"))
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    rows = []
+    for s in a.sections:
+        if s == "unet":
+            unet_step(a.bin, a.threads, [int(x) for x in a.sizes.split(",")], a.sd15, rows)
+        elif s == "tiny-sd":
+            tiny_sd(a.bin, a.threads, rows)
+        else:
+            sys.exit(f"unknown section {s!r}: unet or tiny-sd")
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"\n{cpu}, {a.threads} threads, torch {torch.__version__}")
+    print(f"{'work':<72} {'impl':<32} {'seconds':>9} {'ratio':>7}")
+    base = {}
+    for r in rows:
+        if r["impl"].startswith("diffusers"):
+            base[r["work"]] = r["seconds"]
+        ratio = r["seconds"] / base[r["work"]]
+        extra = f"  {r['gflops_per_s']:.0f} GFLOP/s" if "gflops_per_s" in r else ""
+        print(f"{r['work']:<72} {r['impl']:<32} {r['seconds']:>9.4f} {ratio:>6.2f}×{extra}")
+
+
+if __name__ == "__main__":
+    main()
