@@ -22,6 +22,7 @@
 
 pub mod attention;
 pub mod conv2d;
+pub mod geglu;
 pub mod group_norm;
 mod im2col;
 pub mod linear;
@@ -29,6 +30,7 @@ pub mod vector_math;
 
 pub use attention::attention;
 pub use conv2d::{conv2d, Conv2dParams};
+pub use geglu::geglu;
 pub use group_norm::GroupNorm;
 pub use linear::Linear;
 

@@ -9,13 +9,13 @@
 //! y = proj_out(h) + x
 //! ```
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{LayerNorm, Module, VarBuilder};
 
 use super::attention::Attention;
 use super::resnet::NormSpec;
 use super::Conv2d;
-use crate::kernels::{Conv2dParams, GroupNorm, Linear};
+use crate::kernels::{self, Conv2dParams, GroupNorm, Linear};
 
 /// The shape of a spatial transformer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +52,8 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.proj_in.forward(x)?;
-        let inner = h.dim(D::Minus1)? / 2;
-        let (a, gate) = (
-            h.narrow(D::Minus1, 0, inner)?,
-            h.narrow(D::Minus1, inner, inner)?,
-        );
-        self.proj_out.forward(&(a * gate.gelu_erf()?)?)
+        self.proj_out
+            .forward(&kernels::geglu(&self.proj_in.forward(x)?)?)
     }
 }
 
