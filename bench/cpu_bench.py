@@ -4,7 +4,8 @@
 
   unet      one CFG step of an SD-1.5-size UNet (batch 2: conditional + unconditional rows), at
             each size: diffusers' `unet(...)` call against `steerdiff bench`'s forward at batch 2
-            (both a median after one warm-up). The random-weight pipeline is made with
+            (both a median after one warm-up); and the VAE's decode of one image, diffusers'
+            `vae.decode` against `bench`'s decode. The random-weight pipeline is made with
             diffusers (bench/gpu_check.py's make_sd15, about 4 GB, once; --sd15 reuses one).
   tiny-sd   the tiny-sd fixture pipeline, 25 DDIM steps, CFG 7.5, 16×16, 7 images of one prompt:
             diffusers' pipeline call (num_images_per_prompt=7) against `steerdiff bench`'s whole
@@ -55,7 +56,10 @@ def unet_step(bin_, threads, sizes, sd15, rows):
 
     if not os.path.exists(os.path.join(sd15, "model_index.json")):
         make_sd15(sd15)
+    from diffusers import AutoencoderKL
+
     unet = UNet2DConditionModel.from_pretrained(os.path.join(sd15, "unet")).eval()
+    vae = AutoencoderKL.from_pretrained(os.path.join(sd15, "vae")).eval()
     length = json.load(open(os.path.join(sd15, "tokenizer", "tokenizer_config.json")))["model_max_length"]
     for size in sizes:
         torch.manual_seed(0)
@@ -78,7 +82,15 @@ def unet_step(bin_, threads, sizes, sd15, rows):
         rows.append(dict(work=rows[-1]["work"], impl="steerdiff", seconds=s["median"], min=s["min"],
                          max=s["max"], gflops_per_s=flops / s["median"] / 1e9, tflop=flops / 1e12))
         print(json.dumps(rows[-1]), flush=True)
-    del unet
+        work = f"SD-1.5-size VAE, decode one image, {size} px"
+        with torch.no_grad():
+            med, lo, hi = median_time(lambda: vae.decode(lat[:1]), 3)
+        rows.append(dict(work=work, impl="diffusers", seconds=med, min=lo, max=hi))
+        print(json.dumps(rows[-1]), flush=True)
+        d = report["decode_per_image"]
+        rows.append(dict(work=work, impl="steerdiff", seconds=d["median"], min=d["min"], max=d["max"]))
+        print(json.dumps(rows[-1]), flush=True)
+    del unet, vae
 
 
 def tiny_sd(bin_, threads, rows):

@@ -190,13 +190,16 @@ const JOINT_PIXELS: usize = 2048;
 
 /// `rows` rows of `len` values, row `r` filled with `bias[r % bias.len()]` (zeros without).
 fn biased(rows: usize, len: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let mut y = vec![0f32; rows * len];
-    if let Some(bias) = bias {
-        for (r, &b) in y.chunks_exact_mut(len).zip(bias.iter().cycle()) {
-            r.fill(b);
+    match bias {
+        Some(bias) => {
+            let mut y = Vec::with_capacity(rows * len);
+            for &b in bias.iter().cycle().take(rows) {
+                y.resize(y.len() + len, b);
+            }
+            y
         }
+        None => vec![0f32; rows * len],
     }
-    y
 }
 
 fn forward(

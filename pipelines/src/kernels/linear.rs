@@ -19,6 +19,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A layer from its weight `[N, K]` and optional bias `[N]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias }
+    }
+
     /// A layer from `in_dim` to `out_dim` features, read from `vb` (`weight`, and `bias` when
     /// `bias` is true).
     pub fn load(

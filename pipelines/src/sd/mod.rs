@@ -78,6 +78,7 @@ pub mod text_to_image;
 pub mod unet;
 mod unet_blocks;
 pub mod vae;
+pub mod vae_decoder;
 pub mod weights;
 
 pub use hub::{preset, Family, HubSettings, ModelFiles, Preset, SingleFile, Source, PRESETS};

@@ -9,13 +9,14 @@ use super::component_weights::ComponentWeights;
 use super::config::{ConfigReader, VaeConfig};
 use super::hub::ModelFiles;
 use super::ldm::{LdmCheckpoint, Part};
+use super::vae_decoder::VaeDecoder;
 use super::weights::component_weights;
 use crate::{Error, Result};
 
 /// A loaded VAE with its scaling: pipeline latents are `scaling · (z − shift)`.
 #[derive(Debug)]
 pub struct Vae {
-    model: AutoEncoderKL,
+    decoder: VaeDecoder,
     /// Its configuration.
     pub config: VaeConfig,
     dtype: DType,
@@ -87,11 +88,11 @@ impl Vae {
                 ComponentWeights::Files(component_weights(files, "vae", "diffusion_pytorch_model")?)
             }
         };
-        let model = weights.build("the VAE", dtype, device, None, |vb| {
-            AutoEncoderKL::new(vb, 3, 3, config.candle.clone())
+        let decoder = weights.build("the VAE", dtype, device, None, |vb| {
+            VaeDecoder::load(vb, &config.candle)
         })?;
         Ok(Vae {
-            model,
+            decoder,
             config,
             dtype,
             weights,
@@ -107,7 +108,7 @@ impl Vae {
             .to_dtype(DType::F32)?
             .affine(1.0 / self.config.scaling_factor, self.config.shift_factor)?
             .to_dtype(self.dtype)?;
-        Ok(self.model.decode(&z)?.to_dtype(DType::F32)?)
+        Ok(self.decoder.forward(&z)?.to_dtype(DType::F32)?)
     }
 
     /// Encodes images in `[0, 1]` (`[B, 3, H, W]`) to pipeline latents

@@ -1,4 +1,5 @@
-//! The blocks of diffusers' `UNet2DConditionModel` (SD 1.x/2.x/XL), written over
+//! The blocks of diffusers' `UNet2DConditionModel` (SD 1.x/2.x/XL) and of its VAE's decoder
+//! ([`super::vae_decoder`]), written over
 //! [`crate::kernels`] so that the convolutions, attention and group norms run on the fast CPU
 //! kernels (and on candle's ops elsewhere). Weight names are diffusers'.
 //!
@@ -19,7 +20,7 @@ mod resnet;
 mod transformer;
 
 pub(crate) use blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
-pub(crate) use resnet::NormSpec;
+pub(crate) use resnet::{NormSpec, ResnetBlock};
 pub(crate) use transformer::TransformerSpec;
 
 use candle_core::{Result, Tensor};
