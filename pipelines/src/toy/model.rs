@@ -482,20 +482,42 @@ mod tests {
 
     #[test]
     fn a_prediction_does_not_depend_on_the_batch_it_is_computed_in() {
+        // 16 images in one batch, one at a time, and in batches of 3 (the last of 1): every
+        // image's prediction is the same bits, classes and the null condition mixed.
         let flow = ToyFlow::load(&Assets::Embedded, FLOW, "toy").unwrap();
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (5, 3, 32, 32), &dev).unwrap();
+        let n = 16;
+        let x = Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &dev).unwrap();
         let at = StepPoint {
             timestep: 500.0,
             alpha: 0.5,
             sigma: 0.5,
         };
-        let conds: Vec<Condition> = (0..5).map(Condition::Class).collect();
-        let all = flow.forward(&x, &at, &conds).unwrap();
-        let part = flow
-            .forward(&x.narrow(0, 1, 2).unwrap(), &at, &conds[1..3])
-            .unwrap();
+        let conds: Vec<Condition> = (0..n as u32)
+            .map(|i| match i % 6 {
+                5 => Condition::Null,
+                k => Condition::Class(k),
+            })
+            .collect();
         let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(bits(&part), bits(&all.narrow(0, 1, 2).unwrap()));
+        let all = bits(&flow.forward(&x, &at, &conds).unwrap());
+        let per = all.len() / n;
+        for size in [1, 3] {
+            for start in (0..n).step_by(size) {
+                let len = size.min(n - start);
+                let part = flow
+                    .forward(
+                        &x.narrow(0, start, len).unwrap(),
+                        &at,
+                        &conds[start..start + len],
+                    )
+                    .unwrap();
+                let same = bits(&part)
+                    .iter()
+                    .zip(&all[start * per..(start + len) * per])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "images {start}..{} in a batch of {len}", start + len);
+            }
+        }
     }
 }
