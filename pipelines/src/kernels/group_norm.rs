@@ -117,9 +117,7 @@ impl CustomOp3 for GroupNormOp {
                 .enumerate()
                 .for_each(|(i, (yg, xg))| {
                     let group = i % g;
-                    let n = xg.len() as f64;
-                    let mean = xg.iter().map(|&v| v as f64).sum::<f64>() / n;
-                    let var = xg.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                    let (mean, var) = vector_math::mean_and_variance(xg);
                     let rstd = 1.0 / (var + self.eps).sqrt();
                     for (ch, (yc, xc)) in yg
                         .chunks_exact_mut(plane)

@@ -146,6 +146,53 @@ pub fn geglu_row(row: &[f32], out: &mut [f32]) {
     geglu_row_generic(row, out)
 }
 
+/// Lanes of the f64 sums in [`mean_and_variance`] (8 fill one AVX-512 register).
+const F64_LANES: usize = 8;
+
+/// `Σ f(xᵢ)` in f64, over [`F64_LANES`] separate sums so that it vectorises.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0f64; F64_LANES];
+    let mut chunks = x.chunks_exact(F64_LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    chunks.remainder().iter().map(|&v| f(v)).sum::<f64>() + acc.iter().sum::<f64>()
+}
+
+#[inline(always)]
+fn mean_and_variance_generic(x: &[f32]) -> (f64, f64) {
+    let n = x.len().max(1) as f64;
+    let mean = lane_sum(x, |v| v as f64) / n;
+    let var = lane_sum(x, |v| (v as f64 - mean) * (v as f64 - mean)) / n;
+    (mean, var)
+}
+
+/// The mean and (biased) variance of `x`, accumulated in f64 over 8 lanes, in two passes
+/// (mean, then squared deviations).
+pub fn mean_and_variance(x: &[f32]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide(x: &[f32]) -> (f64, f64) {
+            mean_and_variance_generic(x)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn narrow(x: &[f32]) -> (f64, f64) {
+            mean_and_variance_generic(x)
+        }
+        match simd_level() {
+            // SAFETY: the CPU was checked to have the features these were compiled for.
+            SimdLevel::Avx512 => return unsafe { wide(x) },
+            SimdLevel::Avx2 => return unsafe { narrow(x) },
+            SimdLevel::Plain => {}
+        }
+    }
+    mean_and_variance_generic(x)
+}
+
 #[inline(always)]
 fn silu_generic(x: &mut [f32]) {
     for v in x.iter_mut() {
