@@ -18,7 +18,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, vector_math, SendPtr, MIN_TASK_FLOATS};
+use super::{contiguous_f32, product, vector_math, SendPtr, View, MIN_TASK_FLOATS};
 
 /// Attention of `q` `[B, Tq, H·D]` over `k`, `v` `[B, Tk, H·D]` with `heads` heads and
 /// `scale` on the scores (`1/√D` usually); the output is `[B, Tq, H·D]`, in `q`'s dtype.
@@ -111,53 +111,46 @@ impl CustomOp3 for AttentionOp {
                     // rows × head columns of `out`, which no other task touches.
                     unsafe {
                         // s[i, j] = scale · q[i, :] · k[j, :]
-                        gemm::gemm(
-                            rows,
-                            tk,
-                            dh,
+                        let q_rows = View {
+                            ptr: q.as_ptr().add(q0),
+                            rs: width,
+                            cs: 1,
+                        };
+                        let k_cols = View {
+                            ptr: k.as_ptr().add(kv0),
+                            rs: 1,
+                            cs: width,
+                        };
+                        let shape = (rows, tk, dh);
+                        let none = gemm::Parallelism::None;
+                        product(
                             s.as_mut_ptr(),
-                            1,
-                            tk as isize,
+                            tk,
                             false,
-                            q.as_ptr().add(q0),
-                            1,
-                            width as isize,
-                            k.as_ptr().add(kv0),
-                            width as isize,
-                            1,
-                            0.0,
+                            q_rows,
+                            k_cols,
+                            shape,
                             scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
+                            none,
                         );
                         // The softmax's numerators; its normaliser divides the (narrower) output.
                         for (row, z) in s.chunks_exact_mut(tk).zip(norms.iter_mut()) {
                             *z = 1.0 / vector_math::softmax_numerator(row);
                         }
                         // out[i, :] = Σ_j s[i, j] · v[j, :] / z_i
-                        gemm::gemm(
-                            rows,
-                            dh,
-                            tk,
-                            dst.get().add(q0),
-                            1,
-                            width as isize,
-                            false,
-                            s.as_ptr(),
-                            1,
-                            tk as isize,
-                            v.as_ptr().add(kv0),
-                            1,
-                            width as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
+                        let p_rows = View {
+                            ptr: s.as_ptr(),
+                            rs: tk,
+                            cs: 1,
+                        };
+                        let v_rows = View {
+                            ptr: v.as_ptr().add(kv0),
+                            rs: width,
+                            cs: 1,
+                        };
+                        let shape = (rows, dh, tk);
+                        let out = dst.get().add(q0);
+                        product(out, width, false, p_rows, v_rows, shape, 1.0, none);
                         for (i, &z) in norms[..rows].iter().enumerate() {
                             let o = dst.get().add(q0 + i * width);
                             for e in 0..dh {

@@ -19,7 +19,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::im2col::gather;
-use super::{contiguous_f32, gemm_threads};
+use super::{contiguous_f32, gemm_threads, product as kernels_product, View};
 
 /// Stride, zero padding and dilation, the same along both axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,28 +283,26 @@ fn product(
 ) {
     assert!(dst.len() >= (m - 1) * dst_stride + n && lhs.len() >= m * k);
     assert!(rhs.len() >= (k - 1) * rhs_stride + n);
-    let dst = dst.as_mut_ptr();
+    let lhs = View {
+        ptr: lhs.as_ptr(),
+        rs: k,
+        cs: 1,
+    };
+    let rhs = View {
+        ptr: rhs.as_ptr(),
+        rs: rhs_stride,
+        cs: 1,
+    };
     // SAFETY: the asserts above keep every index the product touches inside the slices.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_stride as isize,
+        kernels_product(
+            dst.as_mut_ptr(),
+            dst_stride,
             true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            rhs_stride as isize,
+            lhs,
+            rhs,
+            (m, n, k),
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             gemm_threads(),
         )
     }

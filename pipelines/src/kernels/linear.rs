@@ -9,7 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 
-use super::{contiguous_f32, gemm_threads};
+use super::{contiguous_f32, gemm_threads, product, View};
 
 /// `weight` `[N, K]` and `bias` `[N]` (diffusers' and PyTorch's layout).
 #[derive(Debug, Clone)]
@@ -103,25 +103,24 @@ impl CustomOp3 for LinearOp {
         if m > 0 && n > 0 && k > 0 {
             // SAFETY: x is m × k, y is m × n, and w's strided n × k extent was checked above.
             unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
+                let x = View {
+                    ptr: x.as_ptr(),
+                    rs: k,
+                    cs: 1,
+                };
+                let w = View {
+                    ptr: w.as_ptr(),
+                    rs: *ws1,
+                    cs: *ws0,
+                };
+                product(
                     y.as_mut_ptr(),
-                    1,
-                    n as isize,
+                    n,
                     true,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    *ws0 as isize,
-                    *ws1 as isize,
+                    x,
+                    w,
+                    (m, n, k),
                     1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
                     gemm_threads(),
                 )
             }

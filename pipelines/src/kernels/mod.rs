@@ -51,6 +51,55 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
+/// A matrix read through strides: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct View {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// The matrix product every kernel uses (`gemm`'s): `dst ← dst + β·lhs·rhs` when `accumulate`
+/// (`dst` holds the bias, say), else `dst ← β·lhs·rhs`; `lhs` is `m × k`, `rhs` `k × n`, `dst`
+/// `m × n` with rows `dst_rs` apart and unit column stride.
+///
+/// # Safety
+/// Each view must cover its extent, and `dst`'s `m × n` extent must be writable and touched by
+/// no other thread meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product(
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    (m, n, k): (usize, usize, usize),
+    beta: f32,
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        beta,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
 /// How the matrix products split across threads: rayon's pool (its size follows `--threads`
 /// and `RAYON_NUM_THREADS`).
 pub(crate) fn gemm_threads() -> gemm::Parallelism {
