@@ -3,6 +3,7 @@
 //! Real things behind the engine's traits: exact denoisers (Gaussian mixtures and Gaussians,
 //! the ground truth of every test), the embedded toy models, the Stable Diffusion / SD3 / FLUX
 //! families through candle-transformers with diffusers-format and hub loading, and rewards.
+//! [`kernels`] holds the CPU kernels (convolution, attention, norms) the UNet and VAE run on.
 //!
 //! ```
 //! use steerdiff_guidance::{Condition, Denoiser, NoisePath};

@@ -7,7 +7,7 @@
 //! to `[B·T, K]` gives one product, and the bias is the output's initial value. Other devices
 //! and dtypes use candle's `Linear`.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::{contiguous_f32, gemm_threads, product, View};
 
@@ -49,7 +49,18 @@ impl Linear {
             && self.weight.dtype() == DType::F32
             && x.rank() >= 1;
         if !on_kernel {
-            return candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x);
+            // Elsewhere: candle's ops, also flattened to one 2-D product (candle's `Linear`
+            // would broadcast the weight into a batched product).
+            let k = self.weight.dim(1)?;
+            let mut dims = x.dims().to_vec();
+            let flat = x.reshape((x.elem_count() / k.max(1), k))?;
+            let y = flat.matmul(&self.weight.t()?)?;
+            let y = match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            };
+            *dims.last_mut().expect("rank ≥ 1") = self.weight.dim(0)?;
+            return y.reshape(dims);
         }
         let n = self.weight.dim(0)?;
         let bias = match &self.bias {
@@ -132,7 +143,7 @@ impl CustomOp3 for LinearOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Module};
 
     #[test]
     fn matches_candles_linear() {
@@ -157,6 +168,18 @@ mod tests {
             assert_eq!(got.dims(), &[2, 5, 3]);
             let err = (got - want).unwrap().abs().unwrap().max_all().unwrap();
             assert!(err.to_scalar::<f32>().unwrap() < 1e-5);
+            // f64 takes the other devices' path (candle's ops, flattened).
+            let ours64 = Linear {
+                weight: ours.weight.to_dtype(DType::F64).unwrap(),
+                bias: ours.bias.as_ref().map(|b| b.to_dtype(DType::F64).unwrap()),
+            };
+            let got64 = ours64.forward(&x.to_dtype(DType::F64).unwrap()).unwrap();
+            assert_eq!(got64.dims(), &[2, 5, 3]);
+            let want64 = candle_nn::Linear::new(ours64.weight.clone(), ours64.bias.clone())
+                .forward(&x.to_dtype(DType::F64).unwrap())
+                .unwrap();
+            let err = (got64 - want64).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(err.to_scalar::<f64>().unwrap() < 1e-12);
         }
     }
 }

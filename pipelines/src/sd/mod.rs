@@ -16,8 +16,9 @@
 //! * [`clip`] — the CLIP tokenizer and text encoder;
 //! * [`clip_model`] — CLIP's image–text model (vision tower, projections, preprocessing);
 //! * [`clip_rewards`] — CLIP score, a LAION-style aesthetic MLP, zero-shot classification;
-//! * [`unet`] — diffusers' conditional UNet from candle's blocks, with SDXL's added conditioning;
-//! * [`vae`] — the KL autoencoder;
+//! * [`unet`] — diffusers' conditional UNet, with SDXL's added conditioning, from blocks of
+//!   ours over the CPU kernels of [`crate::kernels`];
+//! * [`vae`] — the KL autoencoder, its decoder in [`vae_decoder`] (same blocks and kernels);
 //! * [`preview`] — linear latent → RGB previews per family (SD, SDXL, SD3, FLUX);
 //! * [`rewards`] — rewards on decoded (or previewed) images: JPEG compressibility;
 //! * [`t5`] — the T5 tokenizer and encoder of SD3 and FLUX;
