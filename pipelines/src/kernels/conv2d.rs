@@ -18,29 +18,9 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::im2col::gather;
+pub use super::im2col::Conv2dParams;
+use super::im2col::{gather, Dims};
 use super::{contiguous_f32, gemm_threads, product as kernels_product, View};
-
-/// Stride, zero padding and dilation, the same along both axes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2dParams {
-    /// Step between output pixels, in input pixels.
-    pub stride: usize,
-    /// Zeros added on every side.
-    pub padding: usize,
-    /// Spacing of the kernel taps.
-    pub dilation: usize,
-}
-
-impl Default for Conv2dParams {
-    fn default() -> Self {
-        Conv2dParams {
-            stride: 1,
-            padding: 0,
-            dilation: 1,
-        }
-    }
-}
 
 /// `conv2d(x, weight) + bias`: `x` `[B, C, H, W]`, `weight` `[O, C, kh, kw]`, `bias` `[O]`.
 /// Ungrouped. f32 on the CPU runs this module's kernel; anything else runs candle's.
@@ -67,58 +47,6 @@ pub fn conv2d(
 }
 
 struct Conv2dOp(Conv2dParams);
-
-/// Input `[B, C, H, W]` and kernel `[O, C, kh, kw]` dimensions.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Dims {
-    pub b: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-}
-
-impl Dims {
-    fn new(x: &Layout, k: &Layout) -> Result<Dims> {
-        let (b, c, h, w) = x.shape().dims4()?;
-        let (o, kc, kh, kw) = k.shape().dims4()?;
-        if kc != c {
-            candle_core::bail!("conv2d: the input has {c} channels, the kernel takes {kc}");
-        }
-        Ok(Dims {
-            b,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-        })
-    }
-
-    /// Output height and width, or an error when the kernel does not fit.
-    fn out(&self, p: Conv2dParams) -> Result<(usize, usize)> {
-        let size = |n: usize, k: usize| {
-            let span = p.dilation * (k - 1) + 1;
-            (n + 2 * p.padding)
-                .checked_sub(span)
-                .map(|v| v / p.stride + 1)
-        };
-        match (size(self.h, self.kh), size(self.w, self.kw)) {
-            (Some(ho), Some(wo)) if p.stride > 0 => Ok((ho, wo)),
-            _ => candle_core::bail!(
-                "conv2d: a {}×{} kernel does not fit a {}×{} input with padding {}",
-                self.kh,
-                self.kw,
-                self.h,
-                self.w,
-                p.padding
-            ),
-        }
-    }
-}
 
 impl Conv2dOp {
     fn run(
