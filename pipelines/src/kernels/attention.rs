@@ -11,7 +11,7 @@
 //! back to `[B, T, H·D]`. Here each task takes one head and a block of query rows, so its scores
 //! (`block × Tk`) stay in the core's cache; the two products read q, k and v in place through
 //! strides and write the output in place. The softmax is the exact one (the maximum of the whole
-//! row, not an online estimate), over the [`vector_math`](super::vector_math) `exp`.
+//! row, not an online estimate), over the [`super::vector_math`] `exp`.
 //!
 //! Other devices and dtypes use candle's ops, in the same layout.
 

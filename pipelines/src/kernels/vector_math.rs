@@ -124,28 +124,6 @@ fn geglu_row_generic(row: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`geglu_row_generic`], compiled for the widest vectors the CPU has.
-pub fn geglu_row(row: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn wide(row: &[f32], out: &mut [f32]) {
-            geglu_row_generic(row, out)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn narrow(row: &[f32], out: &mut [f32]) {
-            geglu_row_generic(row, out)
-        }
-        match simd_level() {
-            // SAFETY: the CPU was checked to have the features these were compiled for.
-            SimdLevel::Avx512 => return unsafe { wide(row, out) },
-            SimdLevel::Avx2 => return unsafe { narrow(row, out) },
-            SimdLevel::Plain => {}
-        }
-    }
-    geglu_row_generic(row, out)
-}
-
 /// Lanes of the f64 sums in [`mean_and_variance`] (8 fill one AVX-512 register).
 const F64_LANES: usize = 8;
 
@@ -170,29 +148,6 @@ fn mean_and_variance_generic(x: &[f32]) -> (f64, f64) {
     (mean, var)
 }
 
-/// The mean and (biased) variance of `x`, accumulated in f64 over 8 lanes, in two passes
-/// (mean, then squared deviations).
-pub fn mean_and_variance(x: &[f32]) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn wide(x: &[f32]) -> (f64, f64) {
-            mean_and_variance_generic(x)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn narrow(x: &[f32]) -> (f64, f64) {
-            mean_and_variance_generic(x)
-        }
-        match simd_level() {
-            // SAFETY: the CPU was checked to have the features these were compiled for.
-            SimdLevel::Avx512 => return unsafe { wide(x) },
-            SimdLevel::Avx2 => return unsafe { narrow(x) },
-            SimdLevel::Plain => {}
-        }
-    }
-    mean_and_variance_generic(x)
-}
-
 #[inline(always)]
 fn silu_generic(x: &mut [f32]) {
     for v in x.iter_mut() {
@@ -200,30 +155,30 @@ fn silu_generic(x: &mut [f32]) {
     }
 }
 
-/// Defines `$name(&mut [f32]) -> $out`: `$generic` compiled for AVX-512, AVX2 + FMA, or
-/// plain, by what the CPU has (detected once).
+/// Defines `pub fn $name(args) -> $out` as `$generic(args)` compiled for AVX-512, AVX2 + FMA,
+/// or plain, by what the CPU has (detected once).
 macro_rules! dispatch {
-    ($(#[$doc:meta])* $name:ident, $generic:ident, $out:ty) => {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $out:ty = $generic:ident) => {
         $(#[$doc])*
-        pub fn $name(x: &mut [f32]) -> $out {
+        pub fn $name($($arg: $ty),*) -> $out {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn wide(x: &mut [f32]) -> $out {
-                    $generic(x)
+                unsafe fn wide($($arg: $ty),*) -> $out {
+                    $generic($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn narrow(x: &mut [f32]) -> $out {
-                    $generic(x)
+                unsafe fn narrow($($arg: $ty),*) -> $out {
+                    $generic($($arg),*)
                 }
                 match simd_level() {
                     // SAFETY: the CPU was checked to have the features these were compiled for.
-                    SimdLevel::Avx512 => return unsafe { wide(x) },
-                    SimdLevel::Avx2 => return unsafe { narrow(x) },
+                    SimdLevel::Avx512 => return unsafe { wide($($arg),*) },
+                    SimdLevel::Avx2 => return unsafe { narrow($($arg),*) },
                     SimdLevel::Plain => {}
                 }
             }
-            $generic(x)
+            $generic($($arg),*)
         }
     };
 }
@@ -231,15 +186,20 @@ macro_rules! dispatch {
 dispatch!(
     /// `row ← exp(row − max(row))`, returning the new row's sum: the numerators of the row's
     /// softmax and their normaliser (divide by it to get the softmax).
-    softmax_numerator,
-    softmax_numerator_generic,
-    f32
+    softmax_numerator(row: &mut [f32]) -> f32 = softmax_numerator_generic
 );
 dispatch!(
     /// `x ← x · sigmoid(x)` (SiLU, also called swish).
-    silu_in_place,
-    silu_generic,
-    ()
+    silu_in_place(x: &mut [f32]) -> () = silu_generic
+);
+dispatch!(
+    /// `out = a ⊙ GELU(gate)` over one row `[a | gate]` (see `geglu_row_generic`).
+    geglu_row(row: &[f32], out: &mut [f32]) -> () = geglu_row_generic
+);
+dispatch!(
+    /// The mean and (biased) variance of `x`, accumulated in f64 over 8 lanes, in two passes
+    /// (mean, then squared deviations).
+    mean_and_variance(x: &[f32]) -> (f64, f64) = mean_and_variance_generic
 );
 
 #[cfg(target_arch = "x86_64")]

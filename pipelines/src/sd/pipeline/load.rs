@@ -60,7 +60,7 @@ impl StableDiffusion {
         StableDiffusion::from_parts(files, None, opts)
     }
 
-    /// Loads an original-layout single file ([`super::ldm`]) with the configs, tokenizers and
+    /// Loads an original-layout single file ([`crate::sd::ldm`]) with the configs, tokenizers and
     /// scheduler of `config` (a diffusers folder or Hub repo; `None`: the family's default
     /// repo, [`crate::sd::ldm::Layout::default_config_repo`], of which no weights are fetched).
     pub fn from_single_file(

@@ -18,8 +18,8 @@
 //! [`StableDiffusion::set_prompts`], [`Condition::Null`] the negative prompt (empty by
 //! default) — the unconditional row of classifier-free guidance. A batch may mix prompts.
 //!
-//! Split by concern: [`load`] (folders, single files, LoRA), [`text`] (tokenizer + encoder
-//! pairs), [`schedule`] (scheduler names, img2img), and here the pipeline as a denoiser.
+//! Split by concern: `load` (folders, single files, LoRA), `text` (tokenizer + encoder
+//! pairs), `schedule` (scheduler names, img2img), and here the pipeline as a denoiser.
 
 mod load;
 mod schedule;
