@@ -155,6 +155,75 @@ fn silu_generic(x: &mut [f32]) {
     }
 }
 
+/// The affine part of [`layer_norm_rows`]: `x̂·gain + shift` per channel.
+pub type Modulation<'a> = Option<(&'a [f32], &'a [f32])>;
+
+/// `Σ f(xᵢ)` over [`LANES`] separate f32 sums, so that it vectorises.
+#[inline(always)]
+fn lane_sum_f32(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    // Halves added pairwise (4 vector additions, not 15 dependent scalar ones: rows are short).
+    let mut width = LANES / 2;
+    while width > 0 {
+        let (low, high) = acc.split_at_mut(width);
+        low.iter_mut()
+            .zip(&high[..width])
+            .for_each(|(a, &b)| *a += b);
+        width /= 2;
+    }
+    chunks.remainder().iter().map(|&v| f(v)).sum::<f32>() + acc[0]
+}
+
+/// One row's mean and `1/√(var + ε)` (rows here are a pixel's channels: tens to hundreds of
+/// values, where f32 sums lose nothing that matters).
+#[inline(always)]
+fn row_mean_and_inverse_std(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len().max(1) as f32;
+    let mean = lane_sum_f32(row, |v| v) / n;
+    let var = lane_sum_f32(row, |v| (v - mean) * (v - mean)) / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+#[inline(always)]
+fn layer_norm_rows_generic(
+    src: &[f32],
+    dst: &mut [f32],
+    channels: usize,
+    eps: f32,
+    modulation: Modulation,
+    silu: bool,
+) {
+    for (x, y) in src
+        .chunks_exact(channels)
+        .zip(dst.chunks_exact_mut(channels))
+    {
+        let (mean, inv) = row_mean_and_inverse_std(x, eps);
+        match modulation {
+            Some((gain, shift)) => {
+                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gain).zip(shift) {
+                    *y = (x - mean) * inv * g + b;
+                }
+            }
+            None => {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - mean) * inv;
+                }
+            }
+        }
+    }
+    // Over all rows at once: a row is often one vector, and `exp`'s chain of dependent
+    // operations then runs with no other work to overlap it.
+    if silu {
+        silu_generic(&mut dst[..src.len() / channels * channels]);
+    }
+}
+
 /// Defines `pub fn $name(args) -> $out` as `$generic(args)` compiled for AVX-512, AVX2 + FMA,
 /// or plain, by what the CPU has (detected once).
 macro_rules! dispatch {
@@ -200,6 +269,21 @@ dispatch!(
     /// The mean and (biased) variance of `x`, accumulated in f64 over 8 lanes, in two passes
     /// (mean, then squared deviations).
     mean_and_variance(x: &[f32]) -> (f64, f64) = mean_and_variance_generic
+);
+
+dispatch!(
+    /// LayerNorm without affine parameters over each row of `channels` values of `src`
+    /// (`x̂ = (x − μ)/√(σ² + ε)`), written to the same row of `dst`; then `x̂·gain + shift` per
+    /// channel when `modulation` is given, then SiLU when `silu` (the toy U-Net's
+    /// normalisations, one pass each).
+    layer_norm_rows(
+        src: &[f32],
+        dst: &mut [f32],
+        channels: usize,
+        eps: f32,
+        modulation: Modulation,
+        silu: bool
+    ) -> () = layer_norm_rows_generic
 );
 
 #[cfg(target_arch = "x86_64")]

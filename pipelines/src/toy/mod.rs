@@ -25,7 +25,7 @@ pub use data::{class_by_name, CLASS_NAMES, NUM_CLASSES};
 pub use dit::{Dit, DitConfig};
 pub use model::{Manifest, ToyClassifier, ToyFlow};
 pub use network::FlowNet;
-pub use unet::{Unet, UnetConfig};
+pub use unet::{Unet, UnetConfig, UnetInference};
 
 /// A toy model's `config.json`: `{"model_type": "dit" | "unet" | "classifier", …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

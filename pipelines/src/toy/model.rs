@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -14,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use steerdiff_guidance::{Condition, Denoiser, NoisePath, Parameterization, StepPoint};
 
 pub use super::assets::{source_assets_dir, Assets};
-use super::{data, Classifier, FlowNet, ToyConfig, NUM_CLASSES};
+use super::{data, Classifier, FlowNet, ToyConfig, UnetInference, NUM_CLASSES};
 use crate::{Error, Result};
 
 /// The manifest entry of the main flow model.
@@ -189,6 +190,8 @@ pub fn var_builder(weights: &Path, dev: &Device) -> Result<VarBuilder<'static>> 
 #[derive(Debug, Clone)]
 pub struct ToyFlow {
     net: FlowNet,
+    /// The U-Net's one-image CPU forward (`unet/inference.rs`), when it runs on the CPU.
+    inference: Option<Arc<UnetInference>>,
     path: NoisePath,
     name: String,
     device: Device,
@@ -247,8 +250,13 @@ impl ToyFlow {
             return Err(Error::Spec(format!("{origin}: not a flow model")));
         };
         net.set_fused_ops(true);
+        let inference = match &net {
+            FlowNet::Unet(unet) if device.is_cpu() => Some(Arc::new(UnetInference::new(unet)?)),
+            _ => None,
+        };
         Ok(ToyFlow {
             net,
+            inference,
             path: NoisePath::flow(),
             name: name.to_string(),
             device,
@@ -314,6 +322,13 @@ impl Denoiser for ToyFlow {
                 "{} conditions for a batch of {b}",
                 conds.len()
             )));
+        }
+        if let Some(unet) = &self.inference {
+            let labels = conds
+                .iter()
+                .map(|&c| label_of(c))
+                .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
+            return Ok(unet.forward(x, at.timestep as f32, &labels)?);
         }
         let t = Tensor::full(at.timestep as f32, 1, &self.device)?;
         let x = x.to_dtype(DType::F32)?;

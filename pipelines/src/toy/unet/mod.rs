@@ -33,6 +33,9 @@ use super::dit::timestep_features;
 use super::nn::{rows, self_attention, Ops};
 use super::pixel_ops::{layer_norm, silu};
 
+mod inference;
+pub use inference::{UnetInference, Workspace};
+
 /// Shape of a [`Unet`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,684 @@
+//! The toy U-Net's inference forward on the CPU: one image at a time, on plain f32 buffers.
+//!
+//! Why a second forward: the toy's layers are small (16–64 channels at 32² … 8² pixels), so
+//! composed from candle's tensor ops its forward spent more time allocating, zero-filling and
+//! passing over buffers, and in scalar `exp`, than in its products (`perf`: the matrix kernel
+//! about a third of the CPU). Here every buffer lives in a [`Workspace`] reused from image to
+//! image, each normalisation is one vectorised pass
+//! ([`layer_norm_rows`](crate::kernels::vector_math::layer_norm_rows)), and a 3×3 convolution
+//! gathers no patches:
+//!
+//! ```text
+//! P: the input with a zero border, (H+2)·(W+2) pixels of C channels, row-major, W' = W + 2
+//! y[p] = Σ_{dy=0..2} P[p + dy·W' .. p + dy·W' + 3] · W_dyᵀ    for p = i·W' + j
+//! ```
+//!
+//! Pixels `p` and `p + 1` are adjacent in `P`, so the three taps of kernel row `dy` are `3·C`
+//! consecutive values starting at pixel `p + dy·W'`: a matrix with rows `C` apart, which the
+//! product reads in place. Three products of depth `3·C` give the output over the padded width
+//! (the two extra columns of each row are never read).
+//!
+//! **Batch invariance.** Each image is computed alone with products of fixed shapes, and the
+//! `gemm` crate's rounding depends on the shape, not on the thread count, so an image's
+//! velocity is the same bits in any batch and on any number of threads. The arithmetic is the
+//! network's (`mod.rs`) in another order, equal to it within f32 rounding (tested).
+
+use candle_core::{DType, Result, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{ResBlock, Unet, UnetConfig};
+use crate::kernels::vector_math::{layer_norm_rows, silu_in_place, softmax_numerator};
+use crate::kernels::{gemm_threads, product, View};
+
+/// The LayerNorm ε of the network (`pixel_ops`).
+const EPS: f32 = 1e-6;
+
+/// A linear layer's weight `[n, k]` (row-major) and bias `[n]`.
+#[derive(Debug, Clone)]
+struct Dense {
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    n: usize,
+    k: usize,
+}
+
+impl Dense {
+    fn new(layer: &candle_nn::Linear) -> Result<Self> {
+        let (n, k) = layer.weight().dims2()?;
+        Ok(Dense {
+            weight: layer
+                .weight()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
+            bias: match layer.bias() {
+                Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1()?),
+                None => None,
+            },
+            n,
+            k,
+        })
+    }
+
+    /// `out[m × n] = x[m × k]·Wᵀ + b` (rows contiguous).
+    fn apply(&self, x: &[f32], m: usize, out: &mut [f32], par: Parallelism) {
+        let (n, k) = (self.n, self.k);
+        assert!(
+            x.len() >= m * k && out.len() >= m * n,
+            "dense: buffers too short"
+        );
+        let accumulate = self.fill_bias(&mut out[..m * n]);
+        // SAFETY: x covers m rows of k, the weight n rows of k, out m rows of n (checked).
+        unsafe {
+            product(
+                out.as_mut_ptr(),
+                n,
+                accumulate,
+                View {
+                    ptr: x.as_ptr(),
+                    rs: k,
+                    cs: 1,
+                },
+                View {
+                    ptr: self.weight.as_ptr(),
+                    rs: 1,
+                    cs: k,
+                },
+                (m, n, k),
+                1.0,
+                par,
+            )
+        }
+    }
+
+    /// Writes the bias into every row of `out`; whether there was one (the product then adds).
+    fn fill_bias(&self, out: &mut [f32]) -> bool {
+        match &self.bias {
+            Some(b) => {
+                out.chunks_exact_mut(self.n)
+                    .for_each(|row| row.copy_from_slice(b));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The 3×3 convolution of the module docs: `padded` holds `(h+2)·(w+2)` pixels of `c`
+    /// channels, the weight is `[O, 9·C]` tap-major; `out` gets `h·(w+2)` rows of `O` (the
+    /// last two columns of each row are not meaningful, and the last two rows not written).
+    fn conv3x3(
+        &self,
+        padded: &[f32],
+        (h, w, c): (usize, usize, usize),
+        out: &mut [f32],
+        par: Parallelism,
+    ) {
+        let (o, wp) = (self.n, w + 2);
+        assert!(
+            self.k == 9 * c,
+            "conv3x3: weight takes {} inputs, not 9·{c}",
+            self.k
+        );
+        assert!(padded.len() >= (h + 2) * wp * c && out.len() >= h * wp * o);
+        // The last output row read is pixel h·w' − 3; its bottom-right tap is the last pixel.
+        let m = h * wp - 2;
+        let mut accumulate = self.fill_bias(&mut out[..m * o]);
+        for dy in 0..3 {
+            // SAFETY: row p of the left view reads pixels p + dy·w' … p + dy·w' + 2 ≤ the last
+            // of `padded` for p < m; the right view reads the weight's columns dy·3C … +3C.
+            unsafe {
+                product(
+                    out.as_mut_ptr(),
+                    o,
+                    accumulate,
+                    View {
+                        ptr: padded.as_ptr().add(dy * wp * c),
+                        rs: c,
+                        cs: 1,
+                    },
+                    View {
+                        ptr: self.weight.as_ptr().add(dy * 3 * c),
+                        rs: 1,
+                        cs: 9 * c,
+                    },
+                    (m, o, 3 * c),
+                    1.0,
+                    par,
+                )
+            }
+            accumulate = true;
+        }
+    }
+}
+
+/// A residual block's weights (see `ResBlock` in `mod.rs`).
+#[derive(Debug, Clone)]
+struct BlockWeights {
+    conv1: Dense,
+    modulation: Dense,
+    conv2: Dense,
+    skip: Option<Dense>,
+    cin: usize,
+    cout: usize,
+}
+
+impl BlockWeights {
+    fn new(block: &ResBlock) -> Result<Self> {
+        let conv1 = Dense::new(&block.conv1)?;
+        Ok(BlockWeights {
+            cin: conv1.k / 9,
+            cout: conv1.n,
+            conv1,
+            modulation: Dense::new(&block.modulation)?,
+            conv2: Dense::new(&block.conv2)?,
+            skip: block.skip.as_ref().map(Dense::new).transpose()?,
+        })
+    }
+}
+
+/// Buffers one image's forward writes, kept from image to image (one per worker thread).
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// The current activation (channels-last rows), and the next one.
+    h: Vec<f32>,
+    next: Vec<f32>,
+    /// Each level's skip: the down block's output.
+    skips: Vec<Vec<f32>>,
+    /// What the layers use inside.
+    scratch: Scratch,
+}
+
+/// The buffers inside a block or the attention.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// A normalised activation with its zero border (a convolution's input).
+    padded: Vec<f32>,
+    /// A convolution's output over the padded width; the attention's normalised tokens, then
+    /// its projected output.
+    wide: Vec<f32>,
+    /// A block's modulation `[gain | shift]`.
+    modulation: Vec<f32>,
+    /// The attention's `[q | k | v]` rows, one head's scores, and the heads' outputs.
+    qkv: Vec<f32>,
+    scores: Vec<f32>,
+    heads: Vec<f32>,
+}
+
+/// `v` resized to `n` values (new ones zero, old ones kept: callers overwrite what they read).
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
+/// Normalises the `h × w` pixels of `src` (rows of `c`, image rows `src_w` pixels apart) into
+/// the interior of `padded`, whose border it zeroes: a convolution's input.
+fn norm_into_padded(
+    src: &[f32],
+    src_w: usize,
+    (h, w, c): (usize, usize, usize),
+    padded: &mut Vec<f32>,
+    modulation: Option<(&[f32], &[f32])>,
+) {
+    let wp = w + 2;
+    let p = sized(padded, (h + 2) * wp * c);
+    p[..(wp + 1) * c].fill(0.0);
+    for i in 0..h {
+        let dst = ((i + 1) * wp + 1) * c;
+        let row = &src[i * src_w * c..(i * src_w + w) * c];
+        layer_norm_rows(row, &mut p[dst..dst + w * c], c, EPS, modulation, true);
+        // This row's right border and the next row's left one.
+        p[dst + w * c..dst + (w + 2) * c].fill(0.0);
+    }
+    p[((h + 1) * wp + 1) * c..].fill(0.0);
+}
+
+/// The network's weights as plain f32, with the one-image forward of the module docs.
+#[derive(Debug, Clone)]
+pub struct UnetInference {
+    config: UnetConfig,
+    /// `exp(−ln(10⁴)·i/half)`, the sinusoid's frequencies.
+    freqs: Vec<f32>,
+    t_fc1: Dense,
+    t_fc2: Dense,
+    y_table: Vec<f32>,
+    stem: Dense,
+    down: Vec<BlockWeights>,
+    qkv: Dense,
+    proj: Dense,
+    mid: BlockWeights,
+    up: Vec<BlockWeights>,
+    out: Dense,
+}
+
+impl UnetInference {
+    /// Copies `unet`'s weights out of its tensors.
+    pub fn new(unet: &Unet) -> Result<Self> {
+        let c = &unet.config;
+        let half = c.frequency_size / 2;
+        Ok(UnetInference {
+            config: c.clone(),
+            freqs: (0..half)
+                .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+                .collect(),
+            t_fc1: Dense::new(&unet.t_fc1)?,
+            t_fc2: Dense::new(&unet.t_fc2)?,
+            y_table: unet
+                .y_table
+                .embeddings()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
+            stem: Dense::new(&unet.stem)?,
+            down: unet
+                .down
+                .iter()
+                .map(BlockWeights::new)
+                .collect::<Result<_>>()?,
+            qkv: Dense::new(&unet.attn.qkv)?,
+            proj: Dense::new(&unet.attn.proj)?,
+            mid: BlockWeights::new(&unet.mid)?,
+            up: unet
+                .up
+                .iter()
+                .map(BlockWeights::new)
+                .collect::<Result<_>>()?,
+            out: Dense::new(&unet.out)?,
+        })
+    }
+
+    /// Velocity `[B, C, H, W]` for images `x` (`[B, C, H, W]`), one timestep `t` (`σ·1000`)
+    /// and a label per image (`K` = null): each image on its own, images in parallel.
+    pub fn forward(&self, x: &Tensor, t: f32, labels: &[u32]) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, ch, hh, ww) = x.dims4()?;
+        if (ch, hh, ww) != (c.in_channels, c.image_size, c.image_size) || labels.len() != b {
+            candle_core::bail!(
+                "toy U-Net: input {:?} with {} labels (it takes [B, {}, {s}, {s}] and B labels)",
+                x.dims(),
+                labels.len(),
+                c.in_channels,
+                s = c.image_size
+            );
+        }
+        if let Some(&y) = labels.iter().find(|&&y| y as usize > c.num_classes) {
+            candle_core::bail!(
+                "toy U-Net: label {y} is past the null label {}",
+                c.num_classes
+            );
+        }
+        let input = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let per = ch * hh * ww;
+        let mut out = vec![0f32; b * per];
+        // Fewer images than threads: the products take the threads instead.
+        let par = if b < rayon::current_num_threads() {
+            gemm_threads()
+        } else {
+            Parallelism::None
+        };
+        out.par_chunks_mut(per)
+            .zip(input.par_chunks(per))
+            .zip(labels.par_iter())
+            .for_each_init(Workspace::default, |ws, ((out, x), &y)| {
+                self.forward_image(x, t, y, out, ws, par)
+            });
+        Tensor::from_vec(out, x.shape(), x.device())
+    }
+
+    /// One image (`[C, H, W]`) → its velocity (`[C, H, W]`).
+    pub fn forward_image(
+        &self,
+        x: &[f32],
+        t: f32,
+        label: u32,
+        out: &mut [f32],
+        ws: &mut Workspace,
+        par: Parallelism,
+    ) {
+        let c = &self.config;
+        let e = self.embedding(t, label, par);
+        let side = c.image_size;
+        let levels = c.channels.len();
+        ws.skips.resize_with(levels, Vec::new);
+
+        // The stem: the image (channels-last, zero border) through a 3×3 convolution.
+        let (cin, wp) = (c.in_channels, side + 2);
+        let sc = &mut ws.scratch;
+        let p = sized(&mut sc.padded, (side + 2) * wp * cin);
+        p.fill(0.0);
+        for (k, plane) in x.chunks_exact(side * side).enumerate() {
+            for (i, row) in plane.chunks_exact(side).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    p[((i + 1) * wp + j + 1) * cin + k] = v;
+                }
+            }
+        }
+        let c0 = self.stem.n;
+        let wide = sized(&mut sc.wide, side * wp * c0);
+        self.stem.conv3x3(&sc.padded, (side, side, cin), wide, par);
+        let h = sized(&mut ws.h, side * side * c0);
+        for (i, row) in h.chunks_exact_mut(side * c0).enumerate() {
+            row.copy_from_slice(&wide[i * wp * c0..(i * wp + side) * c0]);
+        }
+
+        // Down: a block per level, its output kept as the level's skip, then 2×2 pooling.
+        for (l, block) in self.down.iter().enumerate() {
+            let s = side >> l;
+            let skip = &mut ws.skips[l];
+            self.block(block, &ws.h, s, &e, skip, &mut ws.scratch, par);
+            if l + 1 < levels {
+                average_pool(skip, s, block.cout, &mut ws.h);
+            } else {
+                ws.h.clone_from(skip);
+            }
+        }
+
+        // Middle: self-attention over the coarsest level, then a block.
+        let s = side >> (levels - 1);
+        self.attention(&mut ws.h, s * s, &mut ws.scratch, par);
+        self.block(&self.mid, &ws.h, s, &e, &mut ws.next, &mut ws.scratch, par);
+        std::mem::swap(&mut ws.h, &mut ws.next);
+
+        // Up: [h, skip] (h upsampled ×2 past the coarsest level) through a block per level.
+        for (i, block) in self.up.iter().enumerate() {
+            let l = levels - 1 - i;
+            let s = side >> l;
+            let (ch, cs) = (block.cin - c.channels[l], c.channels[l]);
+            concat_upsampled(&ws.h, ch, i > 0, &ws.skips[l], s, cs, &mut ws.next);
+            self.block(block, &ws.next, s, &e, &mut ws.h, &mut ws.scratch, par);
+        }
+
+        // Out: LayerNorm, SiLU, a 3×3 convolution, back to channels-first.
+        let sc = &mut ws.scratch;
+        norm_into_padded(&ws.h, side, (side, side, c0), &mut sc.padded, None);
+        let o = self.out.n;
+        let wide = sized(&mut sc.wide, side * wp * o);
+        self.out.conv3x3(&sc.padded, (side, side, c0), wide, par);
+        for (k, plane) in out.chunks_exact_mut(side * side).enumerate() {
+            for (i, row) in plane.chunks_exact_mut(side).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = wide[(i * wp + j) * o + k];
+                }
+            }
+        }
+    }
+
+    /// `SiLU(MLP(sinusoid(t)) + table[label])`, the conditioning every block is modulated by.
+    fn embedding(&self, t: f32, label: u32, par: Parallelism) -> Vec<f32> {
+        let args: Vec<f32> = self.freqs.iter().map(|&f| t * f).collect();
+        let features: Vec<f32> = args
+            .iter()
+            .map(|a| a.cos())
+            .chain(args.iter().map(|a| a.sin()))
+            .collect();
+        let e = self.t_fc2.n;
+        let mut hidden = vec![0f32; self.t_fc1.n];
+        self.t_fc1.apply(&features, 1, &mut hidden, par);
+        silu_in_place(&mut hidden);
+        let mut out = vec![0f32; e];
+        self.t_fc2.apply(&hidden, 1, &mut out, par);
+        let row = &self.y_table[label as usize * e..(label as usize + 1) * e];
+        out.iter_mut().zip(row).for_each(|(o, &r)| *o += r);
+        silu_in_place(&mut out);
+        out
+    }
+
+    /// A residual block on an `s × s` map: `out = skip(x) + conv₂(SiLU(LN(conv₁(SiLU(LN(x))))
+    /// ·(1 + gain) + shift))`, `[gain | shift] = W·e + b`.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        b: &BlockWeights,
+        x: &[f32],
+        s: usize,
+        e: &[f32],
+        out: &mut Vec<f32>,
+        sc: &mut Scratch,
+        par: Parallelism,
+    ) {
+        let (cin, cout, wp) = (b.cin, b.cout, s + 2);
+        let m = sized(&mut sc.modulation, 2 * cout);
+        b.modulation.apply(e, 1, m, par);
+        m[..cout].iter_mut().for_each(|g| *g += 1.0);
+        let (gain, shift) = sc.modulation.split_at(cout);
+
+        norm_into_padded(x, s, (s, s, cin), &mut sc.padded, None);
+        let wide = sized(&mut sc.wide, s * wp * cout);
+        b.conv1.conv3x3(&sc.padded, (s, s, cin), wide, par);
+        norm_into_padded(wide, wp, (s, s, cout), &mut sc.padded, Some((gain, shift)));
+        b.conv2.conv3x3(&sc.padded, (s, s, cout), wide, par);
+
+        let y = sized(out, s * s * cout);
+        match &b.skip {
+            Some(skip) => skip.apply(x, s * s, y, par),
+            None => y.copy_from_slice(&x[..s * s * cout]),
+        }
+        for i in 0..s {
+            let h = &wide[i * wp * cout..(i * wp + s) * cout];
+            y[i * s * cout..(i + 1) * s * cout]
+                .iter_mut()
+                .zip(h)
+                .for_each(|(y, &h)| *y += h);
+        }
+    }
+
+    /// `h ← h + proj(attention(LN(h)))` over `t` tokens (rows of `h`): multi-head scaled dot
+    /// products with an exact softmax.
+    fn attention(&self, h: &mut [f32], t: usize, sc: &mut Scratch, par: Parallelism) {
+        let d = self.proj.n;
+        let heads = self.config.num_heads;
+        let dh = d / heads;
+        let normed = sized(&mut sc.wide, t * d);
+        layer_norm_rows(&h[..t * d], normed, d, EPS, None, false);
+        let qkv = sized(&mut sc.qkv, t * 3 * d);
+        self.qkv.apply(normed, t, qkv, par);
+        let scores = sized(&mut sc.scores, t * t);
+        let att = sized(&mut sc.heads, t * d);
+        let scale = 1.0 / (dh as f32).sqrt();
+        for head in 0..heads {
+            let q = qkv[head * dh..].as_ptr();
+            let (k, v) = (q.wrapping_add(d), q.wrapping_add(2 * d));
+            // SAFETY: q, k and v are t rows of dh at a stride of 3d inside `qkv`; the scores
+            // are t × t, and this head's output t rows of dh at a stride of d inside `att`.
+            unsafe {
+                let q = View {
+                    ptr: q,
+                    rs: 3 * d,
+                    cs: 1,
+                };
+                let k_transposed = View {
+                    ptr: k,
+                    rs: 1,
+                    cs: 3 * d,
+                };
+                product(
+                    scores.as_mut_ptr(),
+                    t,
+                    false,
+                    q,
+                    k_transposed,
+                    (t, t, dh),
+                    scale,
+                    par,
+                );
+            }
+            for row in scores.chunks_exact_mut(t) {
+                let z = 1.0 / softmax_numerator(row);
+                row.iter_mut().for_each(|s| *s *= z);
+            }
+            unsafe {
+                let p = View {
+                    ptr: scores.as_ptr(),
+                    rs: t,
+                    cs: 1,
+                };
+                let v = View {
+                    ptr: v,
+                    rs: 3 * d,
+                    cs: 1,
+                };
+                product(
+                    att.as_mut_ptr().add(head * dh),
+                    d,
+                    false,
+                    p,
+                    v,
+                    (t, dh, t),
+                    1.0,
+                    par,
+                );
+            }
+        }
+        let projected = sized(&mut sc.wide, t * d);
+        self.proj.apply(att, t, projected, par);
+        h[..t * d]
+            .iter_mut()
+            .zip(projected.iter())
+            .for_each(|(h, &p)| *h += p);
+    }
+}
+
+/// 2×2 average pooling of an `s × s` map of `c` channels into `out`.
+fn average_pool(x: &[f32], s: usize, c: usize, out: &mut Vec<f32>) {
+    let half = s / 2;
+    let y = sized(out, half * half * c);
+    for i in 0..half {
+        for j in 0..half {
+            let at = |di: usize, dj: usize| ((2 * i + di) * s + 2 * j + dj) * c;
+            let (a, b, p, q) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
+            let dst = &mut y[(i * half + j) * c..(i * half + j + 1) * c];
+            for (k, v) in dst.iter_mut().enumerate() {
+                *v = ((x[a + k] + x[b + k]) * 0.5 + (x[p + k] + x[q + k]) * 0.5) * 0.5;
+            }
+        }
+    }
+}
+
+/// `[h, skip]` per pixel of an `s × s` map: `h` (`ch` channels) is at half the side and
+/// repeated 2×2 when `upsample`, `skip` has `cs` channels.
+fn concat_upsampled(
+    h: &[f32],
+    ch: usize,
+    upsample: bool,
+    skip: &[f32],
+    s: usize,
+    cs: usize,
+    out: &mut Vec<f32>,
+) {
+    let c = ch + cs;
+    let y = sized(out, s * s * c);
+    let hs = if upsample { s / 2 } else { s };
+    for i in 0..s {
+        for j in 0..s {
+            let (si, sj) = if upsample { (i / 2, j / 2) } else { (i, j) };
+            let p = i * s + j;
+            let src = (si * hs + sj) * ch;
+            y[p * c..p * c + ch].copy_from_slice(&h[src..src + ch]);
+            y[p * c + ch..(p + 1) * c].copy_from_slice(&skip[p * cs..(p + 1) * cs]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::toy::model::{Assets, ToyFlow, FLOW};
+    use crate::toy::FlowNet;
+    use candle_core::Device;
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn inputs(b: usize) -> (Tensor, Vec<u32>) {
+        let x = Tensor::randn(0f32, 1.0, (b, 3, 32, 32), &Device::Cpu).unwrap();
+        (x, (0..b as u32).map(|i| (i * 7) % 11).collect())
+    }
+
+    /// The network's forward (candle's ops) on the same inputs, timestep `t`.
+    fn reference(net: &Unet, x: &Tensor, t: f32, labels: &[u32]) -> Tensor {
+        let b = labels.len();
+        let t = Tensor::full(t, b, &Device::Cpu).unwrap();
+        let y = Tensor::new(labels, &Device::Cpu).unwrap();
+        net.forward(x, &t, &y).unwrap()
+    }
+
+    #[test]
+    fn equals_the_networks_forward_with_every_weight_random() {
+        // Two levels at other widths, every weight random (not the zero initialisation), so
+        // each path (skips, modulation, attention, output) carries signal.
+        let mut c = UnetConfig::toy();
+        c.channels = vec![8, 24];
+        c.num_heads = 3;
+        c.embed_size = 16;
+        c.frequency_size = 16;
+        let vm = VarMap::new();
+        let mut net =
+            Unet::new(&c, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        super::super::super::nn::init_seeded(&vm, 9, |_| false).unwrap();
+        net.set_fused_ops(true);
+        let fast = UnetInference::new(&net).unwrap();
+        let (x, labels) = inputs(3);
+        let want = reference(&net, &x, 420.0, &labels);
+        let got = fast.forward(&x, 420.0, &labels).unwrap();
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_abs_diff(&got, &want);
+        assert!(
+            scale > 0.1 && d < 1e-5 * scale.max(1.0),
+            "differs by {d} (scale {scale})"
+        );
+    }
+
+    #[test]
+    fn equals_the_shipped_models_forward_and_its_bits_do_not_depend_on_the_threads() {
+        let flow = ToyFlow::load(&Assets::Embedded, FLOW, "toy").unwrap();
+        let FlowNet::Unet(net) = flow.network() else {
+            panic!("the shipped flow model is a U-Net")
+        };
+        let fast = UnetInference::new(net).unwrap();
+        let (x, labels) = inputs(2);
+        for t in [980.0, 500.0, 20.0] {
+            let want = reference(net, &x, t, &labels);
+            let got = fast.forward(&x, t, &labels).unwrap();
+            let d = max_abs_diff(&got, &want);
+            assert!(d < 1e-4, "t = {t}: differs by {d}");
+        }
+        // One image, its products on one thread and split over four: the same bits.
+        let image = x
+            .get(0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let run = |par| {
+            let mut out = vec![0f32; image.len()];
+            fast.forward_image(&image, 500.0, 3, &mut out, &mut Workspace::default(), par);
+            out
+        };
+        let one = run(Parallelism::None);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let four = pool.install(|| run(Parallelism::Rayon(4)));
+        assert!(one
+            .iter()
+            .zip(&four)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
