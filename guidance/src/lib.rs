@@ -60,6 +60,7 @@ pub mod condition;
 pub mod denoiser;
 pub mod engine;
 pub mod error;
+mod fused;
 pub mod guidance;
 pub mod ledger;
 pub mod path;

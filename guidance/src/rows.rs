@@ -122,6 +122,9 @@ pub(crate) fn predict(
 /// is NaN exactly when some value is not finite (without the overflow a sum of `y` could
 /// have in f16).
 fn check_finite(model: &dyn Denoiser, raw: &Tensor, at: &StepPoint) -> Result<()> {
+    if crate::fused::all_finite(raw) == Some(true) {
+        return Ok(());
+    }
     let probe = raw.sub(raw)?.to_dtype(candle_core::DType::F32)?;
     if !probe.sum_all()?.to_scalar::<f32>()?.is_nan() {
         return Ok(());

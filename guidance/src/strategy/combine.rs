@@ -12,7 +12,8 @@
 //! The floating-point order is fixed: first the difference `cond − reference`, then its product
 //! with `w`, then the sum with `guided`, each half on its own. A scalar weight multiplies with
 //! `affine(w, 0)` in the tensor's dtype, a per-row weight with `broadcast_mul` — the forms the
-//! strategies have always used, so their numbers are unchanged.
+//! strategies have always used, so their numbers are unchanged. (On the CPU a scalar weight's
+//! whole term is one pass with those bits: `fused.rs`.)
 
 use candle_core::Tensor;
 
@@ -64,6 +65,14 @@ pub fn add_guidance(
     reference: &Prediction,
     w: Weight,
 ) -> Result<()> {
+    if let Weight::Scalar(w) = w {
+        let x0 = crate::fused::add_guidance(&guided.x0, &cond.x0, &reference.x0, w);
+        let eps = crate::fused::add_guidance(&guided.eps, &cond.eps, &reference.eps, w);
+        if let (Some(x0), Some(eps)) = (x0, eps) {
+            *guided = Prediction { x0, eps };
+            return Ok(());
+        }
+    }
     add_scaled(guided, &difference(cond, reference)?, w)
 }
 
