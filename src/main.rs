@@ -43,10 +43,13 @@ fn main() -> ExitCode {
     // clap's own parse errors (and --help / --version) keep clap's behaviour and exit codes.
     let matches = Cli::command().get_matches_from(argv);
     let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Err(e) = args.pin_threads() {
-        eprintln!("error: {}", one_line(&e));
-        return ExitCode::from(exit_code(&e));
-    }
+    let pool = match args.thread_pool() {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::from(exit_code(&e));
+        }
+    };
     if let (Command::Generate(g), Some(m)) =
         (&mut args.command, matches.subcommand_matches("generate"))
     {
@@ -70,7 +73,7 @@ fn main() -> ExitCode {
             text.split_whitespace().collect::<Vec<_>>().join(" ")
         );
     }));
-    match panic::catch_unwind(AssertUnwindSafe(|| cli::execute(args))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| pool.install(|| cli::execute(args)))) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) if steerdiff::cli::interrupt::interrupted() => {
             eprintln!("error: {}", one_line(&e));

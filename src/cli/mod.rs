@@ -38,12 +38,20 @@ pub struct Cli {
 impl Cli {
     /// Fixes the thread count where candle reads it (`RAYON_NUM_THREADS` for its matrix
     /// kernels, `CANDLE_NUM_THREADS` for its pool): `--threads`, else `RAYON_NUM_THREADS`,
-    /// else candle's default (the physical cores). Call before the first tensor operation.
+    /// else candle's default (the physical cores), and returns a pool of that many threads for
+    /// the command to run in ([`rayon::ThreadPool::install`]). Call before the first tensor
+    /// operation.
     ///
-    /// Setting it even when unchanged matters: with the variable unset, candle works out its
+    /// Setting the variable even when unchanged matters: with it unset, candle works out its
     /// default again for every matrix product by reading `/proc/cpuinfo` (measured: about a
     /// tenth of the CPU time of an FK run on the toy model).
-    pub fn pin_threads(&self) -> Result<()> {
+    ///
+    /// Running the command on one of the pool's threads, rather than on the main thread beside
+    /// them, matters for small models: every parallel operation otherwise hands its work from
+    /// the main thread to the pool and waits, and the pool's threads spin and sleep between
+    /// operations while the main thread works (measured on 2 cores: the tiny-sd pipeline, 7
+    /// images in one batch, 0.51 s → 0.37 s per run).
+    pub fn thread_pool(&self) -> Result<rayon::ThreadPool> {
         let n = match self.threads {
             Some(0) => crate::error::input_error!("--threads must be at least 1"),
             Some(n) => n,
@@ -55,7 +63,10 @@ impl Cli {
         if self.threads.is_some() || std::env::var_os("CANDLE_NUM_THREADS").is_none() {
             std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
         }
-        Ok(())
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))
     }
 }
 
