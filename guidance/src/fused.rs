@@ -12,6 +12,9 @@
 //! tensor's dtype; the expressions below keep that `+ 0.0` (it turns `−0` into `+0`).
 
 use candle_core::{CpuStorage, DType, Storage, StorageRef, Tensor};
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
 
 /// A contiguous f32 CPU tensor's values, read in place.
 struct Values<'a> {
@@ -68,17 +71,15 @@ pub(crate) fn velocity_to_prediction(
     let n = alpha + sigma;
     let (inv, s, a) = ((1.0 / n) as f32, (sigma / n) as f32, (alpha / n) as f32);
     let (xs, os) = (xv.get(), ov.get());
-    // Two collecting passes (each vectorises; pushing to two vectors in one loop does not).
-    let x0: Vec<f32> = xs
-        .iter()
-        .zip(os)
-        .map(|(&x, &o)| (x * inv + 0.0) - (o * s + 0.0))
-        .collect();
-    let eps: Vec<f32> = xs
-        .iter()
-        .zip(os)
-        .map(|(&x, &o)| (x * inv + 0.0) + (o * a + 0.0))
-        .collect();
+    let fill = |sign: f32, weight: f32| {
+        parallel_fill(xs.len(), |at, out| {
+            for (o, (&x, &v)) in out.iter_mut().zip(xs[at.clone()].iter().zip(&os[at])) {
+                // `scaled ∓ (v·w + 0)`, the sign applied exactly (negation is exact).
+                o.write((x * inv + 0.0) + sign * (v * weight + 0.0));
+            }
+        })
+    };
+    let (x0, eps) = (fill(-1.0, s), fill(1.0, a));
     let tensor = |v: Vec<f32>| Tensor::from_vec(v, x.shape(), x.device()).ok();
     Some((tensor(x0)?, tensor(eps)?))
 }
@@ -100,15 +101,70 @@ pub(crate) fn add_guidance(
         Values::of(cond)?,
         Values::of(reference)?,
     );
-    let w = w as f32;
-    let out: Vec<f32> = g
-        .get()
-        .iter()
-        .zip(c.get())
-        .zip(r.get())
-        .map(|((&g, &c), &r)| g + ((c - r) * w + 0.0))
-        .collect();
+    let (w, g, c, r) = (w as f32, g.get(), c.get(), r.get());
+    let out = parallel_fill(g.len(), |at, out| {
+        let inputs = g[at.clone()].iter().zip(&c[at.clone()]).zip(&r[at]);
+        for (o, ((&g, &c), &r)) in out.iter_mut().zip(inputs) {
+            o.write(g + ((c - r) * w + 0.0));
+        }
+    });
     Tensor::from_vec(out, guided.shape(), guided.device()).ok()
+}
+
+/// DDIM's transition `α_s·x̂0 + d·ε̂ (+ c·z)` with the bits of
+/// `x0.affine(α_s, 0) + eps.affine(d, 0)` (`+ z.affine(c, 0)` when `noise` is `(z, c)`).
+pub(crate) fn ddim_step(
+    x0: &Tensor,
+    eps: &Tensor,
+    alpha: f64,
+    direction: f64,
+    noise: Option<(&Tensor, f64)>,
+) -> Option<Tensor> {
+    if x0.dims() != eps.dims() || noise.is_some_and(|(z, _)| z.dims() != x0.dims()) {
+        return None;
+    }
+    let (xv, ev) = (Values::of(x0)?, Values::of(eps)?);
+    let zv = match noise {
+        Some((z, c)) => Some((Values::of(z)?, c as f32)),
+        None => None,
+    };
+    let (a, d, xs, es) = (alpha as f32, direction as f32, xv.get(), ev.get());
+    let out = parallel_fill(xs.len(), |at, out| {
+        let inputs = xs[at.clone()].iter().zip(&es[at.clone()]);
+        match &zv {
+            Some((z, c)) => {
+                for (o, ((&x, &e), &z)) in out.iter_mut().zip(inputs.zip(&z.get()[at])) {
+                    o.write(((x * a + 0.0) + (e * d + 0.0)) + (z * c + 0.0));
+                }
+            }
+            None => {
+                for (o, (&x, &e)) in out.iter_mut().zip(inputs) {
+                    o.write((x * a + 0.0) + (e * d + 0.0));
+                }
+            }
+        }
+    });
+    Tensor::from_vec(out, x0.shape(), x0.device()).ok()
+}
+
+/// Values per parallel task: below this, handing work to another thread costs more than it.
+const CHUNK: usize = 16 << 10;
+
+/// `n` values, written by `fill(range, out)` in parallel chunks of [`CHUNK`]; `fill` must
+/// write every value of its chunk (the buffer is not zeroed first: a pass fewer).
+fn parallel_fill(
+    n: usize,
+    fill: impl Fn(std::ops::Range<usize>, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(k, o)| fill(k * CHUNK..k * CHUNK + o.len(), o));
+    // SAFETY: the chunks cover 0..n and every caller's `fill` writes each value of its chunk
+    // (a zip over the chunk and inputs of the chunk's length).
+    unsafe { out.set_len(n) };
+    out
 }
 
 #[cfg(test)]
@@ -153,6 +209,14 @@ mod tests {
         for w in [5.5, -1.0, 0.0] {
             let got = add_guidance(&x, &out, &other, w).unwrap();
             let want = (&x + (&out - &other).unwrap().affine(w, 0.0).unwrap()).unwrap();
+            assert_eq!(bits(&got), bits(&want));
+        }
+        for noise in [None, Some((&other, 0.25))] {
+            let got = ddim_step(&x, &out, 0.6, 0.3, noise).unwrap();
+            let mut want = (x.affine(0.6, 0.0).unwrap() + out.affine(0.3, 0.0).unwrap()).unwrap();
+            if let Some((z, c)) = noise {
+                want = (want + z.affine(c, 0.0).unwrap()).unwrap();
+            }
             assert_eq!(bits(&got), bits(&want));
         }
         // Views with an offset read their own rows.

@@ -63,6 +63,7 @@ pub mod error;
 mod fused;
 pub mod guidance;
 pub mod ledger;
+mod normals;
 pub mod path;
 pub mod population;
 pub mod prediction;

@@ -12,7 +12,6 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
 /// What a stream is used for; different domains of one address never overlap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +63,8 @@ impl StreamKey {
     /// Fills `out` with the first `out.len()` standard normal numbers of this stream (the
     /// same numbers as [`StreamKey::normals`]).
     pub fn fill_normals(&self, out: &mut [f32]) {
-        let mut rng = self.rng();
-        for v in out {
-            *v = rng.sample::<f64, _>(StandardNormal) as f32;
-        }
+        // `rand_distr`'s StandardNormal in f64, rounded to f32 (its fast case inlined there).
+        crate::normals::fill(self.rng(), out);
     }
 
     /// `n` uniform numbers in `[0, 1)`.

@@ -63,6 +63,17 @@ impl Ddim {
     ) -> Result<Tensor> {
         let c = self.noise_std(t, s)?;
         let direction = (s.sigma * s.sigma - c * c).max(0.0).sqrt();
+        let fused_noise = match noise {
+            Some(z) if c > 0.0 => Some((z, c)),
+            _ => None,
+        };
+        if c == 0.0 || fused_noise.is_some() {
+            if let Some(out) =
+                crate::fused::ddim_step(&pred.x0, &pred.eps, s.alpha, direction, fused_noise)
+            {
+                return Ok(out);
+            }
+        }
         let mut out = (pred.x0.affine(s.alpha, 0.0)? + pred.eps.affine(direction, 0.0)?)?;
         if c > 0.0 {
             let z = noise.ok_or_else(|| {
