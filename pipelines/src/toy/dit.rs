@@ -140,13 +140,18 @@ fn position_table(side: usize, d: usize, dev: &Device) -> Result<Tensor> {
     Tensor::from_vec(out, (side * side, d), dev)
 }
 
-/// Sinusoidal features `[B, n]` of timesteps `t` (`[B]`, in `0..1000`).
+/// The `half` frequencies of [`timestep_features`]: `exp(−ln(10⁴)·i/half)`.
+pub fn timestep_frequencies(half: usize) -> Vec<f32> {
+    (0..half)
+        .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+        .collect()
+}
+
+/// Sinusoidal features `[B, n]` of timesteps `t` (`[B]`, in `0..1000`): the cosines, then the
+/// sines, of `t` times each of [`timestep_frequencies`].
 pub fn timestep_features(t: &Tensor, n: usize) -> Result<Tensor> {
     let half = n / 2;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
-        .collect();
-    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let freqs = Tensor::from_vec(timestep_frequencies(half), (1, half), t.device())?;
     let args = t
         .to_dtype(DType::F32)?
         .unsqueeze(1)?

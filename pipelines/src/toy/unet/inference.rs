@@ -28,8 +28,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{ResBlock, Unet, UnetConfig};
-use crate::kernels::vector_math::{layer_norm_rows, silu_in_place, softmax_numerator};
+use crate::kernels::vector_math::{layer_norm_rows, silu_in_place, softmax_numerator, Modulation};
 use crate::kernels::{gemm_threads, product, View};
+use crate::toy::dit::timestep_frequencies;
 
 /// The LayerNorm ε of the network (`pixel_ops`).
 const EPS: f32 = 1e-6;
@@ -218,7 +219,7 @@ fn norm_into_padded(
     src_w: usize,
     (h, w, c): (usize, usize, usize),
     padded: &mut Vec<f32>,
-    modulation: Option<(&[f32], &[f32])>,
+    modulation: Modulation,
 ) {
     let wp = w + 2;
     let p = sized(padded, (h + 2) * wp * c);
@@ -237,7 +238,7 @@ fn norm_into_padded(
 #[derive(Debug, Clone)]
 pub struct UnetInference {
     config: UnetConfig,
-    /// `exp(−ln(10⁴)·i/half)`, the sinusoid's frequencies.
+    /// The sinusoid's frequencies ([`timestep_frequencies`]).
     freqs: Vec<f32>,
     t_fc1: Dense,
     t_fc2: Dense,
@@ -258,9 +259,7 @@ impl UnetInference {
         let half = c.frequency_size / 2;
         Ok(UnetInference {
             config: c.clone(),
-            freqs: (0..half)
-                .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
-                .collect(),
+            freqs: timestep_frequencies(half),
             t_fc1: Dense::new(&unet.t_fc1)?,
             t_fc2: Dense::new(&unet.t_fc2)?,
             y_table: unet
