@@ -21,7 +21,7 @@
 //! **Batch invariance.** Each image is computed alone with products of fixed shapes, and the
 //! `gemm` crate's rounding depends on the shape, not on the thread count, so an image's
 //! velocity is the same bits in any batch and on any number of threads. The arithmetic is the
-//! network's (`mod.rs`) in another order, equal to it within f32 rounding (tested).
+//! network's (`toy/unet/mod.rs`) in another order, equal to it within f32 rounding (tested).
 
 use candle_core::{DType, Result, Tensor};
 use gemm::Parallelism;
@@ -40,7 +40,7 @@ mod tests;
 use dense::Dense;
 use maps::{average_pool, concat_upsampled, norm_into_padded, sized, EPS};
 
-/// A residual block's weights (see `ResBlock` in `mod.rs`).
+/// A residual block's weights (see `ResBlock` in `toy/unet/mod.rs`).
 #[derive(Debug, Clone)]
 struct BlockWeights {
     conv1: Dense,
