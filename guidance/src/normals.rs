@@ -148,17 +148,31 @@ impl RngCore for Words {
 pub(crate) fn fill(rng: ChaCha8Rng, out: &mut [f32]) {
     let layers = layers();
     let mut words = Words::new(rng);
-    for v in out {
-        let w = words.peek();
-        let (width, next) = layers[w as usize & 0xff];
-        let x = unit(w) * width;
-        if x.abs() < next {
-            words.at += 1;
+    let mut done = 0;
+    while done < out.len() {
+        words.peek();
+        // The run of buffered words that take the fast case, without per-word bookkeeping.
+        let ahead = &words.buf[words.at..];
+        let room = &mut out[done..];
+        let mut taken = 0;
+        for (v, &w) in room.iter_mut().zip(ahead) {
+            let (width, next) = layers[w as usize & 0xff];
+            let x = unit(w) * width;
+            if x.abs() >= next {
+                break;
+            }
             *v = x as f32;
-            continue;
+            taken += 1;
         }
-        let x: f64 = StandardNormal.sample(&mut words);
-        *v = x as f32;
+        words.at += taken;
+        done += taken;
+        // A word that failed its fast test (the buffer's end stops the run too): from it on,
+        // `rand_distr` samples, repeating that test.
+        if done < out.len() && words.at < words.buf.len() {
+            let x: f64 = StandardNormal.sample(&mut words);
+            out[done] = x as f32;
+            done += 1;
+        }
     }
 }
 
