@@ -1,6 +1,7 @@
 """CPU speed, side by side: steerdiff and diffusers on the same weights, same threads, one run.
 
-  python3 bench/cpu_bench.py BIN [unet] [tiny-sd] [--sizes 256,512] [--threads N] [--sd15 DIR]
+  python3 bench/cpu_bench.py BIN [unet] [tiny-sd] [sdxl] [--sizes 256,512] [--threads N]
+                             [--sd15 DIR] [--sdxl DIR]
 
   unet      one CFG step of an SD-1.5-size UNet (batch 2: conditional + unconditional rows), at
             each size: diffusers' `unet(...)` call against `steerdiff bench`'s forward at batch 2
@@ -11,6 +12,11 @@
             diffusers' pipeline call (num_images_per_prompt=7) against `steerdiff bench`'s whole
             run with the 7 images in one batch (`--batch-groups 7`) and one at a time (the
             default), each the median of 5 (loading excluded from both).
+  sdxl      one CFG step of an SDXL-size UNet (2.6 B parameters, SDXL base's config) at 1024 px,
+            batch 2, the median of 2 after one warm-up on each side. Its random-weight pipeline
+            (make_sdxl below, about 11 GB, once; --sdxl reuses one) has SDXL's text-encoder
+            widths but two layers each: only the UNet is timed. diffusers' UNet is freed before
+            steerdiff loads its own, so that one machine of 24 GiB holds either.
 
 Prints one JSON line per figure and a table of ratios (steerdiff time / diffusers time: below 1
 is faster). Needs torch and diffusers (bench/requirements.txt) and a release build of steerdiff.
@@ -122,6 +128,84 @@ def tiny_sd(bin_, threads, rows):
         print(json.dumps(rows[-1]), flush=True)
 
 
+def make_sdxl(folder):
+    """An SDXL-size pipeline with random weights: SDXL base's UNet and VAE configs, its text
+    encoders' widths (768 and 1280, projection 1280) with two layers each, and the tiny-sdxl
+    fixture's tokenizers (the encoders' vocabularies and special tokens follow them)."""
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    fixture = os.path.join(ROOT, "tests", "fixtures", "tiny-sdxl", "pipeline")
+    unet = UNet2DConditionModel(
+        sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+    unet.save_pretrained(os.path.join(folder, "unet"))
+    del unet
+    AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=1024, scaling_factor=0.13025).save_pretrained(os.path.join(folder, "vae"))
+    for sub, cls, width, heads, act in [("text_encoder", CLIPTextModel, 768, 12, "quick_gelu"),
+                                        ("text_encoder_2", CLIPTextModelWithProjection, 1280, 20, "gelu")]:
+        tiny = json.load(open(os.path.join(fixture, sub, "config.json")))
+        config = CLIPTextConfig(
+            vocab_size=tiny["vocab_size"], hidden_size=width, intermediate_size=4 * width,
+            num_hidden_layers=2, num_attention_heads=heads, hidden_act=act,
+            max_position_embeddings=tiny["max_position_embeddings"], projection_dim=1280,
+            bos_token_id=tiny["bos_token_id"], eos_token_id=tiny["eos_token_id"],
+            pad_token_id=tiny["pad_token_id"])
+        cls(config).save_pretrained(os.path.join(folder, sub))
+    for sub in ["tokenizer", "tokenizer_2"]:
+        shutil.copytree(os.path.join(fixture, sub), os.path.join(folder, sub))
+    EulerDiscreteScheduler.from_pretrained(os.path.join(fixture, "scheduler")).save_pretrained(
+        os.path.join(folder, "scheduler"))
+    shutil.copy(os.path.join(fixture, "model_index.json"), folder)
+
+
+def sdxl_step(bin_, threads, sdxl, rows):
+    import gc
+
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not os.path.exists(os.path.join(sdxl, "model_index.json")):
+        make_sdxl(sdxl)
+    length = json.load(open(os.path.join(sdxl, "tokenizer", "tokenizer_config.json")))["model_max_length"]
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(sdxl, "unet")).eval()
+    torch.manual_seed(0)
+    lat = torch.randn(2, 4, 128, 128)
+    ctx = torch.randn(2, length, 2048)
+    added = {"text_embeds": torch.randn(2, 1280), "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * 2)}
+    step = lambda: unet(lat, 500, encoder_hidden_states=ctx, added_cond_kwargs=added)
+    with torch.no_grad():
+        med, lo, hi = median_time(step, 2)
+        with FlopCounterMode(display=False) as fc:
+            step()
+    flops = fc.get_total_flops()
+    work = "SDXL-size UNet, one CFG step (batch 2), 1024 px"
+    rows.append(dict(work=work, impl="diffusers", seconds=med, min=lo, max=hi,
+                     gflops_per_s=flops / med / 1e9, tflop=flops / 1e12))
+    print(json.dumps(rows[-1]), flush=True)
+    del unet, step
+    gc.collect()
+    report = steerdiff_bench(bin_, threads, ["--batches", "2", "--warmup", "1", "--repeats", "2", "--runs", "0"],
+                             ["-m", sdxl, "-p", "a cat", "-H", "1024", "-W", "1024", "--cfg", "7.5"])
+    s = report["forward"][0]["seconds"]
+    rows.append(dict(work=work, impl="steerdiff", seconds=s["median"], min=s["min"], max=s["max"],
+                     gflops_per_s=flops / s["median"] / 1e9, tflop=flops / 1e12,
+                     peak_rss_gb=(report.get("peak_rss_bytes") or 0) / 1e9))
+    print(json.dumps(rows[-1]), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bin")
@@ -129,6 +213,7 @@ def main():
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--sd15", default=os.path.join(tempfile.gettempdir(), "steerdiff-sd15-random"))
+    ap.add_argument("--sdxl", default=os.path.join(tempfile.gettempdir(), "steerdiff-sdxl-random"))
     a = ap.parse_args()
     import torch
 
@@ -139,8 +224,10 @@ def main():
             unet_step(a.bin, a.threads, [int(x) for x in a.sizes.split(",")], a.sd15, rows)
         elif s == "tiny-sd":
             tiny_sd(a.bin, a.threads, rows)
+        elif s == "sdxl":
+            sdxl_step(a.bin, a.threads, a.sdxl, rows)
         else:
-            sys.exit(f"unknown section {s!r}: unet or tiny-sd")
+            sys.exit(f"unknown section {s!r}: unet, tiny-sd or sdxl")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"\n{cpu}, {a.threads} threads, torch {torch.__version__}")
     print(f"{'work':<72} {'impl':<32} {'seconds':>9} {'ratio':>7}")
