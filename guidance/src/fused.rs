@@ -11,9 +11,9 @@
 //! candle's `affine(m, a)` computes `v·m′ + a′` with `m′, a′` the f64 arguments rounded to the
 //! tensor's dtype; the expressions below keep that `+ 0.0` (it turns `−0` into `+0`).
 
-use candle_core::{CpuStorage, DType, Storage, StorageRef, Tensor};
 use std::mem::MaybeUninit;
 
+use candle_core::{CpuStorage, DType, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
 /// A contiguous f32 CPU tensor's values, read in place.
