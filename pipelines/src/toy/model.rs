@@ -190,7 +190,7 @@ pub fn var_builder(weights: &Path, dev: &Device) -> Result<VarBuilder<'static>> 
 #[derive(Debug, Clone)]
 pub struct ToyFlow {
     net: FlowNet,
-    /// The U-Net's one-image CPU forward (`unet/inference.rs`), when it runs on the CPU.
+    /// The U-Net's one-image CPU forward (`unet/inference/`), when it runs on the CPU.
     inference: Option<Arc<UnetInference>>,
     path: NoisePath,
     name: String,
