@@ -103,64 +103,73 @@ impl CustomOp3 for AttentionOp {
                     let (n, head) = (bh / h, bh % h);
                     let row0 = blk * block;
                     let rows = block.min(tq - row0);
-                    let s = &mut scores[..rows * tk];
                     let q0 = (n * tq + row0) * width + head * dh;
                     let kv0 = n * tk * width + head * dh;
                     // SAFETY: q rows row0..row0+rows and k, v rows 0..tk of image n lie inside
                     // their buffers (checked by the layouts' shapes); each task writes its own
                     // rows × head columns of `out`, which no other task touches.
                     unsafe {
-                        // s[i, j] = scale · q[i, :] · k[j, :]
-                        let q_rows = View {
-                            ptr: q.as_ptr().add(q0),
-                            rs: width,
-                            cs: 1,
-                        };
-                        let k_cols = View {
-                            ptr: k.as_ptr().add(kv0),
-                            rs: 1,
-                            cs: width,
-                        };
-                        let shape = (rows, tk, dh);
-                        let none = gemm::Parallelism::None;
-                        product(
-                            s.as_mut_ptr(),
-                            tk,
-                            false,
-                            q_rows,
-                            k_cols,
-                            shape,
+                        attend(
+                            View::rows(q.as_ptr().add(q0), width),
+                            View::rows(k.as_ptr().add(kv0), width),
+                            View::rows(v.as_ptr().add(kv0), width),
+                            (dst.get().add(q0), width),
+                            (rows, tk, dh),
                             scale,
-                            none,
+                            (scores, norms),
+                            gemm::Parallelism::None,
                         );
-                        // The softmax's numerators; its normaliser divides the (narrower) output.
-                        for (row, z) in s.chunks_exact_mut(tk).zip(norms.iter_mut()) {
-                            *z = 1.0 / vector_math::softmax_numerator(row);
-                        }
-                        // out[i, :] = Σ_j s[i, j] · v[j, :] / z_i
-                        let p_rows = View {
-                            ptr: s.as_ptr(),
-                            rs: tk,
-                            cs: 1,
-                        };
-                        let v_rows = View {
-                            ptr: v.as_ptr().add(kv0),
-                            rs: width,
-                            cs: 1,
-                        };
-                        let shape = (rows, dh, tk);
-                        let out = dst.get().add(q0);
-                        product(out, width, false, p_rows, v_rows, shape, 1.0, none);
-                        for (i, &z) in norms[..rows].iter().enumerate() {
-                            let o = dst.get().add(q0 + i * width);
-                            for e in 0..dh {
-                                *o.add(e) *= z;
-                            }
-                        }
                     }
                 },
             );
         Ok((CpuStorage::F32(out), Shape::from((b, tq, width))))
+    }
+}
+
+/// One head's attention for `rows` query rows over `tk` keys of width `dh`, on raw buffers:
+/// `out[i, :] = Σ_j softmax_j(scale · q[i, :] · k[j, :]) · v[j, :]`, with `q`, `k`, `v` as
+/// row-major views and `out` rows `out.1` apart. The softmax is exact (the whole row's maximum);
+/// its normaliser divides the output, which is narrower than the scores. `scratch` holds at
+/// least `rows × tk` scores and `rows` normalisers.
+///
+/// # Safety
+/// The views must cover `rows` (q) or `tk` (k, v) rows of `dh` values, and `out` `rows` rows of
+/// `dh` values that no other thread touches meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn attend(
+    q: View,
+    k: View,
+    v: View,
+    (out, out_rs): (*mut f32, usize),
+    (rows, tk, dh): (usize, usize, usize),
+    scale: f32,
+    (scores, norms): (&mut [f32], &mut [f32]),
+    par: gemm::Parallelism,
+) {
+    let s = &mut scores[..rows * tk];
+    // s[i, j] = scale · q[i, :] · k[j, :]
+    let k_transposed = View::transposed(k.ptr, k.rs);
+    product(
+        s.as_mut_ptr(),
+        tk,
+        false,
+        q,
+        k_transposed,
+        (rows, tk, dh),
+        scale,
+        par,
+    );
+    for (row, z) in s.chunks_exact_mut(tk).zip(norms.iter_mut()) {
+        *z = 1.0 / vector_math::softmax_numerator(row);
+    }
+    // out[i, :] = Σ_j s[i, j] · v[j, :] / z_i
+    let p = View::rows(s.as_ptr(), tk);
+    product(out, out_rs, false, p, v, (rows, dh, tk), 1.0, par);
+    for (i, &z) in norms[..rows].iter().enumerate() {
+        let o = out.add(i * out_rs);
+        for e in 0..dh {
+            *o.add(e) *= z;
+        }
     }
 }
 

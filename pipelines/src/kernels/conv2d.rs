@@ -211,16 +211,8 @@ fn product(
 ) {
     assert!(dst.len() >= (m - 1) * dst_stride + n && lhs.len() >= m * k);
     assert!(rhs.len() >= (k - 1) * rhs_stride + n);
-    let lhs = View {
-        ptr: lhs.as_ptr(),
-        rs: k,
-        cs: 1,
-    };
-    let rhs = View {
-        ptr: rhs.as_ptr(),
-        rs: rhs_stride,
-        cs: 1,
-    };
+    let lhs = View::rows(lhs.as_ptr(), k);
+    let rhs = View::rows(rhs.as_ptr(), rhs_stride);
     // SAFETY: the asserts above keep every index the product touches inside the slices.
     unsafe {
         kernels_product(

@@ -114,11 +114,7 @@ impl CustomOp3 for LinearOp {
         if m > 0 && n > 0 && k > 0 {
             // SAFETY: x is m × k, y is m × n, and w's strided n × k extent was checked above.
             unsafe {
-                let x = View {
-                    ptr: x.as_ptr(),
-                    rs: k,
-                    cs: 1,
-                };
+                let x = View::rows(x.as_ptr(), k);
                 let w = View {
                     ptr: w.as_ptr(),
                     rs: *ws1,

@@ -59,6 +59,19 @@ pub(crate) struct View {
     pub cs: usize,
 }
 
+impl View {
+    /// A row-major matrix: rows `rs` apart, each contiguous.
+    pub fn rows(ptr: *const f32, rs: usize) -> View {
+        View { ptr, rs, cs: 1 }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `cs` apart: element `(i, j)` at
+    /// `ptr + i + j·cs`.
+    pub fn transposed(ptr: *const f32, cs: usize) -> View {
+        View { ptr, rs: 1, cs }
+    }
+}
+
 /// The matrix product every kernel uses (`gemm`'s): `dst ← dst + β·lhs·rhs` when `accumulate`
 /// (`dst` holds the bias, say), else `dst ← β·lhs·rhs`; `lhs` is `m × k`, `rhs` `k × n`, `dst`
 /// `m × n` with rows `dst_rs` apart and unit column stride.

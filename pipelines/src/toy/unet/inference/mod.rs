@@ -28,8 +28,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{ResBlock, Unet, UnetConfig};
-use crate::kernels::vector_math::{layer_norm_rows, silu_in_place, softmax_numerator};
-use crate::kernels::{gemm_threads, product, View};
+use crate::kernels::attention::attend;
+use crate::kernels::vector_math::{layer_norm_rows, silu_in_place};
+use crate::kernels::{gemm_threads, View};
 use crate::toy::dit::timestep_frequencies;
 
 mod dense;
@@ -87,9 +88,11 @@ struct Scratch {
     wide: Vec<f32>,
     /// A block's modulation `[gain | shift]`.
     modulation: Vec<f32>,
-    /// The attention's `[q | k | v]` rows, one head's scores, and the heads' outputs.
+    /// The attention's `[q | k | v]` rows, one head's scores and their normalisers, and the
+    /// heads' outputs.
     qkv: Vec<f32>,
     scores: Vec<f32>,
+    norms: Vec<f32>,
     heads: Vec<f32>,
 }
 
@@ -331,58 +334,24 @@ impl UnetInference {
         let qkv = sized(&mut sc.qkv, t * 3 * d);
         self.qkv.apply(normed, t, qkv, par);
         let scores = sized(&mut sc.scores, t * t);
+        let norms = sized(&mut sc.norms, t);
         let att = sized(&mut sc.heads, t * d);
         let scale = 1.0 / (dh as f32).sqrt();
         for head in 0..heads {
             let q = qkv[head * dh..].as_ptr();
             let (k, v) = (q.wrapping_add(d), q.wrapping_add(2 * d));
-            // SAFETY: q, k and v are t rows of dh at a stride of 3d inside `qkv`; the scores
-            // are t × t, and this head's output t rows of dh at a stride of d inside `att`.
+            // SAFETY: q, k and v are t rows of dh at a stride of 3d inside `qkv`; this head's
+            // output is t rows of dh at a stride of d inside `att`; the scratch holds t × t
+            // scores and t normalisers.
             unsafe {
-                let q = View {
-                    ptr: q,
-                    rs: 3 * d,
-                    cs: 1,
-                };
-                let k_transposed = View {
-                    ptr: k,
-                    rs: 1,
-                    cs: 3 * d,
-                };
-                product(
-                    scores.as_mut_ptr(),
-                    t,
-                    false,
-                    q,
-                    k_transposed,
+                attend(
+                    View::rows(q, 3 * d),
+                    View::rows(k, 3 * d),
+                    View::rows(v, 3 * d),
+                    (att.as_mut_ptr().add(head * dh), d),
                     (t, t, dh),
                     scale,
-                    par,
-                );
-            }
-            for row in scores.chunks_exact_mut(t) {
-                let z = 1.0 / softmax_numerator(row);
-                row.iter_mut().for_each(|s| *s *= z);
-            }
-            unsafe {
-                let p = View {
-                    ptr: scores.as_ptr(),
-                    rs: t,
-                    cs: 1,
-                };
-                let v = View {
-                    ptr: v,
-                    rs: 3 * d,
-                    cs: 1,
-                };
-                product(
-                    att.as_mut_ptr().add(head * dh),
-                    d,
-                    false,
-                    p,
-                    v,
-                    (t, dh, t),
-                    1.0,
+                    (&mut *scores, &mut *norms),
                     par,
                 );
             }
