@@ -54,10 +54,7 @@ impl RngCore for Scripted {
     }
 
     fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for chunk in dst.chunks_mut(8) {
-            let w = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&w[..chunk.len()]);
-        }
+        rand::rand_core::impls::fill_bytes_via_next(self, dst)
     }
 }
 
@@ -136,10 +133,7 @@ impl RngCore for Words {
     }
 
     fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for chunk in dst.chunks_mut(8) {
-            let w = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&w[..chunk.len()]);
-        }
+        rand::rand_core::impls::fill_bytes_via_next(self, dst)
     }
 }
 
