@@ -30,6 +30,8 @@ pub mod kernels;
 pub mod model;
 pub mod reward;
 pub mod sd;
+#[cfg(test)]
+mod test_support;
 pub mod toy;
 
 pub use error::{Error, Result};

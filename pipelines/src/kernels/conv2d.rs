@@ -231,6 +231,7 @@ fn product(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{max_abs, max_abs_diff};
     use candle_core::Device;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -259,28 +260,14 @@ mod tests {
             .unwrap();
         let got = conv2d(&x, &w, Some(&bias), p).unwrap();
         assert_eq!(got.dims(), want.dims(), "{p:?}");
-        let err = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
-        let err = err.to_scalar::<f32>().unwrap();
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs_diff(&got, &want);
+        let scale = max_abs(&want);
         assert!(err <= 1e-5 * scale, "{p:?}: {err} against {scale}");
         let plain = conv2d(&x, &w, None, p).unwrap();
-        let diff = (got
-            - plain
-                .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
-                .unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+        let with_bias = plain
+            .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
+            .unwrap();
+        let diff = max_abs_diff(&got, &with_bias);
         assert!(diff <= 1e-6 * scale, "{p:?}: bias {diff}");
     }
 

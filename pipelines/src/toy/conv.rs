@@ -140,6 +140,7 @@ fn conv3x3_candle(layer: &Linear, x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff;
     use candle_core::{Device, Var};
     use steerdiff_guidance::rng::{Domain, StreamKey};
 
@@ -153,15 +154,6 @@ mod tests {
         }
         .normals(n);
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs(t: Tensor) -> f32 {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]
@@ -184,7 +176,7 @@ mod tests {
             .reshape((7, 36))
             .unwrap();
         let y = conv3x3(&Linear::new(weight, Some(bias)), &x).unwrap();
-        assert!(max_abs((y - reference).unwrap()) < 1e-4);
+        assert!(max_abs_diff(&y, &reference) < 1e-4);
     }
 
     /// The path a GPU tensor takes, forced on the CPU: the same convolution and input gradient.
@@ -201,7 +193,7 @@ mod tests {
         };
         let (ya, ga) = run(conv3x3);
         let (yb, gb) = run(conv3x3_candle);
-        let (dy, dg) = (max_abs((ya - yb).unwrap()), max_abs((ga - gb).unwrap()));
+        let (dy, dg) = (max_abs_diff(&ya, &yb), max_abs_diff(&ga, &gb));
         assert!(dy < 1e-4, "value differs by {dy}");
         assert!(dg < 1e-3, "gradient differs by {dg}");
     }
@@ -260,6 +252,6 @@ mod tests {
             .unwrap()
             .permute((0, 2, 3, 1))
             .unwrap();
-        assert!(max_abs((a - b).unwrap()) < 1e-3);
+        assert!(max_abs_diff(a, &b) < 1e-3);
     }
 }

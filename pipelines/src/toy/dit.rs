@@ -278,6 +278,7 @@ pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff;
     use candle_nn::VarMap;
 
     #[test]
@@ -306,14 +307,7 @@ mod tests {
         let a = dit.forward(&x, &t, &y).unwrap();
         dit.set_fused_ops(true);
         let b = dit.forward(&x, &t, &y).unwrap();
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(&a, &b);
         assert!(d < 1e-3, "{d}");
     }
 }

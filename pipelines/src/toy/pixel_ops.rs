@@ -176,6 +176,7 @@ fn silu_composed(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff;
     use candle_core::{Device, Var};
 
     /// Value and input gradient of `sum(f(x)·w)` for a fixed weighting `w`.
@@ -192,15 +193,6 @@ mod tests {
             .unwrap()
             .clone();
         (y, g)
-    }
-
-    fn max_abs(t: Tensor) -> f32 {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// The path a GPU tensor takes, forced on the CPU: the same values as the CPU kernels.
@@ -230,7 +222,7 @@ mod tests {
         for (kernel, fallback) in pairs {
             let (ya, ga) = value_and_grad(kernel, &x, &w);
             let (yb, gb) = value_and_grad(fallback, &x, &w);
-            let (dy, dg) = (max_abs((ya - yb).unwrap()), max_abs((ga - gb).unwrap()));
+            let (dy, dg) = (max_abs_diff(&ya, &yb), max_abs_diff(&ga, &gb));
             assert!(dy < 1e-5, "value differs by {dy}");
             assert!(dg < 1e-5, "gradient differs by {dg}");
         }
@@ -252,8 +244,8 @@ mod tests {
         for (ours, composed) in pairs {
             let (ya, ga) = value_and_grad(ours, &x, &w);
             let (yb, gb) = value_and_grad(composed, &x, &w);
-            assert!(max_abs((ya - yb).unwrap()) < 1e-4);
-            assert!(max_abs((ga - gb).unwrap()) < 1e-3);
+            assert!(max_abs_diff(&ya, &yb) < 1e-4);
+            assert!(max_abs_diff(&ga, &gb) < 1e-3);
         }
     }
 }

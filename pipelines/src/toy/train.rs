@@ -832,6 +832,7 @@ pub fn latest_export(dir: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff;
 
     fn grads_all_nonzero(config: ToyConfig, steps: u64) {
         let mut spec = default_spec("flow", 10).unwrap();
@@ -1027,17 +1028,6 @@ mod tests {
 
     fn load_cpu(path: &Path) -> HashMap<String, Tensor> {
         candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

@@ -320,6 +320,7 @@ impl Unet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
@@ -344,14 +345,7 @@ mod tests {
         assert_eq!(a.dims(), &[2, 3, 32, 32]);
         net.set_fused_ops(true);
         let b = net.forward(&x, &t, &y).unwrap();
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(&a, &b);
         assert!(d < 1e-3, "{d}");
     }
 }

@@ -1,21 +1,11 @@
 //! The CPU forward against the network's tensor-op forward, and its thread independence.
 
 use super::*;
+use crate::test_support::{max_abs, max_abs_diff};
 use crate::toy::model::{Assets, ToyFlow, FLOW};
 use crate::toy::FlowNet;
 use candle_core::Device;
 use candle_nn::{VarBuilder, VarMap};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 fn inputs(b: usize) -> (Tensor, Vec<u32>) {
     let x = Tensor::randn(0f32, 1.0, (b, 3, 32, 32), &Device::Cpu).unwrap();
@@ -47,13 +37,7 @@ fn equals_the_networks_forward_with_every_weight_random() {
     let (x, labels) = inputs(3);
     let want = reference(&net, &x, 420.0, &labels);
     let got = fast.forward(&x, 420.0, &labels).unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = max_abs(&want);
     let d = max_abs_diff(&got, &want);
     assert!(
         scale > 0.1 && d < 1e-5 * scale.max(1.0),
