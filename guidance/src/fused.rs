@@ -57,13 +57,14 @@ pub(crate) fn all_finite(t: &Tensor) -> Option<bool> {
 
 /// A velocity model's output as `(x̂0, ε̂)` (`n = α + σ`): `x/n − (σ/n)·out` and
 /// `x/n + (α/n)·out`, with the bits of `scaled = x.affine(1/n, 0)`,
-/// `scaled − out.affine(σ/n, 0)` and `scaled + out.affine(α/n, 0)`.
+/// `scaled − out.affine(σ/n, 0)` and `scaled + out.affine(α/n, 0)`; and whether every value of
+/// `out` is finite, read in the same pass (the check [`all_finite`] makes).
 pub(crate) fn velocity_to_prediction(
     x: &Tensor,
     out: &Tensor,
     alpha: f64,
     sigma: f64,
-) -> Option<(Tensor, Tensor)> {
+) -> Option<(Tensor, Tensor, bool)> {
     if x.dims() != out.dims() {
         return None;
     }
@@ -71,44 +72,53 @@ pub(crate) fn velocity_to_prediction(
     let n = alpha + sigma;
     let (inv, s, a) = ((1.0 / n) as f32, (sigma / n) as f32, (alpha / n) as f32);
     let (xs, os) = (xv.get(), ov.get());
-    let fill = |sign: f32, weight: f32| {
-        parallel_fill(xs.len(), |at, out| {
-            for (o, (&x, &v)) in out.iter_mut().zip(xs[at.clone()].iter().zip(&os[at])) {
-                // `scaled ∓ (v·w + 0)`, the sign applied exactly (negation is exact).
-                o.write((x * inv + 0.0) + sign * (v * weight + 0.0));
-            }
-        })
-    };
-    let (x0, eps) = (fill(-1.0, s), fill(1.0, a));
+    let (x0, eps, finite) = parallel_fill_pair(xs.len(), |at, x0, eps| {
+        let inputs = xs[at.clone()].iter().zip(&os[at]);
+        let mut finite = true;
+        for ((x0, eps), (&x, &v)) in x0.iter_mut().zip(eps).zip(inputs) {
+            // `scaled ∓ (v·w + 0)`, the sign applied exactly (negation is exact).
+            let scaled = x * inv + 0.0;
+            x0.write(scaled - (v * s + 0.0));
+            eps.write(scaled + (v * a + 0.0));
+            finite &= v.is_finite();
+        }
+        finite
+    });
     let tensor = |v: Vec<f32>| Tensor::from_vec(v, x.shape(), x.device()).ok();
-    Some((tensor(x0)?, tensor(eps)?))
+    Some((tensor(x0)?, tensor(eps)?, finite))
 }
 
-/// `guided + w·(cond − reference)` with the bits of
-/// `guided + (cond − reference).affine(w, 0)`; `None` unless all three are contiguous f32 CPU
+/// `guided + w·(cond − reference)` on both halves of a prediction, each with the bits of
+/// `guided + (cond − reference).affine(w, 0)`; `None` unless all six are contiguous f32 CPU
 /// tensors of one shape.
 pub(crate) fn add_guidance(
-    guided: &Tensor,
-    cond: &Tensor,
-    reference: &Tensor,
+    guided: (&Tensor, &Tensor),
+    cond: (&Tensor, &Tensor),
+    reference: (&Tensor, &Tensor),
     w: f64,
-) -> Option<Tensor> {
-    if guided.dims() != cond.dims() || cond.dims() != reference.dims() {
+) -> Option<(Tensor, Tensor)> {
+    let dims = guided.0.dims();
+    let all = [guided.0, guided.1, cond.0, cond.1, reference.0, reference.1];
+    if all.iter().any(|t| t.dims() != dims) {
         return None;
     }
-    let (g, c, r) = (
-        Values::of(guided)?,
-        Values::of(cond)?,
-        Values::of(reference)?,
-    );
-    let (w, g, c, r) = (w as f32, g.get(), c.get(), r.get());
-    let out = parallel_fill(g.len(), |at, out| {
-        let inputs = g[at.clone()].iter().zip(&c[at.clone()]).zip(&r[at]);
-        for (o, ((&g, &c), &r)) in out.iter_mut().zip(inputs) {
-            o.write(g + ((c - r) * w + 0.0));
+    let [g0, g1, c0, c1, r0, r1] = all.map(Values::of);
+    let (g0, g1, c0, c1, r0, r1) = (g0?, g1?, c0?, c1?, r0?, r1?);
+    let w = w as f32;
+    let halves = [
+        (g0.get(), c0.get(), r0.get()),
+        (g1.get(), c1.get(), r1.get()),
+    ];
+    let (x0, eps, ()) = parallel_fill_pair(g0.get().len(), |at, x0, eps| {
+        for (out, (g, c, r)) in [x0, eps].into_iter().zip(halves) {
+            let inputs = g[at.clone()].iter().zip(&c[at.clone()]).zip(&r[at.clone()]);
+            for (o, ((&g, &c), &r)) in out.iter_mut().zip(inputs) {
+                o.write(g + ((c - r) * w + 0.0));
+            }
         }
     });
-    Tensor::from_vec(out, guided.shape(), guided.device()).ok()
+    let tensor = |v: Vec<f32>| Tensor::from_vec(v, guided.0.shape(), guided.0.device()).ok();
+    Some((tensor(x0)?, tensor(eps)?))
 }
 
 /// DDIM's transition `α_s·x̂0 + d·ε̂ (+ c·z)` with the bits of
@@ -167,6 +177,54 @@ fn parallel_fill(
     out
 }
 
+/// Two buffers of `n` values, written together by `fill(range, first, second)` in parallel
+/// chunks of [`CHUNK`] (one pass, one hand-off to the threads, for the two halves of a
+/// prediction); `fill` must write every value of both chunks. The chunks' answers are
+/// combined with `&` (all of them, with no early stop): `bool` for a test over the inputs,
+/// `()` for none.
+fn parallel_fill_pair<T: Flag>(
+    n: usize,
+    fill: impl Fn(std::ops::Range<usize>, &mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]) -> T + Sync,
+) -> (Vec<f32>, Vec<f32>, T) {
+    let (mut first, mut second) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let answer = first.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(second.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+        .enumerate()
+        .map(|(k, (a, b))| fill(k * CHUNK..k * CHUNK + a.len(), a, b))
+        .reduce(T::all, T::and);
+    // SAFETY: the chunks cover 0..n of both buffers, `reduce` runs every chunk, and every
+    // caller's `fill` writes each value of both (zips over the chunks and inputs of the
+    // chunk's length).
+    unsafe {
+        first.set_len(n);
+        second.set_len(n);
+    }
+    (first, second, answer)
+}
+
+/// What a chunk of [`parallel_fill_pair`] answers, combined over the chunks.
+trait Flag: Send {
+    /// The answer of no chunk.
+    fn all() -> Self;
+    /// Two answers combined.
+    fn and(self, other: Self) -> Self;
+}
+
+impl Flag for bool {
+    fn all() -> Self {
+        true
+    }
+    fn and(self, other: Self) -> Self {
+        self & other
+    }
+}
+
+impl Flag for () {
+    fn all() -> Self {}
+    fn and(self, _: Self) -> Self {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +255,8 @@ mod tests {
         let zeros = Tensor::zeros((2, 100), DType::F32, &Device::Cpu).unwrap();
         for (a, s) in [(0.3, 0.7), (0.999, 0.001), (0.0, 1.0)] {
             for (x, out) in [(&x, &out), (&zeros, &zeros.neg().unwrap())] {
-                let (x0, eps) = velocity_to_prediction(x, out, a, s).unwrap();
+                let (x0, eps, finite) = velocity_to_prediction(x, out, a, s).unwrap();
+                assert!(finite);
                 let n = a + s;
                 let scaled = x.affine(1.0 / n, 0.0).unwrap();
                 let want_x0 = (&scaled - out.affine(s / n, 0.0).unwrap()).unwrap();
@@ -207,9 +266,11 @@ mod tests {
             }
         }
         for w in [5.5, -1.0, 0.0] {
-            let got = add_guidance(&x, &out, &other, w).unwrap();
+            let (x0, eps) = add_guidance((&x, &other), (&out, &x), (&other, &out), w).unwrap();
             let want = (&x + (&out - &other).unwrap().affine(w, 0.0).unwrap()).unwrap();
-            assert_eq!(bits(&got), bits(&want));
+            assert_eq!(bits(&x0), bits(&want));
+            let want = (&other + (&x - &out).unwrap().affine(w, 0.0).unwrap()).unwrap();
+            assert_eq!(bits(&eps), bits(&want));
         }
         for noise in [None, Some((&other, 0.25))] {
             let got = ddim_step(&x, &out, 0.6, 0.3, noise).unwrap();
@@ -221,7 +282,7 @@ mod tests {
         }
         // Views with an offset read their own rows.
         let (a, b) = (x.narrow(0, 1, 1).unwrap(), out.narrow(0, 1, 1).unwrap());
-        let got = add_guidance(&a, &b, &b, 2.0).unwrap();
+        let (got, _) = add_guidance((&a, &a), (&b, &b), (&b, &b), 2.0).unwrap();
         assert_eq!(bits(&got), bits(&a));
     }
 
@@ -240,7 +301,10 @@ mod tests {
         let f64s = x.to_dtype(DType::F64).unwrap();
         assert!(all_finite(&f64s).is_none());
         assert!(velocity_to_prediction(&f64s, &f64s, 0.5, 0.5).is_none());
+        let (.., finite) = velocity_to_prediction(&x, &bad, 0.5, 0.5).unwrap();
+        assert!(!finite);
         let strided = x.t().unwrap();
-        assert!(add_guidance(&strided, &strided, &strided, 1.0).is_none());
+        let s = (&strided, &strided);
+        assert!(add_guidance(s, s, s, 1.0).is_none());
     }
 }

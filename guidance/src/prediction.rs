@@ -108,7 +108,7 @@ impl Parameterization {
                 Ok(Prediction { x0, eps })
             }
             Parameterization::Velocity => {
-                if let Some((x0, eps)) = crate::fused::velocity_to_prediction(x, output, a, s) {
+                if let Some((x0, eps, _)) = crate::fused::velocity_to_prediction(x, output, a, s) {
                     return Ok(Prediction { x0, eps });
                 }
                 // `x / n` once for both (the same values as computing it twice).

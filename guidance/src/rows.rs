@@ -11,7 +11,7 @@ use crate::denoiser::Denoiser;
 use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::Population;
-use crate::prediction::Prediction;
+use crate::prediction::{Parameterization, Prediction};
 use crate::{Error, Result};
 
 /// Extra model rows: one row per particle, of model `model` under `conds[i]` for particle `i`.
@@ -112,6 +112,15 @@ pub(crate) fn predict(
     Timing::add(&mut timing.model_s, start.elapsed());
     *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
     *ledger.model_calls.entry(model.name().into()).or_default() += calls;
+    // A velocity output is converted and checked in one pass on the CPU (`fused.rs`); any
+    // other is checked first.
+    if model.parameterization() == Parameterization::Velocity {
+        if let Some((x0, eps, true)) =
+            crate::fused::velocity_to_prediction(x, &raw, at.alpha, at.sigma)
+        {
+            return Ok(Prediction { x0, eps });
+        }
+    }
     check_finite(model, &raw, at)?;
     model.parameterization().to_prediction(&raw, x, at)
 }
@@ -144,4 +153,82 @@ fn check_finite(model: &dyn Denoiser, raw: &Tensor, at: &StepPoint) -> Result<()
         per_row.len(),
         bad[0]
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::NoisePath;
+    use candle_core::Device;
+
+    /// A velocity model answering `scale·x`, with a NaN planted in row `nan_row` if given.
+    struct Velocity {
+        path: NoisePath,
+        nan_row: Option<usize>,
+    }
+
+    impl Denoiser for Velocity {
+        fn name(&self) -> &str {
+            "velocity"
+        }
+        fn parameterization(&self) -> Parameterization {
+            Parameterization::Velocity
+        }
+        fn path(&self) -> &NoisePath {
+            &self.path
+        }
+        fn sample_shape(&self) -> Vec<usize> {
+            vec![3]
+        }
+        fn forward(&self, x: &Tensor, _: &StepPoint, _: &[Condition]) -> Result<Tensor> {
+            let mut v = x.affine(-0.5, 0.25)?.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(r) = self.nan_row {
+                v[3 * r + 1] = f32::NAN;
+            }
+            Ok(Tensor::from_vec(v, x.shape(), x.device())?)
+        }
+    }
+
+    #[test]
+    fn a_velocity_output_is_converted_and_checked_in_one_pass() {
+        let x = Tensor::from_vec(
+            vec![0.5f32, -1.0, 2.0, 0.0, -0.0, 3.5],
+            (2, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let at = StepPoint {
+            timestep: 300.0,
+            alpha: 0.7,
+            sigma: 0.3,
+        };
+        let conds = [Condition::Null; 2];
+        let (mut ledger, mut timing) = (Ledger::default(), Timing::default());
+        let mut model = Velocity {
+            path: NoisePath::flow(),
+            nan_row: None,
+        };
+        let got = predict(&model, &x, &at, &conds, &mut ledger, &mut timing).unwrap();
+        // The same values as checking and converting with candle's ops.
+        let raw = model.forward(&x, &at, &conds).unwrap();
+        let n = 0.7 + 0.3;
+        let scaled = x.affine(1.0 / n, 0.0).unwrap();
+        let want_x0 = (&scaled - raw.affine(0.3 / n, 0.0).unwrap()).unwrap();
+        let want_eps = (&scaled + raw.affine(0.7 / n, 0.0).unwrap()).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.into_iter().map(f32::to_bits).collect()
+        };
+        assert_eq!(bits(&got.x0), bits(&want_x0));
+        assert_eq!(bits(&got.eps), bits(&want_eps));
+        // A NaN in the output stops with the check's message, naming the row.
+        model.nan_row = Some(1);
+        let e = predict(&model, &x, &at, &conds, &mut ledger, &mut timing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("non-finite") && e.contains("1 of 2 rows (the first: row 1)"),
+            "{e}"
+        );
+    }
 }

@@ -66,9 +66,12 @@ pub fn add_guidance(
     w: Weight,
 ) -> Result<()> {
     if let Weight::Scalar(w) = w {
-        let x0 = crate::fused::add_guidance(&guided.x0, &cond.x0, &reference.x0, w);
-        let eps = crate::fused::add_guidance(&guided.eps, &cond.eps, &reference.eps, w);
-        if let (Some(x0), Some(eps)) = (x0, eps) {
+        if let Some((x0, eps)) = crate::fused::add_guidance(
+            (&guided.x0, &guided.eps),
+            (&cond.x0, &cond.eps),
+            (&reference.x0, &reference.eps),
+            w,
+        ) {
             *guided = Prediction { x0, eps };
             return Ok(());
         }
