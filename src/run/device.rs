@@ -39,8 +39,14 @@ fn parse(spec: &str) -> Result<Device> {
     };
     let built = |feature: &str, compiled: bool, r: candle_core::Result<Device>| {
         r.map_err(|e| {
+            // candle appends a backtrace to its errors when RUST_BACKTRACE is set: the first
+            // line is the message.
+            let e = e.to_string();
+            let e = e.lines().next().unwrap_or_default();
             if compiled {
-                anyhow::anyhow!("--device {spec}: {e}")
+                anyhow::anyhow!(
+                    "--device {spec}: {e} (no usable {feature} device here: use --device cpu,                      or --device auto, which falls back to the CPU)"
+                )
             } else {
                 anyhow::anyhow!(
                     "--device {spec}: {e} (a {feature} device needs a binary built with \
