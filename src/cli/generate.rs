@@ -197,9 +197,10 @@ fn run(args: &GenerateArgs, job: Job) -> Result<Model> {
     let argv = super::invocation::to_argv(&args.flags);
     let written = results::write(&args.output, &job, &outcome, &mut records, &argv, trace)?;
     let reward_calls: u64 = outcome.ledger.reward_calls.values().sum();
+    let n = outcome.population.len();
     eprintln!(
-        "steerdiff: {} samples → {} ({} model rows, {} reward calls, {:.3} s on {})",
-        outcome.population.len(),
+        "steerdiff: {n} sample{} → {} ({} model rows, {} reward calls, {:.3} s on {})",
+        if n == 1 { "" } else { "s" },
         written.samples.display(),
         outcome.ledger.total_rows(),
         reward_calls,
