@@ -45,7 +45,8 @@ fn parse(spec: &str) -> Result<Device> {
             let e = e.lines().next().unwrap_or_default();
             if compiled {
                 anyhow::anyhow!(
-                    "--device {spec}: {e} (no usable {feature} device here: use --device cpu,                      or --device auto, which falls back to the CPU)"
+                    "--device {spec}: {e} (no usable {feature} device here: use --device cpu, \
+                     or --device auto, which falls back to the CPU)"
                 )
             } else {
                 anyhow::anyhow!(
