@@ -228,6 +228,7 @@ impl Flag for () {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::bits;
     use candle_core::Device;
 
     fn tensor(seed: u64, n: usize) -> Tensor {
@@ -242,11 +243,6 @@ mod tests {
         v[0] = 0.0;
         v[1] = -0.0;
         Tensor::from_vec(v, (2, n / 2), &Device::Cpu).unwrap()
-    }
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        v.into_iter().map(f32::to_bits).collect()
     }
 
     #[test]

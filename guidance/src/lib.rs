@@ -75,6 +75,8 @@ pub mod sampler;
 pub mod schedule;
 pub mod solver;
 pub mod strategy;
+#[cfg(test)]
+mod test_support;
 pub mod trace;
 
 pub use classifier::{ClassLogProb, Classifier};

@@ -139,18 +139,8 @@ impl Parameterization {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff as close;
     use candle_core::Device;
-
-    fn close(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn every_parameterisation_round_trips_on_both_paths() {

@@ -159,6 +159,7 @@ fn check_finite(model: &dyn Denoiser, raw: &Tensor, at: &StepPoint) -> Result<()
 mod tests {
     use super::*;
     use crate::path::NoisePath;
+    use crate::test_support::bits;
     use candle_core::Device;
 
     /// A velocity model answering `scale·x`, with a NaN planted in row `nan_row` if given.
@@ -215,10 +216,6 @@ mod tests {
         let scaled = x.affine(1.0 / n, 0.0).unwrap();
         let want_x0 = (&scaled - raw.affine(0.3 / n, 0.0).unwrap()).unwrap();
         let want_eps = (&scaled + raw.affine(0.7 / n, 0.0).unwrap()).unwrap();
-        let bits = |t: &Tensor| -> Vec<u32> {
-            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            v.into_iter().map(f32::to_bits).collect()
-        };
         assert_eq!(bits(&got.x0), bits(&want_x0));
         assert_eq!(bits(&got.eps), bits(&want_eps));
         // A NaN in the output stops with the check's message, naming the row.

@@ -120,18 +120,8 @@ impl Solver for Ddim {
 mod tests {
     use super::*;
     use crate::prediction::Parameterization;
+    use crate::test_support::max_abs_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     fn flow_point(s: f64) -> StepPoint {
         StepPoint {
@@ -155,7 +145,7 @@ mod tests {
                 .step(&sched, 0, &x, &pred, &[], None)
                 .unwrap();
             let want = (&x + v.affine(b - a, 0.0).unwrap()).unwrap();
-            assert!(max_diff(&got, &want) < 1e-6, "{a} → {b}");
+            assert!(max_abs_diff(&got, &want) < 1e-6, "{a} → {b}");
         }
     }
 
@@ -192,7 +182,7 @@ mod tests {
         .unwrap();
         let var = (1.0 - ab_s) / (1.0 - ab_t) * beta_step;
         let want = (mean + z.affine(var.sqrt(), 0.0).unwrap()).unwrap();
-        assert!(max_diff(&got, &want) < 1e-6);
+        assert!(max_abs_diff(&got, &want) < 1e-6);
     }
 
     #[test]

@@ -88,6 +88,7 @@ mod tests {
     use super::*;
     use crate::path::StepPoint;
     use crate::solver::ddim::Ddim;
+    use crate::test_support::max_abs_diff;
     use candle_core::Device;
 
     fn vp(ab: f64) -> StepPoint {
@@ -109,15 +110,7 @@ mod tests {
         let b = Ddim { eta: 0.0 }
             .step(&sched, 0, &x, &pred, &[], None)
             .unwrap();
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-6);
+        assert!(max_abs_diff(&a, &b) < 1e-6);
     }
 
     #[test]
@@ -135,14 +128,6 @@ mod tests {
         let b = Ddim { eta: 0.0 }
             .step(&sched, 3, &x, &pred, &[], None)
             .unwrap();
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-6);
+        assert!(max_abs_diff(&a, &b) < 1e-6);
     }
 }

@@ -161,6 +161,7 @@ impl SimpleBackend for ReadTensors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_abs_diff;
 
     #[test]
     fn tensors_read_equal_the_mapped_ones() {
@@ -185,15 +186,8 @@ mod tests {
         for (name, want) in mapped {
             let got = read.load(&name, &dev).unwrap();
             assert_eq!(got.dtype(), want.dtype());
-            let diff = (got.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(diff, 0.0, "{name}");
+            let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            assert_eq!(max_abs_diff(&f32s(&got), &f32s(&want)), 0.0, "{name}");
         }
         assert!(read.load("missing", &dev).is_err());
         assert_eq!(read.shape("a"), Some(&[3usize, 5][..]));
