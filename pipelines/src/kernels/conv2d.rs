@@ -14,12 +14,15 @@
 //! writes the NCHW output directly, so nothing but the gather and the product remains. The
 //! product is the `gemm` crate's (candle's own matmul backend).
 //!
-//! Other devices and dtypes use candle's `conv2d`.
+//! A 3 × 3 convolution of stride 1 over enough pixels goes to [`super::winograd`] instead
+//! (F(2×2, 3×3): 2.25× fewer multiply-adds in its products); the 1 × 1, strided and small ones
+//! stay here. Other devices and dtypes use candle's `conv2d`.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 pub use super::im2col::Conv2dParams;
 use super::im2col::{gather, Dims};
+use super::winograd;
 use super::{contiguous_f32, gemm_threads, product as kernels_product, View};
 
 /// `conv2d(x, weight) + bias`: `x` `[B, C, H, W]`, `weight` `[O, C, kh, kw]`, `bias` `[O]`.
@@ -138,6 +141,9 @@ fn forward(
     p: Conv2dParams,
     (ho, wo): (usize, usize),
 ) -> Vec<f32> {
+    if winograd::serves(&d, p, (ho, wo)) {
+        return winograd::forward(x, k, bias, d, p, (ho, wo), winograd::BAND_FLOATS);
+    }
     let pixels = ho * wo;
     let depth = d.c * d.kh * d.kw;
     let image = |n: usize| &x[n * d.c * d.h * d.w..(n + 1) * d.c * d.h * d.w];
