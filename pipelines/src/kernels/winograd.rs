@@ -56,10 +56,12 @@ fn spaced(len: usize) -> usize {
 }
 
 /// Whether F(2×2, 3×3) computes this convolution: a 3 × 3 kernel, stride 1, no dilation,
-/// padding at most 2, and at least [`MIN_PIXELS`] output pixels.
+/// padding at most 2, some channels in and out, and at least [`MIN_PIXELS`] output pixels.
 pub(super) fn serves(d: &Dims, p: Conv2dParams, (ho, wo): (usize, usize)) -> bool {
     (d.kh, d.kw, p.stride, p.dilation) == (3, 3, 1, 1)
         && p.padding <= 2
+        && d.c > 0
+        && d.o > 0
         && d.b * ho * wo >= MIN_PIXELS
 }
 
