@@ -22,7 +22,8 @@ Prints one JSON line per figure and a table of ratios (steerdiff time / diffuser
 is faster). GFLOP/s is torch's FLOP count of the step over each side's time. steerdiff computes
 its 3×3 convolutions of stride 1 by Winograd's F(2×2, 3×3), with 2.25× fewer multiply-adds than
 the direct convolution torch counts, so its figure is the rate of the work it replaces, not of
-the arithmetic it does. Needs torch and diffusers (bench/requirements.txt) and a release build of steerdiff.
+the arithmetic it does. Needs torch and diffusers (bench/requirements.txt) and a release build
+of steerdiff.
 """
 
 import argparse

@@ -1,7 +1,7 @@
 //! CPU kernels for the hot operations of the image models, where candle 0.11's own CPU ops
-//! spend most of their time outside the arithmetic: convolution (im2col, and Winograd's F(2×2, 3×3)
-//! for 3 × 3 of stride 1), attention, group norm with SiLU, and the vectorised `exp` under the
-//! last two.
+//! spend most of their time outside the arithmetic: convolution (im2col, and Winograd's
+//! F(2×2, 3×3) for 3 × 3 of stride 1), attention, group norm with SiLU, and the vectorised `exp`
+//! under the last two.
 //!
 //! Each kernel runs for f32 tensors on the CPU and falls back to candle's ops for other devices
 //! and dtypes, so a model written against these functions runs everywhere; each is tested
