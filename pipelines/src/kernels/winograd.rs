@@ -80,7 +80,7 @@ pub(super) fn forward(
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
     let tile_rows = d.b * th;
     let band = (band_floats / (TILE * d.c.max(d.o) * tw)).clamp(1, tile_rows);
-    let u = filters(k, d.o, d.c);
+    let (u, ub) = (filters(k, d.o, d.c), spaced(d.o * d.c));
     let mut y = vec![0f32; d.b * d.o * ho * wo];
     let mut v = vec![0f32; TILE * spaced(d.c * band * tw)];
     let mut m = vec![0f32; TILE * spaced(d.o * band * tw)];
@@ -90,7 +90,6 @@ pub(super) fn forward(
         let (vb, mb) = (spaced(d.c * tiles), spaced(d.o * tiles));
         let (v, m) = (&mut v[..TILE * vb], &mut m[..TILE * mb]);
         inputs(x, v, d, p, (first, rows), (th, tw));
-        let ub = spaced(d.o * d.c);
         for xi in 0..TILE {
             let lhs = View::rows(u[xi * ub..].as_ptr(), d.c);
             let rhs = View::rows(v[xi * vb..].as_ptr(), tiles);
@@ -198,10 +197,7 @@ fn inputs(
                 for r in 0..rows {
                     let (n, ty) = ((first + r) / th, (first + r) % th);
                     let src = &x[(n * d.c + ci) * plane..(n * d.c + ci + 1) * plane];
-                    let mut e: Vec<(&mut [f32], &mut [f32])> = padded
-                        .chunks_exact_mut(2 * half)
-                        .map(|row| row.split_at_mut(half))
-                        .collect();
+                    let mut e = four_rows(padded, half);
                     for (i, (even, odd)) in e.iter_mut().enumerate() {
                         even.fill(0.0);
                         odd.fill(0.0);
@@ -232,9 +228,7 @@ fn inputs(
                         }
                     }
                     // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3), over whole rows.
-                    let [(e0, o0), (e1, o1), (e2, o2), (e3, o3)] = &mut e[..] else {
-                        unreachable!("four rows")
-                    };
+                    let [(e0, o0), (e1, o1), (e2, o2), (e3, o3)] = &mut e;
                     for (r0, r1, r2, r3) in [(e0, e1, e2, e3), (o0, o1, o2, o3)] {
                         for j in 0..half {
                             let (a, b, c, f) = (r0[j], r1[j], r2[j], r3[j]);
@@ -271,6 +265,15 @@ fn inputs(
                 }
             },
         );
+}
+
+/// The four padded rows of [`inputs`]' buffer (`8·half` values), each split into its even and
+/// odd columns (`half` values each).
+fn four_rows(padded: &mut [f32], half: usize) -> [(&mut [f32], &mut [f32]); 4] {
+    let (a, rest) = padded.split_at_mut(2 * half);
+    let (b, rest) = rest.split_at_mut(2 * half);
+    let (c, d) = rest.split_at_mut(2 * half);
+    [a, b, c, d].map(|row| row.split_at_mut(half))
 }
 
 /// `y = Aᵀ M A + bias` for the tiles of tile rows `first .. first + rows`, each 2 × 2 tile
