@@ -160,7 +160,7 @@ impl<'a> Engine<'a> {
 
         // 1–2. Rows and combination (or the look-ahead a strategy already made).
         let mut guided = match pop.pending.take() {
-            Some(p) if p.x0.dim(0)? == pop.len() => {
+            Some(p) if p.rows()? == pop.len() => {
                 line.insert("reused_lookahead".into(), true.into());
                 p
             }
@@ -200,7 +200,7 @@ impl<'a> Engine<'a> {
 
         // 5. Transition.
         let noise = if self.solver.is_stochastic() {
-            Some(pop.step_noise(index, step.visit)?)
+            Some(pop.step_noise(index, step.visit))
         } else {
             None
         };
@@ -214,9 +214,10 @@ impl<'a> Engine<'a> {
         )?;
         pop.x = x;
         pop.pending = None;
-        pop.x0 = Some(guided.x0.clone());
+        let (x0, _) = guided.into_parts();
+        pop.x0 = Some(x0.clone());
         if self.solver.history_len() > 0 {
-            pop.history.insert(0, guided.x0);
+            pop.history.insert(0, x0);
             pop.history.truncate(self.solver.history_len());
         }
 

@@ -15,6 +15,7 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 
 use crate::condition::Condition;
+use crate::noise::Noise;
 use crate::prediction::Prediction;
 use crate::rng::{child_lineage, Domain, Stream, StreamKey};
 use crate::{Error, Result};
@@ -178,9 +179,11 @@ impl Population {
 
     /// Standard normal noise for a stochastic step: particle `i` reads its stream
     /// [`Stream::SolverStep`], `(seed, lineage, step + 1, Step)` on the step's first visit and
-    /// `(seed, lineage, visit·2³² + step + 1, Step)` on a revisit (time travel).
-    pub fn step_noise(&self, step: usize, visit: usize) -> Result<Tensor> {
-        self.stream_noise(Stream::SolverStep { step, visit })
+    /// `(seed, lineage, visit·2³² + step + 1, Step)` on a revisit (time travel). The numbers
+    /// are drawn when the solver reads them ([`Noise`]).
+    pub fn step_noise(&self, step: usize, visit: usize) -> Noise {
+        let stream = Stream::SolverStep { step, visit };
+        self.noise(stream.domain(), stream.counter())
     }
 
     /// Standard normal noise shaped like `x` from every particle's own copy of the named
@@ -192,24 +195,27 @@ impl Population {
     /// Standard normal noise shaped like `x`: particle `i` reads its own stream
     /// `(seed, lineage, step, domain)`, so the draw does not depend on batch composition.
     pub fn particle_noise(&self, domain: Domain, step: u64) -> Result<Tensor> {
-        use rayon::prelude::*;
-        let shape = self.x.dims().to_vec();
-        let numel: usize = shape[1..].iter().product();
-        let mut data = vec![0f32; self.len() * numel];
-        // Each particle fills its own slice from its own stream, so drawing them in parallel
-        // gives the same numbers as one after another.
-        data.par_chunks_mut(numel.max(1))
-            .zip(&self.particles)
-            .for_each(|(out, p)| {
-                let key = StreamKey {
-                    seed: p.seed,
-                    lineage: p.lineage,
-                    step,
-                    domain,
-                };
-                key.fill_normals(out);
-            });
-        Ok(Tensor::from_vec(data, shape, self.x.device())?.to_dtype(self.x.dtype())?)
+        self.noise(domain, step).tensor()
+    }
+
+    /// The streams of [`Population::particle_noise`], not drawn yet.
+    fn noise(&self, domain: Domain, step: u64) -> Noise {
+        let keys = self
+            .particles
+            .iter()
+            .map(|p| StreamKey {
+                seed: p.seed,
+                lineage: p.lineage,
+                step,
+                domain,
+            })
+            .collect();
+        Noise::from_streams(
+            keys,
+            self.x.dims().to_vec(),
+            self.x.dtype(),
+            self.x.device(),
+        )
     }
 
     /// Rebuilds the population from `ancestors` (indices into this one), gathering every field.
@@ -350,6 +356,7 @@ mod tests {
         });
         let a: Vec<f32> = id
             .step_noise(3, 0)
+            .tensor()
             .unwrap()
             .flatten_all()
             .unwrap()
@@ -357,6 +364,7 @@ mod tests {
             .unwrap();
         let b: Vec<f32> = p
             .step_noise(3, 0)
+            .tensor()
             .unwrap()
             .flatten_all()
             .unwrap()

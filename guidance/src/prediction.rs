@@ -13,6 +13,8 @@
 //! (`α² + σ² = 1`) the v row to `x̂0 = α·x − σ·v`. Guidance combinations are affine with weights
 //! summing to one, so they commute with these maps: the engine combines in `x̂0` space.
 
+use std::sync::{Arc, OnceLock};
+
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -35,16 +37,113 @@ pub enum Parameterization {
     Sample,
 }
 
-/// The denoiser's estimate at one point, in the engine's common form.
+/// The denoiser's estimate at one point, in the engine's common form: the pair `(x̂0, ε̂)`.
+///
+/// `x̂0` is the posterior-mean estimate of the clean sample, `x̂0 = E[x0 | x_t]` (Tweedie), and
+/// `ε̂` the matching noise estimate, with `x_t = α·x̂0 + σ·ε̂` exactly.
+///
+/// A velocity model's output on the CPU is kept as it came, `(x_t, v)`, and converted the first
+/// time [`x0`](Prediction::x0) or [`eps`](Prediction::eps) is read (clones share the
+/// conversion): CFG's term on two such predictions at the same `x_t` is then one pass from the
+/// two velocities (`fused.rs`), and the conditional and unconditional pairs are never written
+/// out. The values are the same either way, bit for bit.
 #[derive(Debug, Clone)]
 pub struct Prediction {
-    /// Posterior-mean estimate of the clean sample, `x̂0 = E[x0 | x_t]` (Tweedie).
-    pub x0: Tensor,
-    /// The matching noise estimate, with `x_t = α·x̂0 + σ·ε̂` exactly.
-    pub eps: Tensor,
+    form: Form,
+}
+
+#[derive(Debug, Clone)]
+enum Form {
+    /// Both halves, computed.
+    Pair { x0: Tensor, eps: Tensor },
+    /// A velocity output, converted when first read.
+    Velocity(Arc<Velocity>),
+}
+
+/// A rectified-flow velocity `v` at `x` (contiguous f32 CPU tensors of one shape, checked when
+/// made), with its conversion once made.
+#[derive(Debug)]
+pub(crate) struct Velocity {
+    pub(crate) x: Tensor,
+    pub(crate) v: Tensor,
+    pub(crate) alpha: f64,
+    pub(crate) sigma: f64,
+    pair: OnceLock<(Tensor, Tensor)>,
+}
+
+impl Velocity {
+    fn pair(&self) -> &(Tensor, Tensor) {
+        self.pair.get_or_init(|| {
+            crate::fused::velocity_to_prediction(&self.x, &self.v, self.alpha, self.sigma)
+                .expect("a lazy velocity holds contiguous f32 CPU tensors of one shape")
+        })
+    }
 }
 
 impl Prediction {
+    /// The pair `(x̂0, ε̂)`.
+    pub fn new(x0: Tensor, eps: Tensor) -> Self {
+        Prediction {
+            form: Form::Pair { x0, eps },
+        }
+    }
+
+    /// A velocity output `v` at `x` (on the path's point `(α, σ)`) kept unconverted, when both
+    /// are contiguous f32 CPU tensors of one shape (what the one-pass conversion reads); `None`
+    /// otherwise.
+    pub(crate) fn lazy_velocity(x: &Tensor, v: &Tensor, alpha: f64, sigma: f64) -> Option<Self> {
+        crate::fused::converts_velocity(x, v).then(|| Prediction {
+            form: Form::Velocity(Arc::new(Velocity {
+                x: x.clone(),
+                v: v.clone(),
+                alpha,
+                sigma,
+                pair: OnceLock::new(),
+            })),
+        })
+    }
+
+    /// The unconverted velocity this prediction was made from, if it was kept so.
+    pub(crate) fn velocity(&self) -> Option<&Arc<Velocity>> {
+        match &self.form {
+            Form::Velocity(v) => Some(v),
+            Form::Pair { .. } => None,
+        }
+    }
+
+    /// Posterior-mean estimate of the clean sample, `x̂0 = E[x0 | x_t]` (Tweedie).
+    pub fn x0(&self) -> &Tensor {
+        match &self.form {
+            Form::Pair { x0, .. } => x0,
+            Form::Velocity(v) => &v.pair().0,
+        }
+    }
+
+    /// The matching noise estimate, with `x_t = α·x̂0 + σ·ε̂` exactly.
+    pub fn eps(&self) -> &Tensor {
+        match &self.form {
+            Form::Pair { eps, .. } => eps,
+            Form::Velocity(v) => &v.pair().1,
+        }
+    }
+
+    /// The pair `(x̂0, ε̂)`, owned.
+    pub fn into_parts(self) -> (Tensor, Tensor) {
+        match self.form {
+            Form::Pair { x0, eps } => (x0, eps),
+            Form::Velocity(v) => v.pair().clone(),
+        }
+    }
+
+    /// Number of rows (particles).
+    pub fn rows(&self) -> Result<usize> {
+        let t = match &self.form {
+            Form::Pair { x0, .. } => x0,
+            Form::Velocity(v) => &v.v,
+        };
+        Ok(t.dim(0)?)
+    }
+
     /// Builds the consistent pair from `x̂0` at `x_t` (`ε̂ = (x − α·x̂0)/σ`; zero where σ = 0).
     pub fn from_x0(x: &Tensor, x0: Tensor, at: &StepPoint) -> Result<Self> {
         let eps = if at.sigma == 0.0 {
@@ -52,33 +151,39 @@ impl Prediction {
         } else {
             ((x - x0.affine(at.alpha, 0.0)?)? / at.sigma)?
         };
-        Ok(Prediction { x0, eps })
+        Ok(Prediction::new(x0, eps))
     }
 
     /// Selects rows (particles) by index, in order.
     pub fn gather(&self, idx: &Tensor) -> Result<Self> {
-        Ok(Prediction {
-            x0: self.x0.index_select(idx, 0)?,
-            eps: self.eps.index_select(idx, 0)?,
-        })
+        Ok(Prediction::new(
+            self.x0().index_select(idx, 0)?,
+            self.eps().index_select(idx, 0)?,
+        ))
     }
 
     /// Row-wise concatenation of predictions.
     pub fn cat(parts: &[&Prediction]) -> Result<Self> {
-        let x0: Vec<&Tensor> = parts.iter().map(|p| &p.x0).collect();
-        let eps: Vec<&Tensor> = parts.iter().map(|p| &p.eps).collect();
-        Ok(Prediction {
-            x0: Tensor::cat(&x0, 0)?,
-            eps: Tensor::cat(&eps, 0)?,
-        })
+        let x0: Vec<&Tensor> = parts.iter().map(|p| p.x0()).collect();
+        let eps: Vec<&Tensor> = parts.iter().map(|p| p.eps()).collect();
+        Ok(Prediction::new(Tensor::cat(&x0, 0)?, Tensor::cat(&eps, 0)?))
     }
 
-    /// Rows `start..start+len`.
+    /// Rows `start..start+len` (an unconverted velocity stays unconverted).
     pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
-        Ok(Prediction {
-            x0: self.x0.narrow(0, start, len)?,
-            eps: self.eps.narrow(0, start, len)?,
-        })
+        match &self.form {
+            Form::Velocity(v) if v.pair.get().is_none() => {
+                let (x, out) = (v.x.narrow(0, start, len)?, v.v.narrow(0, start, len)?);
+                if let Some(p) = Prediction::lazy_velocity(&x, &out, v.alpha, v.sigma) {
+                    return Ok(p);
+                }
+            }
+            _ => {}
+        }
+        Ok(Prediction::new(
+            self.x0().narrow(0, start, len)?,
+            self.eps().narrow(0, start, len)?,
+        ))
     }
 }
 
@@ -96,27 +201,24 @@ impl Parameterization {
                     ));
                 }
                 let x0 = ((x - output.affine(s, 0.0)?)? / a)?;
-                Ok(Prediction {
-                    x0,
-                    eps: output.clone(),
-                })
+                Ok(Prediction::new(x0, output.clone()))
             }
             Parameterization::VPrediction => {
                 let n = a * a + s * s;
                 let x0 = (x.affine(a / n, 0.0)? - output.affine(s / n, 0.0)?)?;
                 let eps = (x.affine(s / n, 0.0)? + output.affine(a / n, 0.0)?)?;
-                Ok(Prediction { x0, eps })
+                Ok(Prediction::new(x0, eps))
             }
             Parameterization::Velocity => {
-                if let Some((x0, eps, _)) = crate::fused::velocity_to_prediction(x, output, a, s) {
-                    return Ok(Prediction { x0, eps });
+                if let Some(p) = Prediction::lazy_velocity(x, output, a, s) {
+                    return Ok(p);
                 }
                 // `x / n` once for both (the same values as computing it twice).
                 let n = a + s;
                 let scaled = x.affine(1.0 / n, 0.0)?;
                 let x0 = (&scaled - output.affine(s / n, 0.0)?)?;
                 let eps = (scaled + output.affine(a / n, 0.0)?)?;
-                Ok(Prediction { x0, eps })
+                Ok(Prediction::new(x0, eps))
             }
             Parameterization::Sample => Prediction::from_x0(x, output.clone(), at),
         }
@@ -126,12 +228,12 @@ impl Parameterization {
     pub fn from_prediction(self, pred: &Prediction, at: &StepPoint) -> Result<Tensor> {
         let (a, s) = (at.alpha, at.sigma);
         Ok(match self {
-            Parameterization::Epsilon => pred.eps.clone(),
+            Parameterization::Epsilon => pred.eps().clone(),
             Parameterization::VPrediction => {
-                (pred.eps.affine(a, 0.0)? - pred.x0.affine(s, 0.0)?)?
+                (pred.eps().affine(a, 0.0)? - pred.x0().affine(s, 0.0)?)?
             }
-            Parameterization::Velocity => (&pred.eps - &pred.x0)?,
-            Parameterization::Sample => pred.x0.clone(),
+            Parameterization::Velocity => (pred.eps() - pred.x0())?,
+            Parameterization::Sample => pred.x0().clone(),
         })
     }
 }
@@ -160,10 +262,7 @@ mod tests {
         for at in [vp, flow] {
             let x =
                 (x0.affine(at.alpha, 0.0).unwrap() + eps.affine(at.sigma, 0.0).unwrap()).unwrap();
-            let truth = Prediction {
-                x0: x0.clone(),
-                eps: eps.clone(),
-            };
+            let truth = Prediction::new(x0.clone(), eps.clone());
             for p in [
                 Parameterization::Epsilon,
                 Parameterization::VPrediction,
@@ -172,8 +271,8 @@ mod tests {
             ] {
                 let out = p.from_prediction(&truth, &at).unwrap();
                 let back = p.to_prediction(&out, &x, &at).unwrap();
-                assert!(close(&back.x0, &x0) < 1e-5, "{p:?} x0 at {at:?}");
-                assert!(close(&back.eps, &eps) < 1e-5, "{p:?} eps at {at:?}");
+                assert!(close(back.x0(), &x0) < 1e-5, "{p:?} x0 at {at:?}");
+                assert!(close(back.eps(), &eps) < 1e-5, "{p:?} eps at {at:?}");
             }
         }
     }

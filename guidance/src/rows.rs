@@ -11,7 +11,7 @@ use crate::denoiser::Denoiser;
 use crate::ledger::{Ledger, Timing};
 use crate::path::StepPoint;
 use crate::population::Population;
-use crate::prediction::{Parameterization, Prediction};
+use crate::prediction::Prediction;
 use crate::{Error, Result};
 
 /// Extra model rows: one row per particle, of model `model` under `conds[i]` for particle `i`.
@@ -62,15 +62,17 @@ pub(crate) fn evaluate(
         if mine.is_empty() {
             continue;
         }
-        let xs: Vec<&Tensor> = mine.iter().map(|_| x).collect();
-        let rows = Tensor::cat(&xs, 0)?;
+        let rows = Tensor::cat(&vec![x; mine.len()], 0)?;
         let conds: Vec<Condition> = mine
             .iter()
             .flat_map(|&k| requests[k].conds.iter().copied())
             .collect();
-        let pred = predict(denoiser, &rows, at, &conds, ledger, timing)?;
+        let raw = forward(denoiser, &rows, at, &conds, ledger, timing)?;
+        // Each request's rows are converted at `x` itself (the rows hold copies of it), so
+        // every answer shares one `x`: what lets CFG's term read it once (`fused.rs`).
+        let param = denoiser.parameterization();
         for (j, &k) in mine.iter().enumerate() {
-            out[k] = Some(pred.narrow(j * p, p)?);
+            out[k] = Some(param.to_prediction(&raw.narrow(0, j * p, p)?, x, at)?);
         }
     }
     for k in 0..requests.len() {
@@ -94,6 +96,20 @@ pub(crate) fn predict(
     ledger: &mut Ledger,
     timing: &mut Timing,
 ) -> Result<Prediction> {
+    let raw = forward(model, x, at, conds, ledger, timing)?;
+    model.parameterization().to_prediction(&raw, x, at)
+}
+
+/// One counted, timed, batched model evaluation, its raw output checked to be finite; batches
+/// larger than the model's `max_batch` are split.
+fn forward(
+    model: &dyn Denoiser,
+    x: &Tensor,
+    at: &StepPoint,
+    conds: &[Condition],
+    ledger: &mut Ledger,
+    timing: &mut Timing,
+) -> Result<Tensor> {
     let n = x.dim(0)?;
     let chunk = model.max_batch().max(1);
     let start = Instant::now();
@@ -112,17 +128,8 @@ pub(crate) fn predict(
     Timing::add(&mut timing.model_s, start.elapsed());
     *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
     *ledger.model_calls.entry(model.name().into()).or_default() += calls;
-    // A velocity output is converted and checked in one pass on the CPU (`fused.rs`); any
-    // other is checked first.
-    if model.parameterization() == Parameterization::Velocity {
-        if let Some((x0, eps, true)) =
-            crate::fused::velocity_to_prediction(x, &raw, at.alpha, at.sigma)
-        {
-            return Ok(Prediction { x0, eps });
-        }
-    }
     check_finite(model, &raw, at)?;
-    model.parameterization().to_prediction(&raw, x, at)
+    Ok(raw)
 }
 
 /// Stops on a model output holding NaN or ∞ (non-finite weights or inputs), naming the model,
@@ -159,6 +166,7 @@ fn check_finite(model: &dyn Denoiser, raw: &Tensor, at: &StepPoint) -> Result<()
 mod tests {
     use super::*;
     use crate::path::NoisePath;
+    use crate::prediction::Parameterization;
     use crate::test_support::bits;
     use candle_core::Device;
 
@@ -191,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn a_velocity_output_is_converted_and_checked_in_one_pass() {
+    fn a_velocity_output_has_the_bits_of_candles_ops_and_a_nan_stops_the_run() {
         let x = Tensor::from_vec(
             vec![0.5f32, -1.0, 2.0, 0.0, -0.0, 3.5],
             (2, 3),
@@ -216,8 +224,8 @@ mod tests {
         let scaled = x.affine(1.0 / n, 0.0).unwrap();
         let want_x0 = (&scaled - raw.affine(0.3 / n, 0.0).unwrap()).unwrap();
         let want_eps = (&scaled + raw.affine(0.7 / n, 0.0).unwrap()).unwrap();
-        assert_eq!(bits(&got.x0), bits(&want_x0));
-        assert_eq!(bits(&got.eps), bits(&want_eps));
+        assert_eq!(bits(got.x0()), bits(&want_x0));
+        assert_eq!(bits(got.eps()), bits(&want_eps));
         // A NaN in the output stops with the check's message, naming the row.
         model.nan_row = Some(1);
         let e = predict(&model, &x, &at, &conds, &mut ledger, &mut timing)

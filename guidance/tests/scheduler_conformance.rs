@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 use steerdiff_guidance::schedule::diffusers::parse_python_json;
-use steerdiff_guidance::{SchedulerConfig, SetTimesteps};
+use steerdiff_guidance::{Noise, SchedulerConfig, SetTimesteps};
 
 const TOL: f64 = 1e-4;
 
@@ -209,12 +209,14 @@ fn run_case(fx: &Value) -> std::result::Result<Case, String> {
             case.check(
                 Some(k),
                 "pred_original_sample",
-                &to_vec(&pred.x0),
+                &to_vec(pred.x0()),
                 &floats(p, "pred_original_sample")?,
             );
         }
         let noise = match st.get("noise") {
-            Some(v) if !v.is_null() => Some(tensor(&floats(v, "noise")?, &shape)),
+            Some(v) if !v.is_null() => {
+                Some(Noise::from_tensor(tensor(&floats(v, "noise")?, &shape)))
+            }
             _ => None,
         };
         let out = solver
@@ -228,7 +230,7 @@ fn run_case(fx: &Value) -> std::result::Result<Case, String> {
             &got,
             &floats(&st["prev_sample"], "prev_sample")?,
         );
-        history.insert(0, pred.x0.clone());
+        history.insert(0, pred.x0().clone());
         history.truncate(solver.history_len());
     }
     Ok(case)

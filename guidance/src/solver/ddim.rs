@@ -20,6 +20,7 @@
 
 use candle_core::Tensor;
 
+use crate::noise::Noise;
 use crate::path::StepPoint;
 use crate::prediction::Prediction;
 use crate::schedule::Schedule;
@@ -59,32 +60,44 @@ impl Ddim {
         t: &StepPoint,
         s: &StepPoint,
         pred: &Prediction,
-        noise: Option<&Tensor>,
+        noise: Option<&Noise>,
     ) -> Result<Tensor> {
         let c = self.noise_std(t, s)?;
         let direction = (s.sigma * s.sigma - c * c).max(0.0).sqrt();
-        let fused_noise = match noise {
-            Some(z) if c > 0.0 => Some((z, c)),
-            _ => None,
-        };
-        if c == 0.0 || fused_noise.is_some() {
+        if c == 0.0 {
             if let Some(out) =
-                crate::fused::ddim_step(&pred.x0, &pred.eps, s.alpha, direction, fused_noise)
+                crate::fused::ddim_step(pred.x0(), pred.eps(), s.alpha, direction, None)
             {
                 return Ok(out);
             }
+            return Ok((pred.x0().affine(s.alpha, 0.0)? + pred.eps().affine(direction, 0.0)?)?);
         }
-        let mut out = (pred.x0.affine(s.alpha, 0.0)? + pred.eps.affine(direction, 0.0)?)?;
-        if c > 0.0 {
-            let z = noise.ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "DDIM with η = {} needs a noise tensor for this step",
-                    self.eta
-                ))
-            })?;
-            out = (out + z.affine(c, 0.0)?)?;
+        let noise = noise.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "DDIM with η = {} needs noise for this step",
+                self.eta
+            ))
+        })?;
+        // Drawn inside the step's own pass, row by row, when it can be.
+        if let Some(streams) = noise.streams() {
+            if let Some(out) = crate::fused::ddim_step_drawing(
+                pred.x0(),
+                pred.eps(),
+                s.alpha,
+                direction,
+                (streams, c),
+            ) {
+                return Ok(out);
+            }
         }
-        Ok(out)
+        let z = noise.tensor()?;
+        if let Some(out) =
+            crate::fused::ddim_step(pred.x0(), pred.eps(), s.alpha, direction, Some((&z, c)))
+        {
+            return Ok(out);
+        }
+        let out = (pred.x0().affine(s.alpha, 0.0)? + pred.eps().affine(direction, 0.0)?)?;
+        Ok((out + z.affine(c, 0.0)?)?)
     }
 }
 
@@ -108,7 +121,7 @@ impl Solver for Ddim {
         _x: &Tensor,
         pred: &Prediction,
         _history: &[Tensor],
-        noise: Option<&Tensor>,
+        noise: Option<&Noise>,
     ) -> Result<Tensor> {
         let t = schedule.points[index];
         let s = schedule.target(index);
@@ -168,7 +181,7 @@ mod tests {
         let z = Tensor::new(&[1.0f32, -0.5, 0.25], &dev).unwrap();
         let pred = Prediction::from_x0(&x, x0.clone(), &t).unwrap();
         let got = Ddim { eta: 1.0 }
-            .transition(&t, &s, &pred, Some(&z))
+            .transition(&t, &s, &pred, Some(&Noise::from_tensor(z.clone())))
             .unwrap();
         // Ho et al. 2020 eq. 7: μ̃ = √ᾱ_s β_t/(1−ᾱ_t)·x0 + √α_t (1−ᾱ_s)/(1−ᾱ_t)·x_t,
         // β̃ = (1−ᾱ_s)/(1−ᾱ_t)·β_t with α_t = ᾱ_t/ᾱ_s, β_t = 1 − α_t.

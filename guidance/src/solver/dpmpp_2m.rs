@@ -17,6 +17,7 @@
 
 use candle_core::Tensor;
 
+use crate::noise::Noise;
 use crate::prediction::Prediction;
 use crate::schedule::Schedule;
 use crate::solver::Solver;
@@ -47,13 +48,13 @@ impl Solver for DpmSolverPp2M {
         x: &Tensor,
         pred: &Prediction,
         history: &[Tensor],
-        _noise: Option<&Tensor>,
+        _noise: Option<&Noise>,
     ) -> Result<Tensor> {
         let t = schedule.points[index];
         let s = schedule.target(index);
         if s.sigma == 0.0 {
             // e^{−h} = 0: the step lands on the clean sample.
-            return Ok(pred.x0.affine(s.alpha, 0.0)?);
+            return Ok(pred.x0().affine(s.alpha, 0.0)?);
         }
         if t.sigma == 0.0 {
             return Err(Error::InvalidArgument(
@@ -73,10 +74,10 @@ impl Solver for DpmSolverPp2M {
             _ => None,
         };
         let d = match second_order {
-            None => pred.x0.clone(),
+            None => pred.x0().clone(),
             Some((prev_x0, r0)) => {
                 let k = 0.5 / r0;
-                (pred.x0.affine(1.0 + k, 0.0)? - prev_x0.affine(k, 0.0)?)?
+                (pred.x0().affine(1.0 + k, 0.0)? - prev_x0.affine(k, 0.0)?)?
             }
         };
         Ok((x.affine(s.sigma / t.sigma, 0.0)? + d.affine(s.alpha * (1.0 - exp_neg_h), 0.0)?)?)

@@ -7,6 +7,7 @@
 
 use candle_core::Tensor;
 
+use crate::noise::Noise;
 use crate::prediction::Prediction;
 use crate::schedule::Schedule;
 use crate::Result;
@@ -39,7 +40,7 @@ pub trait Solver: Send + Sync + std::fmt::Debug {
     /// `schedule.points[index + 1]` except for diffusers' DDIM with trailing/linspace spacing).
     ///
     /// `history[k]` is the guided `x̂0` of step `index − 1 − k` (shorter at the start);
-    /// `noise` is a standard normal tensor shaped like `x` when the solver is stochastic.
+    /// `noise` is standard normal noise shaped like `x` when the solver is stochastic.
     fn step(
         &self,
         schedule: &Schedule,
@@ -47,6 +48,6 @@ pub trait Solver: Send + Sync + std::fmt::Debug {
         x: &Tensor,
         pred: &Prediction,
         history: &[Tensor],
-        noise: Option<&Tensor>,
+        noise: Option<&Noise>,
     ) -> Result<Tensor>;
 }

@@ -158,7 +158,7 @@ impl Guidance for Code {
             (None, pop.x.clone(), clean)
         } else {
             let next = cx.predict_guided(pop, step.index + 1)?;
-            let x0 = next.x0.clone();
+            let x0 = next.x0().clone();
             (Some(next), x0, cx.step(step.index + 1)?.from)
         };
         let values = cx.score(self.reward.as_ref(), &x0, &pop.conds(), at)?;

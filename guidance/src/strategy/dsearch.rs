@@ -154,7 +154,7 @@ impl Guidance for DSearch {
         let next = cx.predict_guided(pop, step.index + 1)?;
         let values = cx.score(
             self.reward.as_ref(),
-            &next.x0,
+            next.x0(),
             &pop.conds(),
             cx.step(step.index + 1)?.from,
         )?;

@@ -64,7 +64,7 @@ impl Guidance for DynamicCfg {
         let n = pop.len();
         let mut best = vec![(f64::NEG_INFINITY, 1.0f64); n];
         for &s in &self.scales {
-            let x0 = (&guided.x0 + delta.x0.affine(s - 1.0, 0.0)?)?;
+            let x0 = (guided.x0() + delta.x0().affine(s - 1.0, 0.0)?)?;
             let mut total = vec![0.0; n];
             for (r, w) in &self.evaluators {
                 for (t, v) in total
@@ -80,7 +80,10 @@ impl Guidance for DynamicCfg {
                 }
             }
         }
-        let w = row_weights(best.iter().map(|b| (b.1 - 1.0) as f32).collect(), &delta.x0)?;
+        let w = row_weights(
+            best.iter().map(|b| (b.1 - 1.0) as f32).collect(),
+            delta.x0(),
+        )?;
         add_scaled(guided, &delta, Weight::PerRow(&w))?;
         cx.trace(
             "dynamic_cfg_scale",

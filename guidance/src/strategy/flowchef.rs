@@ -178,7 +178,7 @@ impl Guidance for FlowChef {
         let mut losses = Vec::new();
         for k in 0..self.iterations {
             // Gradients are taken on a detached copy: nothing here can reach the model.
-            let x0 = guided.x0.detach();
+            let x0 = guided.x0().detach();
             let g = match self.estimate {
                 GradientEstimate::Exact => self.cost.gradient(&x0)?,
                 GradientEstimate::ZerothOrder { pairs, mu } => {
@@ -189,10 +189,9 @@ impl Guidance for FlowChef {
             // so the state the model sees next step is a plain tensor.
             let delta = g.detach().affine(-self.lr, 0.0)?;
             pop.x = (&pop.x + &delta)?;
-            guided.x0 = (&guided.x0 + &delta)?;
-            guided.eps = (&guided.eps + &delta)?;
+            *guided = Prediction::new((guided.x0() + &delta)?, (guided.eps() + &delta)?);
             if k + 1 == self.iterations {
-                losses = self.cost.value(&guided.x0)?;
+                losses = self.cost.value(guided.x0())?;
             }
         }
         let mean = losses.iter().sum::<f64>() / losses.len().max(1) as f64;

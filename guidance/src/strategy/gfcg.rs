@@ -102,7 +102,7 @@ impl Gfcg {
 
     /// Per particle: (reference class, w_t − 1). Unconditional particles get no guidance.
     fn choose(&self, pop: &Population, cond: &Prediction) -> Result<Vec<(u32, f64)>> {
-        let lp = self.classifier.log_probs(&cond.x0)?;
+        let lp = self.classifier.log_probs(cond.x0())?;
         pop.particles
             .iter()
             .zip(lp)
@@ -207,7 +207,7 @@ impl Guidance for Gfcg {
             return Ok(());
         };
         let chosen = self.choose(pop, cond)?;
-        let w = row_weights(chosen.iter().map(|(_, e)| *e as f32).collect(), &cond.x0)?;
+        let w = row_weights(chosen.iter().map(|(_, e)| *e as f32).collect(), cond.x0())?;
         add_guidance(guided, cond, reference, Weight::PerRow(&w))?;
         cx.trace(
             "gfcg",
