@@ -14,7 +14,7 @@ pub struct BenchArgs {
     /// Batch sizes (model rows per forward) to time, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     pub batches: Vec<usize>,
-    /// Unmeasured calls before each measurement.
+    /// Unmeasured calls (or whole runs) before each measurement.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Measured calls per figure (the median is reported).

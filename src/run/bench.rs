@@ -23,7 +23,7 @@ use super::{Job, Options};
 pub struct Settings {
     /// Batch sizes (model rows per forward) to time.
     pub batches: Vec<usize>,
-    /// Unmeasured calls before each measurement.
+    /// Unmeasured calls (or whole runs) before each measurement.
     pub warmup: usize,
     /// Measured calls; their median is reported.
     pub repeats: usize,
@@ -108,7 +108,7 @@ pub struct Report {
     pub dtype: String,
     /// CPU threads candle's kernels use.
     pub threads: usize,
-    /// Unmeasured calls before each measurement.
+    /// Unmeasured calls (or whole runs) before each measurement.
     pub warmup: usize,
     /// Measured calls per figure.
     pub repeats: usize,
@@ -204,7 +204,7 @@ pub fn measure(mut model: Model, opts: &Options, settings: &Settings) -> Result<
         None => None,
     };
     let run = if settings.runs > 0 {
-        Some(whole_runs(&job, settings.runs)?)
+        Some(whole_runs(&job, settings.warmup, settings.runs)?)
     } else {
         None
     };
@@ -224,8 +224,13 @@ pub fn measure(mut model: Model, opts: &Options, settings: &Settings) -> Result<
     })
 }
 
-/// `runs` whole runs of `job`: the median run's wall time and its split.
-fn whole_runs(job: &Job, runs: usize) -> Result<Run> {
+/// `runs` whole runs of `job` after `warmup` unmeasured ones (the first run of a process also
+/// pays one-time costs: the allocator's first pages, the thread pool's first wake-ups): the
+/// median run's wall time and its split.
+fn whole_runs(job: &Job, warmup: usize, runs: usize) -> Result<Run> {
+    for _ in 0..warmup {
+        job.run(None)?;
+    }
     let mut outcomes = Vec::with_capacity(runs);
     for _ in 0..runs {
         outcomes.push(job.run(None)?);
