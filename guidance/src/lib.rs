@@ -55,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+mod chacha8;
 pub mod classifier;
 pub mod condition;
 pub mod denoiser;

@@ -45,12 +45,17 @@ pub struct StreamKey {
 impl StreamKey {
     /// The generator positioned at the start of this stream.
     pub fn rng(&self) -> ChaCha8Rng {
+        ChaCha8Rng::from_seed(self.chacha_key())
+    }
+
+    /// The ChaCha8 key of this stream: the four words, little-endian, in order.
+    fn chacha_key(&self) -> [u8; 32] {
         let mut key = [0u8; 32];
         key[0..8].copy_from_slice(&self.seed.to_le_bytes());
         key[8..16].copy_from_slice(&self.lineage.to_le_bytes());
         key[16..24].copy_from_slice(&self.step.to_le_bytes());
         key[24..32].copy_from_slice(&(self.domain as u64).to_le_bytes());
-        ChaCha8Rng::from_seed(key)
+        key
     }
 
     /// `n` standard normal numbers.
@@ -64,7 +69,7 @@ impl StreamKey {
     /// same numbers as [`StreamKey::normals`]).
     pub fn fill_normals(&self, out: &mut [f32]) {
         // `rand_distr`'s StandardNormal in f64, rounded to f32 (its fast case inlined there).
-        crate::normals::fill(self.rng(), out);
+        crate::normals::fill(&self.chacha_key(), out);
     }
 
     /// `n` uniform numbers in `[0, 1)`.
