@@ -38,4 +38,21 @@ pub trait Denoiser {
 
     /// Raw outputs for rows `x` (`[B, …]`) at `at`, row `i` conditioned on `conds[i]`.
     fn forward(&self, x: &Tensor, at: &StepPoint, conds: &[Condition]) -> Result<Tensor>;
+
+    /// Raw outputs for `copies` copies of `x` stacked (`[copies·B, …]`: one state under several
+    /// conditions, as CFG evaluates it), row `k·B + i` being row `i` of `x` conditioned on
+    /// `conds[k·B + i]`. The default stacks the copies and calls [`Denoiser::forward`]; a model
+    /// that reads its input row by row can skip the copy, with the same outputs.
+    fn forward_copies(
+        &self,
+        x: &Tensor,
+        copies: usize,
+        at: &StepPoint,
+        conds: &[Condition],
+    ) -> Result<Tensor> {
+        if copies == 1 {
+            return self.forward(x, at, conds);
+        }
+        self.forward(&Tensor::cat(&vec![x; copies], 0)?, at, conds)
+    }
 }

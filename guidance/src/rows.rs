@@ -62,14 +62,13 @@ pub(crate) fn evaluate(
         if mine.is_empty() {
             continue;
         }
-        let rows = Tensor::cat(&vec![x; mine.len()], 0)?;
         let conds: Vec<Condition> = mine
             .iter()
             .flat_map(|&k| requests[k].conds.iter().copied())
             .collect();
-        let raw = forward(denoiser, &rows, at, &conds, ledger, timing)?;
-        // Each request's rows are converted at `x` itself (the rows hold copies of it), so
-        // every answer shares one `x`: what lets CFG's term read it once (`fused.rs`).
+        let raw = forward(denoiser, x, mine.len(), at, &conds, ledger, timing)?;
+        // Each request's rows are converted at `x` itself, so every answer shares one `x`:
+        // what lets CFG's term read it once (`fused.rs`).
         let param = denoiser.parameterization();
         for (j, &k) in mine.iter().enumerate() {
             out[k] = Some(param.to_prediction(&raw.narrow(0, j * p, p)?, x, at)?);
@@ -96,33 +95,36 @@ pub(crate) fn predict(
     ledger: &mut Ledger,
     timing: &mut Timing,
 ) -> Result<Prediction> {
-    let raw = forward(model, x, at, conds, ledger, timing)?;
+    let raw = forward(model, x, 1, at, conds, ledger, timing)?;
     model.parameterization().to_prediction(&raw, x, at)
 }
 
-/// One counted, timed, batched model evaluation, its raw output checked to be finite; batches
-/// larger than the model's `max_batch` are split.
+/// One counted, timed, batched model evaluation of `copies` copies of rows `x` (see
+/// [`Denoiser::forward_copies`]), its raw output checked to be finite; batches larger than the
+/// model's `max_batch` are split (the copies then stacked first).
 fn forward(
     model: &dyn Denoiser,
     x: &Tensor,
+    copies: usize,
     at: &StepPoint,
     conds: &[Condition],
     ledger: &mut Ledger,
     timing: &mut Timing,
 ) -> Result<Tensor> {
-    let n = x.dim(0)?;
+    let n = x.dim(0)? * copies;
     let chunk = model.max_batch().max(1);
     let start = Instant::now();
-    let mut outs = Vec::with_capacity(n.div_ceil(chunk));
-    let mut calls = 0;
-    for s in (0..n).step_by(chunk) {
-        let len = chunk.min(n - s);
-        outs.push(model.forward(&x.narrow(0, s, len)?, at, &conds[s..s + len])?);
-        calls += 1;
-    }
-    let raw = if outs.len() == 1 {
-        outs.pop().expect("one chunk")
+    let mut calls = 1u64;
+    let raw = if n <= chunk {
+        model.forward_copies(x, copies, at, conds)?
     } else {
+        let rows = Tensor::cat(&vec![x; copies], 0)?;
+        let mut outs = Vec::with_capacity(n.div_ceil(chunk));
+        for s in (0..n).step_by(chunk) {
+            let len = chunk.min(n - s);
+            outs.push(model.forward(&rows.narrow(0, s, len)?, at, &conds[s..s + len])?);
+        }
+        calls = outs.len() as u64;
         Tensor::cat(&outs, 0)?
     };
     Timing::add(&mut timing.model_s, start.elapsed());

@@ -310,6 +310,25 @@ impl Denoiser for ToyFlow {
         64
     }
 
+    fn forward_copies(
+        &self,
+        x: &Tensor,
+        copies: usize,
+        at: &StepPoint,
+        conds: &[Condition],
+    ) -> steerdiff_guidance::Result<Tensor> {
+        match &self.inference {
+            Some(unet) if copies > 1 && conds.len() == x.dim(0)? * copies => {
+                let labels = conds
+                    .iter()
+                    .map(|&c| label_of(c))
+                    .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
+                Ok(unet.forward_copies(x, copies, at.timestep as f32, &labels)?)
+            }
+            _ => self.forward(&Tensor::cat(&vec![x; copies], 0)?, at, conds),
+        }
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -534,5 +553,15 @@ mod tests {
                 assert!(same, "images {start}..{} in a batch of {len}", start + len);
             }
         }
+        // Copies of a state evaluated without stacking them: the bits of the stacked batch.
+        let half = x.narrow(0, 0, n / 2).unwrap();
+        let stacked = Tensor::cat(&[&half, &half], 0).unwrap();
+        let want = bits(&flow.forward(&stacked, &at, &conds).unwrap());
+        let got = bits(&flow.forward_copies(&half, 2, &at, &conds).unwrap());
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert_eq!(got.len(), want.len());
     }
 }

@@ -151,11 +151,26 @@ impl UnetInference {
     /// Velocity `[B, C, H, W]` for images `x` (`[B, C, H, W]`), one timestep `t` (`σ·1000`)
     /// and a label per image (`K` = null): each image on its own, images in parallel.
     pub fn forward(&self, x: &Tensor, t: f32, labels: &[u32]) -> Result<Tensor> {
+        self.forward_copies(x, 1, t, labels)
+    }
+
+    /// [`UnetInference::forward`] of `copies` copies of `x` stacked (`[copies·B, C, H, W]`),
+    /// label `labels[k·B + i]` for copy `k` of image `i`, without stacking them: each output
+    /// image reads its input image in place.
+    pub fn forward_copies(
+        &self,
+        x: &Tensor,
+        copies: usize,
+        t: f32,
+        labels: &[u32],
+    ) -> Result<Tensor> {
         let c = &self.config;
         let (b, ch, hh, ww) = x.dims4()?;
-        if (ch, hh, ww) != (c.in_channels, c.image_size, c.image_size) || labels.len() != b {
+        if (ch, hh, ww) != (c.in_channels, c.image_size, c.image_size) || labels.len() != b * copies
+        {
             candle_core::bail!(
-                "toy U-Net: input {:?} with {} labels (it takes [B, {}, {s}, {s}] and B labels)",
+                "toy U-Net: input {:?} × {copies} with {} labels (it takes [B, {}, {s}, {s}] \
+                 and B labels per copy)",
                 x.dims(),
                 labels.len(),
                 c.in_channels,
@@ -170,20 +185,23 @@ impl UnetInference {
         }
         let input = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let per = ch * hh * ww;
-        let mut out = vec![0f32; b * per];
+        let mut out = vec![0f32; labels.len() * per];
         // Fewer images than threads: the products take the threads instead.
-        let par = if b < rayon::current_num_threads() {
+        let par = if labels.len() < rayon::current_num_threads() {
             gemm_threads()
         } else {
             Parallelism::None
         };
         out.par_chunks_mut(per)
-            .zip(input.par_chunks(per))
             .zip(labels.par_iter())
-            .for_each_init(Workspace::default, |ws, ((out, x), &y)| {
+            .enumerate()
+            .for_each_init(Workspace::default, |ws, (j, (out, &y))| {
+                let x = &input[(j % b) * per..(j % b + 1) * per];
                 self.forward_image(x, t, y, out, ws, par)
             });
-        Tensor::from_vec(out, x.shape(), x.device())
+        let mut shape = x.dims().to_vec();
+        shape[0] = labels.len();
+        Tensor::from_vec(out, shape, x.device())
     }
 
     /// One image (`[C, H, W]`) → its velocity (`[C, H, W]`).
