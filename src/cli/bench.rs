@@ -102,7 +102,7 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(
             t,
             "\nrun ({}): {} image(s), {} model rows in {:.3} s = {:.2} images/s\n  model \
-             {:.1} %, reward {:.1} %, decode {:.1} %, engine {:.2} %",
+             {:.1} %, reward {:.1} %, decode {:.1} %, engine {:.2} % ({:.1} ms)",
             run.strategy,
             run.images,
             run.model_rows,
@@ -111,7 +111,8 @@ pub fn table(r: &Report) -> String {
             100.0 * run.model_share,
             100.0 * run.reward_share,
             100.0 * run.decode_share,
-            100.0 * run.engine_share
+            100.0 * run.engine_share,
+            1e3 * run.engine_share * run.wall_s
         );
     }
     if let Some(b) = r.peak_rss_bytes {
