@@ -50,9 +50,15 @@ pub trait Denoiser {
         at: &StepPoint,
         conds: &[Condition],
     ) -> Result<Tensor> {
-        if copies == 1 {
-            return self.forward(x, at, conds);
-        }
-        self.forward(&Tensor::cat(&vec![x; copies], 0)?, at, conds)
+        self.forward(&stacked(x, copies)?, at, conds)
     }
+}
+
+/// `copies` copies of rows `x` stacked along the first dimension (`x` itself for one copy):
+/// the input [`Denoiser::forward_copies`] describes, for a model that needs it written out.
+pub fn stacked(x: &Tensor, copies: usize) -> Result<Tensor> {
+    if copies == 1 {
+        return Ok(x.clone());
+    }
+    Ok(Tensor::cat(&vec![x; copies], 0)?)
 }

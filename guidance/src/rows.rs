@@ -114,17 +114,16 @@ fn forward(
     let n = x.dim(0)? * copies;
     let chunk = model.max_batch().max(1);
     let start = Instant::now();
-    let mut calls = 1u64;
+    let calls = n.div_ceil(chunk).max(1) as u64;
     let raw = if n <= chunk {
         model.forward_copies(x, copies, at, conds)?
     } else {
-        let rows = Tensor::cat(&vec![x; copies], 0)?;
+        let rows = crate::denoiser::stacked(x, copies)?;
         let mut outs = Vec::with_capacity(n.div_ceil(chunk));
         for s in (0..n).step_by(chunk) {
             let len = chunk.min(n - s);
             outs.push(model.forward(&rows.narrow(0, s, len)?, at, &conds[s..s + len])?);
         }
-        calls = outs.len() as u64;
         Tensor::cat(&outs, 0)?
     };
     Timing::add(&mut timing.model_s, start.elapsed());

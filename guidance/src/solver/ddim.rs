@@ -64,40 +64,36 @@ impl Ddim {
     ) -> Result<Tensor> {
         let c = self.noise_std(t, s)?;
         let direction = (s.sigma * s.sigma - c * c).max(0.0).sqrt();
-        if c == 0.0 {
+        let noise = if c == 0.0 {
+            None
+        } else {
+            Some(noise.ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "DDIM with η = {} needs noise for this step",
+                    self.eta
+                ))
+            })?)
+        };
+        let (x0, eps) = (pred.x0(), pred.eps());
+        // Drawn inside the step's own pass, row by row, when it can be.
+        if let Some(streams) = noise.and_then(Noise::streams) {
             if let Some(out) =
-                crate::fused::ddim_step(pred.x0(), pred.eps(), s.alpha, direction, None)
+                crate::fused::ddim_step_drawing(x0, eps, s.alpha, direction, (streams, c))
             {
                 return Ok(out);
             }
-            return Ok((pred.x0().affine(s.alpha, 0.0)? + pred.eps().affine(direction, 0.0)?)?);
         }
-        let noise = noise.ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "DDIM with η = {} needs noise for this step",
-                self.eta
-            ))
-        })?;
-        // Drawn inside the step's own pass, row by row, when it can be.
-        if let Some(streams) = noise.streams() {
-            if let Some(out) = crate::fused::ddim_step_drawing(
-                pred.x0(),
-                pred.eps(),
-                s.alpha,
-                direction,
-                (streams, c),
-            ) {
-                return Ok(out);
-            }
-        }
-        let z = noise.tensor()?;
+        let z = noise.map(Noise::tensor).transpose()?;
         if let Some(out) =
-            crate::fused::ddim_step(pred.x0(), pred.eps(), s.alpha, direction, Some((&z, c)))
+            crate::fused::ddim_step(x0, eps, s.alpha, direction, z.as_ref().map(|z| (z, c)))
         {
             return Ok(out);
         }
-        let out = (pred.x0().affine(s.alpha, 0.0)? + pred.eps().affine(direction, 0.0)?)?;
-        Ok((out + z.affine(c, 0.0)?)?)
+        let out = (x0.affine(s.alpha, 0.0)? + eps.affine(direction, 0.0)?)?;
+        Ok(match z {
+            Some(z) => (out + z.affine(c, 0.0)?)?,
+            None => out,
+        })
     }
 }
 

@@ -325,7 +325,11 @@ impl Denoiser for ToyFlow {
                     .collect::<steerdiff_guidance::Result<Vec<u32>>>()?;
                 Ok(unet.forward_copies(x, copies, at.timestep as f32, &labels)?)
             }
-            _ => self.forward(&Tensor::cat(&vec![x; copies], 0)?, at, conds),
+            _ => self.forward(
+                &steerdiff_guidance::denoiser::stacked(x, copies)?,
+                at,
+                conds,
+            ),
         }
     }
 
