@@ -214,7 +214,8 @@ impl<'a> Engine<'a> {
         )?;
         pop.x = x;
         pop.pending = None;
-        let (x0, _) = guided.into_parts();
+        // (A velocity's x̂0 was written by the step's own pass where it could be.)
+        let x0 = guided.x0().clone();
         pop.x0 = Some(x0.clone());
         if self.solver.history_len() > 0 {
             pop.history.insert(0, x0);

@@ -75,11 +75,13 @@ pub mod rng;
 mod rows;
 pub mod sampler;
 pub mod schedule;
+pub mod simd;
 pub mod solver;
 pub mod strategy;
 #[cfg(test)]
 mod test_support;
 pub mod trace;
+mod velocity;
 
 pub use classifier::{ClassLogProb, Classifier};
 pub use condition::Condition;

@@ -13,12 +13,13 @@
 //! (`α² + σ² = 1`) the v row to `x̂0 = α·x − σ·v`. Guidance combinations are affine with weights
 //! summing to one, so they commute with these maps: the engine combines in `x̂0` space.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::path::StepPoint;
+use crate::velocity::Velocity;
 use crate::{Error, Result};
 
 /// What a denoiser's raw output means.
@@ -42,11 +43,11 @@ pub enum Parameterization {
 /// `x̂0` is the posterior-mean estimate of the clean sample, `x̂0 = E[x0 | x_t]` (Tweedie), and
 /// `ε̂` the matching noise estimate, with `x_t = α·x̂0 + σ·ε̂` exactly.
 ///
-/// A velocity model's output on the CPU is kept as it came, `(x_t, v)`, and converted the first
-/// time [`x0`](Prediction::x0) or [`eps`](Prediction::eps) is read (clones share the
-/// conversion): CFG's term on two such predictions at the same `x_t` is then one pass from the
-/// two velocities (`fused.rs`), and the conditional and unconditional pairs are never written
-/// out. The values are the same either way, bit for bit.
+/// A velocity model's output on the CPU is kept as it came, `(x_t, v)` — with CFG's term on
+/// two such outputs too — and converted the first time [`x0`](Prediction::x0) or
+/// [`eps`](Prediction::eps) is read (clones share the conversion), or by DDIM's step in its
+/// own pass (`velocity.rs`): the conditional, unconditional and guided pairs are then never
+/// separate passes. The values are the same either way, bit for bit.
 #[derive(Debug, Clone)]
 pub struct Prediction {
     form: Form,
@@ -56,28 +57,8 @@ pub struct Prediction {
 enum Form {
     /// Both halves, computed.
     Pair { x0: Tensor, eps: Tensor },
-    /// A velocity output, converted when first read.
+    /// A velocity output (with CFG's term, if added), converted when first read.
     Velocity(Arc<Velocity>),
-}
-
-/// A rectified-flow velocity `v` at `x` (contiguous f32 CPU tensors of one shape, checked when
-/// made), with its conversion once made.
-#[derive(Debug)]
-pub(crate) struct Velocity {
-    pub(crate) x: Tensor,
-    pub(crate) v: Tensor,
-    pub(crate) alpha: f64,
-    pub(crate) sigma: f64,
-    pair: OnceLock<(Tensor, Tensor)>,
-}
-
-impl Velocity {
-    fn pair(&self) -> &(Tensor, Tensor) {
-        self.pair.get_or_init(|| {
-            crate::fused::velocity_to_prediction(&self.x, &self.v, self.alpha, self.sigma)
-                .expect("a lazy velocity holds contiguous f32 CPU tensors of one shape")
-        })
-    }
 }
 
 impl Prediction {
@@ -92,15 +73,14 @@ impl Prediction {
     /// are contiguous f32 CPU tensors of one shape (what the one-pass conversion reads); `None`
     /// otherwise.
     pub(crate) fn lazy_velocity(x: &Tensor, v: &Tensor, alpha: f64, sigma: f64) -> Option<Self> {
-        crate::fused::converts_velocity(x, v).then(|| Prediction {
-            form: Form::Velocity(Arc::new(Velocity {
-                x: x.clone(),
-                v: v.clone(),
-                alpha,
-                sigma,
-                pair: OnceLock::new(),
-            })),
-        })
+        Velocity::new(x, v, alpha, sigma).map(Prediction::from_velocity)
+    }
+
+    /// A prediction kept as the unconverted `velocity`.
+    pub(crate) fn from_velocity(velocity: Velocity) -> Self {
+        Prediction {
+            form: Form::Velocity(Arc::new(velocity)),
+        }
     }
 
     /// The unconverted velocity this prediction was made from, if it was kept so.
@@ -115,7 +95,7 @@ impl Prediction {
     pub fn x0(&self) -> &Tensor {
         match &self.form {
             Form::Pair { x0, .. } => x0,
-            Form::Velocity(v) => &v.pair().0,
+            Form::Velocity(v) => v.x0(),
         }
     }
 
@@ -123,7 +103,7 @@ impl Prediction {
     pub fn eps(&self) -> &Tensor {
         match &self.form {
             Form::Pair { eps, .. } => eps,
-            Form::Velocity(v) => &v.pair().1,
+            Form::Velocity(v) => v.eps(),
         }
     }
 
@@ -131,7 +111,7 @@ impl Prediction {
     pub fn into_parts(self) -> (Tensor, Tensor) {
         match self.form {
             Form::Pair { x0, eps } => (x0, eps),
-            Form::Velocity(v) => v.pair().clone(),
+            Form::Velocity(v) => (v.x0().clone(), v.eps().clone()),
         }
     }
 
@@ -171,14 +151,8 @@ impl Prediction {
 
     /// Rows `start..start+len` (an unconverted velocity stays unconverted).
     pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
-        match &self.form {
-            Form::Velocity(v) if v.pair.get().is_none() => {
-                let (x, out) = (v.x.narrow(0, start, len)?, v.v.narrow(0, start, len)?);
-                if let Some(p) = Prediction::lazy_velocity(&x, &out, v.alpha, v.sigma) {
-                    return Ok(p);
-                }
-            }
-            _ => {}
+        if let Some(part) = self.velocity().and_then(|v| v.narrow(start, len)) {
+            return Ok(Prediction::from_velocity(part));
         }
         Ok(Prediction::new(
             self.x0().narrow(0, start, len)?,

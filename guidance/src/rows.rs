@@ -127,6 +127,9 @@ fn forward(
         Tensor::cat(&outs, 0)?
     };
     Timing::add(&mut timing.model_s, start.elapsed());
+    if x.device().is_cpu() {
+        crate::fused::wake_threads();
+    }
     *ledger.model_rows.entry(model.name().into()).or_default() += n as u64;
     *ledger.model_calls.entry(model.name().into()).or_default() += calls;
     check_finite(model, &raw, at)?;

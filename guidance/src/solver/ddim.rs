@@ -74,13 +74,33 @@ impl Ddim {
                 ))
             })?)
         };
+        // In one pass with the noise drawn row by row inside it, when it can be: from an
+        // unconverted velocity (writing its x̂0 as it goes), else from the pair.
+        let streams = match noise {
+            None => Some(None),
+            Some(n) => n.streams().map(|s| Some((s, c))),
+        };
+        if let Some(streams) = streams {
+            if let Some(v) = pred.velocity() {
+                if let Some(out) = v.ddim_step((s.alpha, direction), streams) {
+                    return Ok(out);
+                }
+            }
+        }
         let (x0, eps) = (pred.x0(), pred.eps());
-        // Drawn inside the step's own pass, row by row, when it can be.
-        if let Some(streams) = noise.and_then(Noise::streams) {
-            if let Some(out) =
-                crate::fused::ddim_step_drawing(x0, eps, s.alpha, direction, (streams, c))
-            {
-                return Ok(out);
+        if let Some(streams) = streams.flatten() {
+            let values = crate::fused::Values::of(x0).zip(crate::fused::Values::of(eps));
+            if let Some((x0v, epsv)) = values {
+                let pair = crate::fused::PairValues::Pair {
+                    x0: x0v.get(),
+                    eps: epsv.get(),
+                };
+                let step = (s.alpha, direction);
+                if let Some((out, _)) =
+                    crate::fused::ddim_rows(pair, x0.dims(), step, Some(streams), false)
+                {
+                    return Ok(out);
+                }
             }
         }
         let z = noise.map(Noise::tensor).transpose()?;

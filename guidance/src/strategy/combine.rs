@@ -20,6 +20,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use crate::prediction::Prediction;
+use crate::velocity::Velocity;
 use crate::Result;
 
 /// The weight `w` of a guidance term.
@@ -70,8 +71,8 @@ pub fn add_guidance(
     w: Weight,
 ) -> Result<()> {
     if let Weight::Scalar(w) = w {
-        if let Some((x0, eps)) = velocity_guidance(guided, cond, reference, w) {
-            *guided = Prediction::new(x0, eps);
+        if let Some(lazy) = velocity_guidance(guided, cond, reference, w) {
+            *guided = lazy;
             return Ok(());
         }
         if let Some((x0, eps)) = crate::fused::add_guidance(
@@ -87,21 +88,21 @@ pub fn add_guidance(
     add_scaled(guided, &difference(cond, reference)?, w)
 }
 
-/// The term in one pass from two unconverted velocity outputs (`fused.rs`), when `guided` is
-/// still `cond` itself (no strategy has added a term yet) and `reference` was made at the same
-/// `x` (the same tensor) and point: the common case of CFG on a flow model.
+/// The guided prediction kept unconverted (`velocity.rs`: converted in one pass from the two
+/// velocities when read, or by DDIM's step), when `guided` is still `cond` itself (no strategy
+/// has added a term yet) and `reference` was made at the same `x` (the same tensor) and point:
+/// the common case of CFG on a flow model.
 fn velocity_guidance(
     guided: &Prediction,
     cond: &Prediction,
     reference: &Prediction,
     w: f64,
-) -> Option<(Tensor, Tensor)> {
+) -> Option<Prediction> {
     let (g, c, r) = (guided.velocity()?, cond.velocity()?, reference.velocity()?);
-    let same_point = c.x.id() == r.x.id() && (c.alpha, c.sigma) == (r.alpha, r.sigma);
-    if !Arc::ptr_eq(g, c) || !same_point {
+    if !Arc::ptr_eq(g, c) {
         return None;
     }
-    crate::fused::velocity_guidance(&c.x, &c.v, &r.v, (c.alpha, c.sigma), w)
+    Velocity::guided(c, r, w).map(Prediction::from_velocity)
 }
 
 /// Per-row weights `values` as a `[P, 1, …, 1]` tensor broadcasting against `like` (`P` rows),
@@ -219,5 +220,56 @@ mod tests {
         add_guidance(&mut guided, &cond, &elsewhere, w).unwrap();
         assert_eq!(bits(guided.x0()), bits(want.x0()));
         assert!(velocity_guidance(&pair(&cond), &cond, &reference, 4.5).is_none());
+
+        // The guided prediction stays unconverted until read: then a second strategy's term,
+        // its rows, or DDIM's step from it (x̂0 written by the step's pass) have the bits of
+        // the pair path.
+        let lazy = || {
+            let cond = Velocity.to_prediction(&vc, &x, &at).unwrap();
+            let reference = Velocity.to_prediction(&vr, &x, &at).unwrap();
+            let mut guided = cond.clone();
+            add_guidance(&mut guided, &cond, &reference, w).unwrap();
+            assert!(guided.velocity().is_some_and(|v| !v.is_converted()));
+            // Not a plain velocity any more: a term on it is not another lazy one.
+            assert!(velocity_guidance(&guided, &guided, &reference, 2.0).is_none());
+            (guided, cond)
+        };
+        let (mut twice, cond) = lazy();
+        add_guidance(&mut twice, &cond, &pair(&cond), Weight::Scalar(-0.5)).unwrap();
+        let mut want_twice = pair(&want);
+        add_guidance(
+            &mut want_twice,
+            &pair(&cond),
+            &pair(&cond),
+            Weight::Scalar(-0.5),
+        )
+        .unwrap();
+        assert_eq!(bits(twice.x0()), bits(want_twice.x0()));
+        let rows = lazy().0.narrow(1, 1).unwrap();
+        assert!(rows.velocity().is_some());
+        assert_eq!(bits(rows.eps()), bits(&want.eps().narrow(0, 1, 1).unwrap()));
+        let keys = (0..2)
+            .map(|lineage| crate::rng::StreamKey {
+                seed: 2,
+                lineage,
+                step: 1,
+                domain: crate::rng::Domain::Step,
+            })
+            .collect();
+        let noise = crate::noise::Noise::from_streams(keys, vec![2, 3, 4], DType::F32, x.device());
+        let to = StepPoint {
+            timestep: 200.0,
+            alpha: 0.8,
+            sigma: 0.2,
+        };
+        let ddpm = crate::solver::ddim::Ddim { eta: 1.0 };
+        let (guided, _) = lazy();
+        let next = ddpm.transition(&at, &to, &guided, Some(&noise)).unwrap();
+        assert!(guided.velocity().is_some_and(|v| v.is_converted()));
+        let z = crate::noise::Noise::from_tensor(noise.tensor().unwrap());
+        let want_next = ddpm.transition(&at, &to, &want, Some(&z)).unwrap();
+        assert_eq!(bits(&next), bits(&want_next));
+        assert_eq!(bits(guided.x0()), bits(want.x0()));
+        assert_eq!(bits(guided.eps()), bits(want.eps()));
     }
 }

@@ -224,59 +224,31 @@ fn layer_norm_rows_generic(
     }
 }
 
-/// Defines `pub fn $name(args) -> $out` as `$generic(args)` compiled for AVX-512, AVX2 + FMA,
-/// or plain, by what the CPU has (detected once).
-macro_rules! dispatch {
-    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $out:ty = $generic:ident) => {
-        $(#[$doc])*
-        pub fn $name($($arg: $ty),*) -> $out {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide($($arg: $ty),*) -> $out {
-                    $generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn narrow($($arg: $ty),*) -> $out {
-                    $generic($($arg),*)
-                }
-                match simd_level() {
-                    // SAFETY: the CPU was checked to have the features these were compiled for.
-                    SimdLevel::Avx512 => return unsafe { wide($($arg),*) },
-                    SimdLevel::Avx2 => return unsafe { narrow($($arg),*) },
-                    SimdLevel::Plain => {}
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
-}
-
-dispatch!(
+steerdiff_guidance::simd_dispatch!(
     /// `row ← exp(row − max(row))`, returning the new row's sum: the numerators of the row's
     /// softmax and their normaliser (divide by it to get the softmax).
-    softmax_numerator(row: &mut [f32]) -> f32 = softmax_numerator_generic
+    pub fn softmax_numerator(row: &mut [f32]) -> f32 = softmax_numerator_generic
 );
-dispatch!(
+steerdiff_guidance::simd_dispatch!(
     /// `x ← x · sigmoid(x)` (SiLU, also called swish).
-    silu_in_place(x: &mut [f32]) -> () = silu_generic
+    pub fn silu_in_place(x: &mut [f32]) -> () = silu_generic
 );
-dispatch!(
+steerdiff_guidance::simd_dispatch!(
     /// `out = a ⊙ GELU(gate)` over one row `[a | gate]` (see `geglu_row_generic`).
-    geglu_row(row: &[f32], out: &mut [f32]) -> () = geglu_row_generic
+    pub fn geglu_row(row: &[f32], out: &mut [f32]) -> () = geglu_row_generic
 );
-dispatch!(
+steerdiff_guidance::simd_dispatch!(
     /// The mean and (biased) variance of `x`, accumulated in f64 over 8 lanes, in two passes
     /// (mean, then squared deviations).
-    mean_and_variance(x: &[f32]) -> (f64, f64) = mean_and_variance_generic
+    pub fn mean_and_variance(x: &[f32]) -> (f64, f64) = mean_and_variance_generic
 );
 
-dispatch!(
+steerdiff_guidance::simd_dispatch!(
     /// LayerNorm without affine parameters over each row of `channels` values of `src`
     /// (`x̂ = (x − μ)/√(σ² + ε)`), written to the same row of `dst`; then `x̂·gain + shift` per
     /// channel when `modulation` is given, then SiLU when `silu` (the toy U-Net's
     /// normalisations, one pass each).
-    layer_norm_rows(
+    pub fn layer_norm_rows(
         src: &[f32],
         dst: &mut [f32],
         channels: usize,
@@ -285,31 +257,6 @@ dispatch!(
         silu: bool
     ) -> () = layer_norm_rows_generic
 );
-
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SimdLevel {
-    Avx512,
-    Avx2,
-    Plain,
-}
-
-#[cfg(target_arch = "x86_64")]
-fn simd_level() -> SimdLevel {
-    use std::sync::OnceLock;
-    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            SimdLevel::Avx512
-        } else if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            SimdLevel::Avx2
-        } else {
-            SimdLevel::Plain
-        }
-    })
-}
 
 #[cfg(test)]
 mod tests {
