@@ -106,6 +106,23 @@ pub(crate) fn ddim_rows(
     ))
 }
 
+/// [`ddim_rows`] from the pair `(x0, eps)` with the noise `(streams, c)` drawn inside the pass;
+/// `None` unless both are contiguous f32 CPU tensors of the streams' shape.
+pub(crate) fn ddim_step_drawing(
+    x0: &Tensor,
+    eps: &Tensor,
+    alpha: f64,
+    direction: f64,
+    noise: (&Streams, f64),
+) -> Option<Tensor> {
+    let (x0v, epsv) = (Values::of(x0)?, Values::of(eps)?);
+    let pair = PairValues::Pair {
+        x0: x0v.get(),
+        eps: epsv.get(),
+    };
+    ddim_rows(pair, x0.dims(), (alpha, direction), Some(noise), false).map(|(next, _)| next)
+}
+
 /// A task's scratch rows: the two halves of a converted velocity, and the noise.
 #[derive(Default)]
 struct Scratch {
@@ -186,22 +203,6 @@ mod tests {
     use super::*;
     use crate::test_support::bits;
     use candle_core::{DType, Device};
-
-    /// `ddim_rows` from the pair `(x0, eps)` with noise drawn from `streams`.
-    fn ddim_step_drawing(
-        x0: &Tensor,
-        eps: &Tensor,
-        a: f64,
-        d: f64,
-        noise: (&Streams, f64),
-    ) -> Option<Tensor> {
-        let (x0v, epsv) = (Values::of(x0)?, Values::of(eps)?);
-        let pair = PairValues::Pair {
-            x0: x0v.get(),
-            eps: epsv.get(),
-        };
-        ddim_rows(pair, x0.dims(), (a, d), Some(noise), false).map(|(next, _)| next)
-    }
 
     #[test]
     fn each_step_has_the_bits_of_candles_ops() {

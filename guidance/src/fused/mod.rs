@@ -21,7 +21,7 @@ use crate::simd_dispatch;
 mod ddim;
 mod pair_values;
 
-pub(crate) use ddim::{ddim_rows, ddim_step};
+pub(crate) use ddim::{ddim_rows, ddim_step, ddim_step_drawing};
 pub(crate) use pair_values::{PairValues, VelocityMap};
 
 /// A contiguous f32 CPU tensor's values, read in place.

@@ -80,27 +80,16 @@ impl Ddim {
             None => Some(None),
             Some(n) => n.streams().map(|s| Some((s, c))),
         };
-        if let Some(streams) = streams {
-            if let Some(v) = pred.velocity() {
-                if let Some(out) = v.ddim_step((s.alpha, direction), streams) {
-                    return Ok(out);
-                }
+        if let (Some(streams), Some(v)) = (streams, pred.velocity()) {
+            if let Some(out) = v.ddim_step((s.alpha, direction), streams) {
+                return Ok(out);
             }
         }
         let (x0, eps) = (pred.x0(), pred.eps());
         if let Some(streams) = streams.flatten() {
-            let values = crate::fused::Values::of(x0).zip(crate::fused::Values::of(eps));
-            if let Some((x0v, epsv)) = values {
-                let pair = crate::fused::PairValues::Pair {
-                    x0: x0v.get(),
-                    eps: epsv.get(),
-                };
-                let step = (s.alpha, direction);
-                if let Some((out, _)) =
-                    crate::fused::ddim_rows(pair, x0.dims(), step, Some(streams), false)
-                {
-                    return Ok(out);
-                }
+            if let Some(out) = crate::fused::ddim_step_drawing(x0, eps, s.alpha, direction, streams)
+            {
+                return Ok(out);
             }
         }
         let z = noise.map(Noise::tensor).transpose()?;
